@@ -1,0 +1,8 @@
+//! HTTP/1.x protocol logic, sans-io: head parsing and smuggling checks (`parse`),
+//! body framing (`body`), head rewriting (`rewrite`) and pre-rendered answers
+//! (`answer`). Nothing here touches a socket.
+
+pub mod answer;
+pub mod body;
+pub mod parse;
+pub mod rewrite;

@@ -1,0 +1,240 @@
+//! Writes the heads the proxy sends: the request head upstream and the response head
+//! downstream. Hop-by-hop headers are dropped (RFC 9110 §7.6.1), framing headers are
+//! re-emitted from the parsed framing (one Content-Length or `chunked`, RFC 9112 §6),
+//! X-Forwarded-* and the request id are set, and route header edits applied.
+//! Pure: bytes in, bytes appended to a reused buffer.
+
+use crate::config::{ForwardingConfig, HeaderEdit, XffMode};
+use crate::http::answer::ConnHeader;
+use crate::http::parse::{
+    is_named_by_connection, Framing, HeaderKind, HeaderSpan, RequestHead, ResponseHead,
+};
+use std::io::Write;
+use std::net::IpAddr;
+
+/// What the request rewrite needs beyond the parsed head.
+pub struct RequestRewrite<'a> {
+    pub peer: IpAddr,
+    pub local_port: u16,
+    pub forwarding: &'a ForwardingConfig,
+    pub edits: &'a HeaderEdit,
+    pub host_rewrite: Option<&'a [u8]>,
+    /// Host to send when the client sent none (HTTP/1.0).
+    pub fallback_host: &'a [u8],
+}
+
+/// Appends the upstream request head for `head` (parsed from `buf`) to `out`.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    headers: &[HeaderSpan],
+    rw: &RequestRewrite,
+    write_request_id: impl FnOnce(&mut Vec<u8>),
+) {
+    out.extend_from_slice(head.method_span.get(buf));
+    out.push(b' ');
+    if head.authority.is_some() {
+        // absolute-form -> origin-form (RFC 9112 §3.2.2).
+        let path = head.path.get(buf);
+        out.extend_from_slice(if path.is_empty() { b"/" } else { path });
+        if let Some(q) = head.query {
+            out.push(b'?');
+            out.extend_from_slice(q.get(buf));
+        }
+    } else {
+        out.extend_from_slice(head.target.get(buf));
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let f = rw.forwarding;
+    let trusted = f.x_forwarded_for == XffMode::Append
+        && f.trusted_proxies.iter().any(|c| c.contains(rw.peer));
+    let id_name = f.request_id_header.as_bytes();
+    let mut has_id = false;
+    let mut has_xf = [false; 3]; // proto, host, port
+    let mut te_trailers = false;
+
+    out.extend_from_slice(b"host: ");
+    match (rw.host_rewrite, head.host()) {
+        (Some(h), _) => out.extend_from_slice(h),
+        (None, Some(h)) => out.extend_from_slice(h.get(buf)),
+        (None, None) => out.extend_from_slice(rw.fallback_host),
+    }
+    out.extend_from_slice(b"\r\n");
+
+    for h in headers {
+        let name = h.name.get(buf);
+        let value = h.value.get(buf);
+        match h.kind {
+            HeaderKind::Host => continue,
+            HeaderKind::Te => {
+                te_trailers |= value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+                continue;
+            }
+            k if k.is_hop_by_hop() => continue,
+            HeaderKind::Expect if head.expect_continue => continue,
+            // Written below: prior values (trusted hops only) joined with the peer.
+            HeaderKind::XForwardedFor => continue,
+            HeaderKind::XForwardedProto
+            | HeaderKind::XForwardedHost
+            | HeaderKind::XForwardedPort => {
+                if !trusted {
+                    continue;
+                }
+                has_xf[match h.kind {
+                    HeaderKind::XForwardedProto => 0,
+                    HeaderKind::XForwardedHost => 1,
+                    _ => 2,
+                }] = true;
+            }
+            _ => {}
+        }
+        if head.connection_names_headers && is_named_by_connection(buf, headers, name) {
+            continue;
+        }
+        if rw.edits.drops(name) {
+            continue;
+        }
+        has_id |= name.eq_ignore_ascii_case(id_name);
+        push_line(out, name, value);
+    }
+
+    match head.framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::CloseDelimited => {}
+    }
+    if te_trailers {
+        out.extend_from_slice(b"te: trailers\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if trusted {
+        for h in headers
+            .iter()
+            .filter(|h| h.kind == HeaderKind::XForwardedFor)
+        {
+            out.extend_from_slice(h.value.get(buf));
+            out.extend_from_slice(b", ");
+        }
+    }
+    let _ = write!(out, "{}\r\n", rw.peer.to_canonical());
+    if !has_xf[0] {
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    }
+    if !has_xf[1] {
+        if let Some(h) = head.host() {
+            push_line(out, b"x-forwarded-host", h.get(buf));
+        }
+    }
+    if !has_xf[2] {
+        let _ = write!(out, "x-forwarded-port: {}\r\n", rw.local_port);
+    }
+    if f.request_id && !has_id {
+        out.extend_from_slice(id_name);
+        out.extend_from_slice(b": ");
+        write_request_id(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    push_edits(out, rw.edits);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the body is framed towards the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// No body. `keep_length`: the upstream's Content-Length describes a body not
+    /// sent (HEAD, 304) and is passed on as received (RFC 9110 §8.6).
+    None {
+        keep_length: bool,
+    },
+    Length(u64),
+    Chunked,
+    CloseDelimited,
+}
+
+/// Appends the downstream response head to `out`.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    resp: &ResponseHead,
+    headers: &[HeaderSpan],
+    edits: &HeaderEdit,
+    framing: ClientFraming,
+    conn: ConnHeader,
+    date: &[u8],
+) {
+    write_status_line(out, buf, resp);
+    for h in headers {
+        let name = h.name.get(buf);
+        match h.kind {
+            HeaderKind::ContentLength
+                if matches!(framing, ClientFraming::None { keep_length: true }) => {}
+            k if k.is_hop_by_hop() => continue,
+            _ => {}
+        }
+        if resp.connection_names_headers && is_named_by_connection(buf, headers, name) {
+            continue;
+        }
+        if edits.drops(name) {
+            continue;
+        }
+        push_line(out, name, h.value.get(buf));
+    }
+    match framing {
+        ClientFraming::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        ClientFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ClientFraming::None { .. } | ClientFraming::CloseDelimited => {}
+    }
+    if !resp.has_date {
+        push_line(out, b"date", date);
+    }
+    push_edits(out, edits);
+    out.extend_from_slice(conn.line());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an interim (1xx) response for the client, hop-by-hop headers dropped.
+pub fn write_interim_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    resp: &ResponseHead,
+    headers: &[HeaderSpan],
+) {
+    write_status_line(out, buf, resp);
+    for h in headers.iter().filter(|h| !h.kind.is_hop_by_hop()) {
+        push_line(out, h.name.get(buf), h.value.get(buf));
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_status_line(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead) {
+    let line = resp.status_line.get(buf);
+    let reason = line.get(4..).unwrap_or_default();
+    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_edits(out: &mut Vec<u8>, edits: &HeaderEdit) {
+    for (name, value) in edits.set.iter().chain(&edits.add) {
+        push_line(out, name.as_bytes(), value.as_bytes());
+    }
+}
+
+#[cfg(test)]
+#[path = "rewrite_tests.rs"]
+mod tests;

@@ -1,0 +1,35 @@
+//! Ringway: an HTTP/1.1 edge proxy and load balancer, thread-per-core on io_uring.
+//!
+//! ```text
+//! main.rs    CLI -> config::Config::load -> runtime::Server::start
+//! runtime    one pinned OS thread per core, each with its own monoio runtime
+//! worker     per-core state: Snapshot (routes, clusters, answers), pools, lifecycle
+//! listener   SO_REUSEPORT socket per core, accept loop
+//! conn       THE HOT PATH, one loop per downstream connection:
+//!              1. read + parse request head (http::parse, zero-copy)
+//!              2. route lookup (route, pure) -> cluster | direct answer
+//!              3. upstream::forward: pick endpoint, pooled connection, write head,
+//!                 stream body (relay), read response head
+//!              4. write response head, stream body, decide keep-alive
+//!            any error before the response started -> answer[error.status()]
+//! ```
+//!
+//! Nothing is shared between cores on the request path: no locks, atomics or
+//! cross-core queues. Only control messages (drain, stop) cross threads.
+#![deny(unsafe_code)]
+
+pub mod buf;
+pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod http;
+pub mod listener;
+pub mod relay;
+pub mod route;
+pub mod runtime;
+pub mod upstream;
+pub mod worker;
+
+pub use config::Config;
+pub use runtime::Server;

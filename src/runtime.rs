@@ -1,0 +1,278 @@
+//! Threads and their event loops: one OS thread per worker, pinned to a core, each
+//! running its own monoio runtime (io_uring, or the legacy epoll driver when io_uring
+//! is unavailable and not required). Control messages (drain, stop) reach the
+//! workers over channels; nothing else crosses cores.
+
+use crate::config::Config;
+use crate::worker::Worker;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Which monoio driver a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Legacy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {name}: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("io_uring is unavailable ({0}) and runtime.require_io_uring is set")]
+    NoIoUring(String),
+    #[error("worker {0}: {1}")]
+    Worker(usize, String),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    Drain(Duration),
+    Stop,
+}
+
+struct WorkerHandle {
+    thread: Option<JoinHandle<()>>,
+    control: async_channel::Sender<Control>,
+}
+
+/// A running proxy. Dropping it stops the workers at once; use `drain` and `join`
+/// for a graceful shutdown.
+pub struct Server {
+    workers: Vec<WorkerHandle>,
+    addrs: Vec<(String, SocketAddr)>,
+    drivers: Vec<Driver>,
+    drain_timeout: Duration,
+}
+
+impl Server {
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let count = match config.runtime.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+            (0..count).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for l in &config.listeners {
+            let (sockets, addr) =
+                crate::listener::bind(l, count).map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })?;
+            for (i, s) in sockets.into_iter().enumerate() {
+                per_worker[i].push(s);
+            }
+            addrs.push((l.name.clone(), addr));
+        }
+        let ports: Vec<u16> = addrs.iter().map(|(_, a)| a.port()).collect();
+        let config = std::sync::Arc::new(config);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut workers = Vec::with_capacity(count);
+        for (id, listeners) in per_worker.into_iter().enumerate() {
+            let (control, rx) = async_channel::unbounded();
+            let core =
+                (config.runtime.pin_workers && !cores.is_empty()).then(|| cores[id % cores.len()]);
+            let config = config.clone();
+            let ports = ports.clone();
+            let ready = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("ringway-w{id}"))
+                .spawn(move || run_worker(id, core, &config, listeners, ports, rx, ready))
+                .map_err(|e| StartError::Worker(id, e.to_string()))?;
+            workers.push(WorkerHandle {
+                thread: Some(thread),
+                control,
+            });
+        }
+        drop(ready_tx);
+        let mut server = Server {
+            workers,
+            addrs,
+            drivers: vec![Driver::Legacy; count],
+            drain_timeout: config.runtime.drain_timeout,
+        };
+        for _ in 0..count {
+            match ready_rx.recv() {
+                Ok(Ok((id, driver))) => server.drivers[id] = driver,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(StartError::Worker(
+                        0,
+                        "worker exited during start-up".into(),
+                    ))
+                }
+            }
+        }
+        Ok(server)
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    pub fn addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    pub fn drivers(&self) -> &[Driver] {
+        &self.drivers
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close idle connections, let
+    /// in-flight requests finish (answered with `Connection: close`) for up to
+    /// `runtime.drain_timeout`.
+    pub fn drain(&self) {
+        for w in &self.workers {
+            let _ = w.control.try_send(Control::Drain(self.drain_timeout));
+        }
+    }
+
+    /// Waits for every worker to finish (after `drain`, or a stop).
+    pub fn join(mut self) {
+        self.join_threads();
+    }
+
+    fn join_threads(&mut self) {
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                if t.join().is_err() {
+                    tracing::error!("a worker thread panicked");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            let _ = w.control.try_send(Control::Stop);
+        }
+        self.join_threads();
+    }
+}
+
+type Ready = mpsc::Sender<Result<(usize, Driver), StartError>>;
+
+fn run_worker(
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    config: &Config,
+    listeners: Vec<std::net::TcpListener>,
+    ports: Vec<u16>,
+    control: async_channel::Receiver<Control>,
+    ready: Ready,
+) {
+    if let Some(core) = core {
+        if !core_affinity::set_for_current(core) {
+            tracing::warn!(
+                worker = id,
+                core = core.id,
+                "could not pin worker to its core"
+            );
+        }
+    }
+    let worker = Rc::new(Worker::new(id, config));
+    let uring = monoio::utils::detect_uring();
+    if uring {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => {
+                tracing::info!(worker = id, driver = "io_uring", "worker started");
+                let _ = ready.send(Ok((id, Driver::IoUring)));
+                rt.block_on(run(worker, listeners, ports, control, Driver::IoUring));
+                return;
+            }
+            Err(e) if config.runtime.require_io_uring => {
+                let _ = ready.send(Err(StartError::NoIoUring(e.to_string())));
+                return;
+            }
+            Err(e) => tracing::warn!(worker = id, error = %e, "io_uring runtime failed to build"),
+        }
+    } else if config.runtime.require_io_uring {
+        let _ = ready.send(Err(StartError::NoIoUring(
+            "not supported by this kernel".into(),
+        )));
+        return;
+    }
+    tracing::warn!(
+        worker = id,
+        "io_uring unavailable: falling back to the legacy epoll driver (slower)"
+    );
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => {
+            let _ = ready.send(Ok((id, Driver::Legacy)));
+            rt.block_on(run(worker, listeners, ports, control, Driver::Legacy));
+        }
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Worker(id, e.to_string())));
+        }
+    }
+}
+
+/// A worker's main task: accept loops, the pool sweeper, and the control channel.
+async fn run(
+    worker: Rc<Worker>,
+    listeners: Vec<std::net::TcpListener>,
+    ports: Vec<u16>,
+    control: async_channel::Receiver<Control>,
+    driver: Driver,
+) {
+    for (index, (std_listener, port)) in listeners.into_iter().zip(ports).enumerate() {
+        if driver == Driver::Legacy {
+            // The epoll driver needs non-blocking sockets; io_uring must not have
+            // them (an O_NONBLOCK file makes io_uring return EAGAIN instead of waiting).
+            let _ = std_listener.set_nonblocking(true);
+        }
+        match monoio::net::TcpListener::from_std(std_listener) {
+            Ok(l) => {
+                monoio::spawn(crate::listener::accept_loop(worker.clone(), index, l, port));
+            }
+            Err(e) => tracing::error!(worker = worker.id, error = %e, "cannot register listener"),
+        }
+    }
+    let sweeper = worker.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::select! {
+                _ = monoio::time::sleep(Duration::from_secs(1)) => sweeper.pool.sweep(std::time::Instant::now()),
+                _ = sweeper.lifecycle.draining() => return,
+            }
+        }
+    });
+    let timeout = match control.recv().await {
+        Ok(Control::Drain(timeout)) => timeout,
+        Ok(Control::Stop) | Err(_) => return,
+    };
+    tracing::info!(
+        worker = worker.id,
+        active = worker.lifecycle.active(),
+        "draining"
+    );
+    worker.lifecycle.start_drain();
+    monoio::select! {
+        _ = worker.lifecycle.all_closed() => {}
+        _ = monoio::time::sleep(timeout) => {
+            tracing::warn!(worker = worker.id, active = worker.lifecycle.active(), "drain timeout: closing remaining connections");
+        }
+        _ = control.recv() => {}
+    }
+}

@@ -1,0 +1,437 @@
+//! Forwarding a request to a cluster: pick an endpoint (skipping ones that refused a
+//! connection), take a pooled connection or connect, send the rewritten head and
+//! stream the body, read the response head, stream the response back, and return
+//! the connection to the pool when it is still in sync.
+//!
+//! Retry policy: a request that fails on a *reused* pooled connection before any
+//! response byte arrived is retried once on a fresh connection, when it is
+//! idempotent (RFC 9110 §9.2.2) or no request byte was written, and only if its body
+//! can be replayed from the buffer (it was never read from the client socket).
+
+pub mod balance;
+pub mod pool;
+
+use crate::conn::{request_body_error, Downstream, Failure, Next};
+use crate::error::ProxyError;
+use crate::http::answer::ConnHeader;
+use crate::http::parse::{parse_response, Framing, Method, RequestHead, ResponseHead, Version};
+use crate::http::rewrite::{
+    write_interim_head, write_request_head, write_response_head, ClientFraming, RequestRewrite,
+};
+use crate::relay::{self, Body, Fail, RelayError};
+use crate::route::Route;
+use crate::worker::{ClusterRt, Worker};
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Largest upstream response head accepted (502 beyond).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+pub async fn forward(
+    d: &mut Downstream,
+    w: &Worker,
+    head: &RequestHead,
+    route: &Route,
+    cluster: usize,
+) -> Result<Next, Failure> {
+    let cluster = &w.snapshot.clusters[cluster];
+    let mut bufs = Bufs {
+        head: w.bufs.take(),
+        resp: w.bufs.take(),
+    };
+    let rewrite = RequestRewrite {
+        peer: d.peer.ip(),
+        local_port: d.local_port,
+        forwarding: &w.snapshot.forwarding,
+        edits: &route.request_headers,
+        host_rewrite: route.host_rewrite.as_deref(),
+        fallback_host: cluster.config.endpoints[0].name.as_bytes(),
+    };
+    write_request_head(&mut bufs.head, &d.rbuf, head, &d.headers, &rewrite, |out| {
+        w.write_request_id(out)
+    });
+    let result = attempt_all(d, w, head, route, cluster, &mut bufs).await;
+    w.bufs.give(bufs.head);
+    w.bufs.give(bufs.resp);
+    result
+}
+
+struct Bufs {
+    /// The rewritten request head, later the response head.
+    head: Vec<u8>,
+    /// Bytes read from the upstream.
+    resp: Vec<u8>,
+}
+
+async fn attempt_all(
+    d: &mut Downstream,
+    w: &Worker,
+    head: &RequestHead,
+    route: &Route,
+    cluster: &ClusterRt,
+    bufs: &mut Bufs,
+) -> Result<Next, Failure> {
+    let body_start = d.pos;
+    let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
+    let mut retry_on = None;
+    let mut retried = false;
+    let mut sent_continue = false;
+    let mut last_error = None;
+    loop {
+        let (ep, fresh) = match retry_on.take() {
+            Some(ep) => (ep, true),
+            None => match cluster.balancer.pick(|i| !tried.contains(&i)) {
+                Some(ep) => (ep, false),
+                None => {
+                    return Err(Failure {
+                        error: last_error.expect("a cluster has at least one endpoint"),
+                        response_started: false,
+                        request_consumed: d.pos == body_start && !has_body(head),
+                    })
+                }
+            },
+        };
+        let endpoint = &cluster.config.endpoints[ep];
+        let slot = cluster.slot_base + ep;
+        let pooled = if fresh {
+            None
+        } else {
+            w.pool.checkout(slot, Instant::now())
+        };
+        let reused = pooled.is_some();
+        let up = match pooled {
+            Some(s) => s,
+            None => match connect(endpoint.addr, cluster.config.connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
+                    tried.push(ep);
+                    last_error = Some(e);
+                    continue;
+                }
+            },
+        };
+        d.pos = body_start;
+        let ex = Exchange {
+            w,
+            head,
+            route,
+            cluster,
+            slot,
+            sent_continue: &mut sent_continue,
+        };
+        match ex.run(d, up, bufs).await {
+            Ok(next) => return Ok(next),
+            Err(x) if reused && !retried && x.is_replayable(head.method) => {
+                tracing::debug!(endpoint = %endpoint.addr, error = %x.failure.error,
+                    "stale pooled connection, retrying on a fresh one");
+                retried = true;
+                retry_on = Some(ep);
+            }
+            Err(x) => return Err(x.failure),
+        }
+    }
+}
+
+fn has_body(head: &RequestHead) -> bool {
+    !matches!(head.framing, Framing::None | Framing::Length(0))
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(source)) => Err(ProxyError::Connect { addr, source }),
+        Err(_) => Err(ProxyError::ConnectTimeout { addr }),
+    }
+}
+
+/// A failed exchange with what the retry decision needs to know.
+struct ExchangeError {
+    failure: Failure,
+    wrote_request: bool,
+    got_response: bool,
+    read_client: bool,
+}
+
+impl ExchangeError {
+    fn is_replayable(&self, method: Method) -> bool {
+        let transport = matches!(
+            self.failure.error,
+            ProxyError::Upstream { .. } | ProxyError::UpstreamClosed { .. }
+        );
+        transport
+            && !self.got_response
+            && !self.read_client
+            && !self.failure.response_started
+            && (method.is_idempotent() || !self.wrote_request)
+    }
+}
+
+struct Exchange<'a> {
+    w: &'a Worker,
+    head: &'a RequestHead,
+    route: &'a Route,
+    cluster: &'a ClusterRt,
+    slot: usize,
+    sent_continue: &'a mut bool,
+}
+
+/// Progress of one exchange, for error reporting.
+#[derive(Default)]
+struct Progress {
+    wrote_request: bool,
+    got_response: bool,
+    read_client: bool,
+    request_consumed: bool,
+    response_started: bool,
+}
+
+impl Progress {
+    fn fail(&self, error: ProxyError) -> ExchangeError {
+        ExchangeError {
+            failure: Failure {
+                error,
+                response_started: self.response_started,
+                request_consumed: self.request_consumed,
+            },
+            wrote_request: self.wrote_request,
+            got_response: self.got_response,
+            read_client: self.read_client,
+        }
+    }
+}
+
+impl Exchange<'_> {
+    async fn run(
+        mut self,
+        d: &mut Downstream,
+        mut up: TcpStream,
+        bufs: &mut Bufs,
+    ) -> Result<Next, ExchangeError> {
+        let mut p = Progress::default();
+        let up_timeout = self.cluster.config.response_timeout;
+        let client_timeout = d.client_timeout(self.w);
+
+        // 1. Request head, then body.
+        let len = bufs.head.len();
+        if let Err((f, written)) =
+            relay::write_range(&mut up, &mut bufs.head, 0..len, up_timeout).await
+        {
+            p.wrote_request = written > 0;
+            return Err(p.fail(upstream_error(f, "write request head")));
+        }
+        p.wrote_request = true;
+        self.send_body(d, &mut up, &mut p, client_timeout, up_timeout)
+            .await?;
+
+        // 2. Response head (after any interim 1xx responses).
+        let resp = self.read_response_head(d, &mut up, bufs, &mut p).await?;
+
+        // 3. Response head and body to the client.
+        let client_http10 = self.head.version == Version::Http10;
+        let framing = match resp.framing {
+            Framing::None => ClientFraming::None {
+                keep_length: self.head.method == Method::Head || resp.status == 304,
+            },
+            Framing::Length(n) => ClientFraming::Length(n),
+            Framing::Chunked if client_http10 => ClientFraming::CloseDelimited,
+            Framing::Chunked => ClientFraming::Chunked,
+            Framing::CloseDelimited => ClientFraming::CloseDelimited,
+        };
+        let close = !self.head.keep_alive
+            || self.w.lifecycle.is_draining()
+            || framing == ClientFraming::CloseDelimited;
+        let conn = match (close, client_http10) {
+            (true, _) => ConnHeader::Close,
+            (false, true) => ConnHeader::KeepAlive,
+            (false, false) => ConnHeader::None,
+        };
+        bufs.head.clear();
+        self.w.date.with(|date| {
+            write_response_head(
+                &mut bufs.head,
+                &bufs.resp,
+                &resp,
+                &d.resp_headers,
+                &self.route.response_headers,
+                framing,
+                conn,
+                date,
+            )
+        });
+        p.response_started = true;
+        let len = bufs.head.len();
+        if let Err((f, _)) =
+            relay::write_range(&mut d.stream, &mut bufs.head, 0..len, client_timeout).await
+        {
+            return Err(p.fail(client_write_error(f)));
+        }
+        let mut pos = resp.head_len;
+        let mut body = Body::new(resp.framing, None, MAX_RESPONSE_HEAD, client_http10);
+        body.relay(
+            &mut up,
+            Some(&mut d.stream),
+            &mut bufs.resp,
+            &mut pos,
+            up_timeout,
+            client_timeout,
+        )
+        .await
+        .map_err(|e| {
+            p.fail(match e {
+                RelayError::Write(f) => client_write_error(f),
+                RelayError::Read(f) => upstream_error(f, "read response body"),
+                RelayError::Framing(b) => ProxyError::BadResponseBody(b),
+                RelayError::TooLarge => unreachable!("response bodies have no limit"),
+            })
+        })?;
+
+        // 4. Keep the upstream connection if it is in sync: whole response read and
+        // nothing after it.
+        if resp.keep_alive && pos == bufs.resp.len() {
+            self.w.pool.checkin(self.slot, up, Instant::now());
+        }
+        Ok(if close { Next::Close } else { Next::KeepAlive })
+    }
+
+    async fn send_body(
+        &mut self,
+        d: &mut Downstream,
+        up: &mut TcpStream,
+        p: &mut Progress,
+        client_timeout: Duration,
+        up_timeout: Duration,
+    ) -> Result<(), ExchangeError> {
+        if !has_body(self.head) {
+            p.request_consumed = true;
+            return Ok(());
+        }
+        if self.head.expect_continue && !*self.sent_continue && d.pos == d.rbuf.len() {
+            // The proxy answers the expectation itself and strips Expect upstream
+            // (RFC 9110 §10.1.1), like nginx.
+            *self.sent_continue = true;
+            if let Err(f) = relay::write_static(
+                &mut d.stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                client_timeout,
+            )
+            .await
+            {
+                p.read_client = true;
+                return Err(p.fail(client_write_error(f)));
+            }
+        }
+        let limits = &self.w.snapshot.listeners[d.listener].limits;
+        let mut body = Body::new(
+            self.head.framing,
+            limits.max_body_bytes,
+            limits.max_head_bytes,
+            false,
+        );
+        let (stream, rbuf, pos) = (&mut d.stream, &mut d.rbuf, &mut d.pos);
+        match body
+            .relay(stream, Some(up), rbuf, pos, client_timeout, up_timeout)
+            .await
+        {
+            Ok(r) => {
+                p.read_client = r.read_from_source;
+                p.request_consumed = true;
+                Ok(())
+            }
+            Err(e) => {
+                // The buffer may have been refilled from the client: no replay.
+                p.read_client = true;
+                Err(p.fail(request_body_error(e)))
+            }
+        }
+    }
+
+    async fn read_response_head(
+        &self,
+        d: &mut Downstream,
+        up: &mut TcpStream,
+        bufs: &mut Bufs,
+        p: &mut Progress,
+    ) -> Result<ResponseHead, ExchangeError> {
+        let deadline = Instant::now() + self.cluster.config.response_timeout;
+        let is_head = self.head.method == Method::Head;
+        bufs.resp.clear();
+        loop {
+            if !bufs.resp.is_empty() {
+                match parse_response(&bufs.resp, MAX_RESPONSE_HEAD, is_head, &mut d.resp_headers) {
+                    Ok(None) => {}
+                    Ok(Some(r)) if r.status == 101 => {
+                        return Err(p.fail(ProxyError::UnexpectedUpgrade))
+                    }
+                    Ok(Some(r)) if r.status < 200 => {
+                        self.forward_interim(d, bufs, &r, p).await?;
+                        continue;
+                    }
+                    Ok(Some(r)) => return Ok(r),
+                    Err(e) => return Err(p.fail(ProxyError::BadResponse(e))),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match relay::read_into(up, &mut bufs.resp, left).await {
+                Ok(0) | Err(Fail::Closed) => {
+                    return Err(p.fail(ProxyError::UpstreamClosed {
+                        op: "read response head",
+                    }))
+                }
+                Ok(_) => p.got_response = true,
+                Err(Fail::Timeout) => return Err(p.fail(ProxyError::ResponseTimeout)),
+                Err(Fail::Io(source)) => {
+                    return Err(p.fail(ProxyError::Upstream {
+                        op: "read response head",
+                        source,
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Passes an interim response (100, 103 ...) to an HTTP/1.1 client and drops it
+    /// from the buffer (RFC 9110 §15.2).
+    async fn forward_interim(
+        &self,
+        d: &mut Downstream,
+        bufs: &mut Bufs,
+        r: &ResponseHead,
+        p: &mut Progress,
+    ) -> Result<(), ExchangeError> {
+        if self.head.version == Version::Http11 && !(r.status == 100 && *self.sent_continue) {
+            bufs.head.clear();
+            write_interim_head(&mut bufs.head, &bufs.resp, r, &d.resp_headers);
+            let len = bufs.head.len();
+            let timeout = d.client_timeout(self.w);
+            if let Err((f, _)) =
+                relay::write_range(&mut d.stream, &mut bufs.head, 0..len, timeout).await
+            {
+                return Err(p.fail(client_write_error(f)));
+            }
+        }
+        bufs.resp.drain(..r.head_len);
+        Ok(())
+    }
+}
+
+fn upstream_error(f: Fail, op: &'static str) -> ProxyError {
+    match f {
+        Fail::Timeout => ProxyError::UpstreamTimeout { op },
+        Fail::Closed => ProxyError::UpstreamClosed { op },
+        Fail::Io(source) => ProxyError::Upstream { op, source },
+    }
+}
+
+fn client_write_error(f: Fail) -> ProxyError {
+    let op = "write response";
+    match f {
+        Fail::Timeout => ProxyError::ClientTimeout { op },
+        Fail::Closed => ProxyError::ClientClosed { op },
+        Fail::Io(source) => ProxyError::Client { op, source },
+    }
+}

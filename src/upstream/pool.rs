@@ -1,0 +1,168 @@
+//! Per-core keep-alive pool of upstream connections, one LIFO stack per endpoint.
+//! LIFO keeps the warmest connections in use and lets the cold ones age out. A
+//! connection is only handed out after a non-blocking peek shows the backend has not
+//! closed it (nor sent stray bytes); a once-a-second sweep drops expired and closed
+//! ones so their descriptors do not linger in CLOSE_WAIT.
+
+use monoio::net::TcpStream;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+struct Slot {
+    idle: Vec<Idle>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+pub struct Pool {
+    slots: RefCell<Vec<Slot>>,
+}
+
+impl Pool {
+    /// One slot per endpoint: (max idle connections, idle timeout).
+    pub fn new(slots: impl IntoIterator<Item = (usize, Duration)>) -> Pool {
+        Pool {
+            slots: RefCell::new(
+                slots
+                    .into_iter()
+                    .map(|(max_idle, idle_timeout)| Slot {
+                        idle: Vec::with_capacity(max_idle.min(64)),
+                        max_idle,
+                        idle_timeout,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The most recently used live connection to endpoint `slot`, if any.
+    pub fn checkout(&self, slot: usize, now: Instant) -> Option<TcpStream> {
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[slot];
+        while let Some(idle) = slot.idle.pop() {
+            if now.saturating_duration_since(idle.since) < slot.idle_timeout
+                && is_open_and_quiet(&idle.stream)
+            {
+                return Some(idle.stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection after a complete exchange; dropped if the slot is full.
+    pub fn checkin(&self, slot: usize, stream: TcpStream, now: Instant) {
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[slot];
+        if slot.idle.len() < slot.max_idle {
+            slot.idle.push(Idle { stream, since: now });
+        }
+    }
+
+    /// Drops expired connections and those the backend closed.
+    pub fn sweep(&self, now: Instant) {
+        for slot in self.slots.borrow_mut().iter_mut() {
+            let timeout = slot.idle_timeout;
+            slot.idle.retain(|idle| {
+                now.saturating_duration_since(idle.since) < timeout
+                    && is_open_and_quiet(&idle.stream)
+            });
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.slots.borrow().iter().map(|s| s.idle.len()).sum()
+    }
+}
+
+/// True when an idle connection has neither been closed by its peer nor received
+/// unexpected bytes: `recv(MSG_PEEK | MSG_DONTWAIT)` must say "would block".
+#[allow(unsafe_code)]
+fn is_open_and_quiet(stream: &TcpStream) -> bool {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow; monoio
+    // offers no `AsFd` for its sockets, only `AsRawFd`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(&fd)
+        .recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        // 0: the peer closed; >0: bytes nobody asked for (a late or bogus response).
+        Ok(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Runs `f` on a monoio runtime (legacy driver works everywhere tests run).
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn hands_out_only_live_quiet_unexpired_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        block_on(async move {
+            let pool = Pool::new([(4, Duration::from_secs(30))]);
+            let now = Instant::now();
+            // Three connections: one stays open, one is closed by the peer, one gets stray bytes.
+            let mut peers = Vec::new();
+            for _ in 0..3 {
+                let c = TcpStream::connect(addr).await.unwrap();
+                let (p, _) = listener.accept().unwrap();
+                peers.push(p);
+                pool.checkin(0, c, now);
+            }
+            let mut peers = peers.into_iter();
+            let _open = peers.next().unwrap();
+            drop(peers.next().unwrap()); // closed
+            peers.next().unwrap().write_all(b"junk").unwrap();
+            // Let the FIN and the bytes arrive: poll the checkout until it settles.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut got = None;
+            while Instant::now() < deadline {
+                pool.sweep(Instant::now());
+                if pool.idle_count() == 1 {
+                    got = pool.checkout(0, Instant::now());
+                    break;
+                }
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(got.is_some(), "the open connection is handed out");
+            assert_eq!(pool.idle_count(), 0);
+            assert!(pool.checkout(0, Instant::now()).is_none());
+            // Expiry.
+            pool.checkin(0, got.unwrap(), now);
+            assert!(pool.checkout(0, now + Duration::from_secs(31)).is_none());
+        });
+    }
+
+    #[test]
+    fn respects_max_idle() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        block_on(async move {
+            let pool = Pool::new([(1, Duration::from_secs(30))]);
+            let mut keep = Vec::new();
+            for _ in 0..2 {
+                let c = TcpStream::connect(addr).await.unwrap();
+                keep.push(listener.accept().unwrap());
+                pool.checkin(0, c, Instant::now());
+            }
+            assert_eq!(pool.idle_count(), 1);
+        });
+    }
+}

@@ -1,0 +1,317 @@
+//! Per-core state: the snapshot (routing table replica, clusters with their
+//! balancers, listener settings, pre-rendered answers), the upstream pool, buffer
+//! pool, date cache and the connection lifecycle used for draining. Everything here
+//! is `Rc`/`Cell`/`RefCell`: it never leaves its core.
+
+use crate::buf::BufPool;
+use crate::clock::DateCache;
+use crate::config::{ClusterConfig, Config, ForwardingConfig, ListenerConfig};
+use crate::http::answer::ErrorAnswers;
+use crate::route::RouteTable;
+use crate::upstream::balance::Balancer;
+use crate::upstream::pool::Pool;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+/// Size of per-request buffers (upstream reads, rewritten heads).
+pub const BUF_SIZE: usize = 16 * 1024;
+
+pub struct Snapshot {
+    pub routes: RouteTable,
+    pub clusters: Vec<ClusterRt>,
+    pub listeners: Vec<ListenerConfig>,
+    pub forwarding: ForwardingConfig,
+    pub errors: ErrorAnswers,
+}
+
+pub struct ClusterRt {
+    pub config: ClusterConfig,
+    pub balancer: Balancer,
+    /// Index of this cluster's first endpoint in the pool's slots.
+    pub slot_base: usize,
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub snapshot: Snapshot,
+    pub pool: Pool,
+    pub bufs: BufPool,
+    pub date: DateCache,
+    pub lifecycle: Lifecycle,
+    rng: Cell<u64>,
+}
+
+impl Worker {
+    pub fn new(id: usize, config: &Config) -> Worker {
+        let mut slot_base = 0;
+        let clusters: Vec<ClusterRt> = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let rt = ClusterRt {
+                    config: c.clone(),
+                    balancer: Balancer::new(c, id),
+                    slot_base,
+                };
+                slot_base += c.endpoints.len();
+                rt
+            })
+            .collect();
+        let pool = Pool::new(clusters.iter().flat_map(|c| {
+            c.config
+                .endpoints
+                .iter()
+                .map(|_| (c.config.pool_max_idle, c.config.pool_idle_timeout))
+        }));
+        Worker {
+            id,
+            snapshot: Snapshot {
+                routes: RouteTable::build(config),
+                clusters,
+                listeners: config.listeners.clone(),
+                forwarding: config.forwarding.clone(),
+                errors: ErrorAnswers::new(),
+            },
+            pool,
+            bufs: BufPool::new(BUF_SIZE, 256),
+            date: DateCache::new(),
+            lifecycle: Lifecycle::default(),
+            rng: Cell::new(seed(id)),
+        }
+    }
+
+    /// wyrand: a fast per-core generator for request ids (not for secrets).
+    fn next_u64(&self) -> u64 {
+        let s = self.rng.get().wrapping_add(0xa076_1d64_78bd_642f);
+        self.rng.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) ^ t) as u64
+    }
+
+    /// Appends a random UUID (version 4 layout) to `out`.
+    pub fn write_request_id(&self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hi = self.next_u64() & !0xf000 | 0x4000;
+        let lo = self.next_u64() & !(0xc << 60) | (0x8 << 60);
+        let v = u128::from(hi) << 64 | u128::from(lo);
+        for i in 0..32 {
+            if matches!(i, 8 | 12 | 16 | 20) {
+                out.push(b'-');
+            }
+            out.push(HEX[(v >> (124 - 4 * i) & 0xf) as usize]);
+        }
+    }
+}
+
+fn seed(id: usize) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(id);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Connection accounting and the drain signal of one core.
+#[derive(Default)]
+pub struct Lifecycle {
+    draining: Cell<bool>,
+    active: Cell<usize>,
+    waiters: RefCell<WakerSlab>,
+    all_closed: RefCell<Option<Waker>>,
+}
+
+impl Lifecycle {
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.get()
+    }
+
+    /// Marks the core as draining and wakes everything waiting for it.
+    pub fn start_drain(&self) {
+        self.draining.set(true);
+        let wakers = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in wakers.slots.into_iter().flatten() {
+            w.wake();
+        }
+    }
+
+    /// Resolves when draining starts (idle connections and accept loops wait on it).
+    pub fn draining(&self) -> DrainWait<'_> {
+        DrainWait {
+            lifecycle: self,
+            key: None,
+        }
+    }
+
+    /// Counts a connection until the guard is dropped.
+    pub fn track(&self) -> ConnGuard<'_> {
+        self.active.set(self.active.get() + 1);
+        ConnGuard { lifecycle: self }
+    }
+
+    /// Resolves when no connection is active.
+    pub fn all_closed(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.active.get() == 0 {
+                Poll::Ready(())
+            } else {
+                *self.all_closed.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+pub struct ConnGuard<'a> {
+    lifecycle: &'a Lifecycle,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        let n = self.lifecycle.active.get() - 1;
+        self.lifecycle.active.set(n);
+        if n == 0 {
+            if let Some(w) = self.lifecycle.all_closed.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// Waker slots reused across waits, so waiting allocates nothing after warm-up.
+#[derive(Default)]
+struct WakerSlab {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+pub struct DrainWait<'a> {
+    lifecycle: &'a Lifecycle,
+    key: Option<usize>,
+}
+
+impl Future for DrainWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.lifecycle.draining.get() {
+            self.key = None;
+            return Poll::Ready(());
+        }
+        let mut slab = self.lifecycle.waiters.borrow_mut();
+        match self.key {
+            Some(k) if k < slab.slots.len() => slab.slots[k] = Some(cx.waker().clone()),
+            _ => {
+                let k = match slab.free.pop() {
+                    Some(k) => {
+                        slab.slots[k] = Some(cx.waker().clone());
+                        k
+                    }
+                    None => {
+                        slab.slots.push(Some(cx.waker().clone()));
+                        slab.slots.len() - 1
+                    }
+                };
+                drop(slab);
+                self.key = Some(k);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for DrainWait<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            if self.lifecycle.draining.get() {
+                return; // the slab was emptied by start_drain
+            }
+            let mut slab = self.lifecycle.waiters.borrow_mut();
+            if k < slab.slots.len() {
+                slab.slots[k] = None;
+                slab.free.push(k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn drain_wakes_waiters_and_slots_are_reused() {
+        let lc = Lifecycle::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..3 {
+            let mut w = Box::pin(lc.draining());
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            lc.waiters.borrow().slots.len(),
+            1,
+            "dropped waits free their slot"
+        );
+        let mut a = Box::pin(lc.draining());
+        let mut b = Box::pin(lc.draining());
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        lc.start_drain();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(b.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn all_closed_resolves_when_last_guard_drops() {
+        let lc = Lifecycle::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let g1 = lc.track();
+        let g2 = lc.track();
+        let mut closed = Box::pin(lc.all_closed());
+        assert!(closed.as_mut().poll(&mut cx).is_pending());
+        drop(g1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        drop(g2);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(closed.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4_shaped_and_distinct() {
+        let config = crate::config::Config::default_embedded();
+        let w = Worker::new(0, &config);
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        w.write_request_id(&mut a);
+        w.write_request_id(&mut b);
+        let a = String::from_utf8(a).unwrap();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(a.as_bytes(), &b[..]);
+    }
+}
