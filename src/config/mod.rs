@@ -349,3 +349,7 @@ impl fmt::Display for Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -464,10 +464,8 @@ impl Fields {
                     }
                 }
             }
-            HeaderKind::Expect => {
-                if trim(value).eq_ignore_ascii_case(b"100-continue") {
-                    self.expect_continue = true;
-                }
+            HeaderKind::Expect if trim(value).eq_ignore_ascii_case(b"100-continue") => {
+                self.expect_continue = true;
             }
             HeaderKind::Date => self.date = true,
             _ => {}

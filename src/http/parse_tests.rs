@@ -1,1 +1,335 @@
+use super::*;
 
+fn limits() -> Limits {
+    Limits::default()
+}
+
+/// Parses `input` whole, and checks that every proper prefix is "incomplete" and
+/// that the result does not depend on where the bytes were split.
+fn parse_all_splits(input: &[u8]) -> Result<(RequestHead, Vec<HeaderSpan>), ParseError> {
+    let mut headers = Vec::new();
+    let whole = parse_request(input, &limits(), &mut headers);
+    let head_len = match &whole {
+        Ok(Some(h)) => h.head_len,
+        _ => input.len(),
+    };
+    for cut in 0..head_len {
+        let mut hs = Vec::new();
+        match parse_request(&input[..cut], &limits(), &mut hs) {
+            Ok(None) => {}
+            // An error may show up before the end, but then it must be the same error.
+            Err(e) => {
+                assert_eq!(
+                    whole.as_ref().err(),
+                    Some(&e),
+                    "prefix {cut} fails differently"
+                );
+                return Err(e);
+            }
+            Ok(Some(_)) => panic!("prefix of {cut} bytes parsed as complete"),
+        }
+    }
+    match whole {
+        Ok(Some(h)) => Ok((h, headers)),
+        Ok(None) => panic!("complete input parsed as incomplete"),
+        Err(e) => Err(e),
+    }
+}
+
+fn ok(input: &str) -> (RequestHead, Vec<HeaderSpan>) {
+    parse_all_splits(input.as_bytes()).unwrap_or_else(|e| panic!("{input:?}: {e}"))
+}
+
+fn err(input: &str) -> ParseError {
+    match parse_all_splits(input.as_bytes()) {
+        Err(e) => e,
+        Ok(_) => panic!("{input:?} must be rejected"),
+    }
+}
+
+#[test]
+fn simple_get_is_zero_copy_offsets() {
+    let input = "GET /a/b?x=1&y HTTP/1.1\r\nHost: Example.com:8080\r\nX-A: 1\r\n\r\nrest";
+    let (h, headers) = ok(input);
+    let b = input.as_bytes();
+    assert_eq!(h.method, Method::Get);
+    assert_eq!(h.path.get(b), b"/a/b");
+    assert_eq!(h.query.unwrap().get(b), b"x=1&y");
+    assert_eq!(h.host().unwrap().get(b), b"Example.com:8080");
+    assert_eq!(h.version, Version::Http11);
+    assert_eq!(h.framing, Framing::None);
+    assert!(h.keep_alive);
+    assert_eq!(h.head_len, input.len() - 4);
+    assert_eq!(headers.len(), 2);
+    assert_eq!(headers[1].name.get(b), b"X-A");
+    assert_eq!(headers[1].kind, HeaderKind::Other);
+}
+
+#[test]
+fn framing_and_connection_semantics() {
+    let (h, _) = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
+    assert_eq!(h.framing, Framing::Length(5));
+    let (h, _) = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.framing, Framing::Length(0));
+    let (h, _) =
+        ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n");
+    assert_eq!(
+        h.framing,
+        Framing::Length(7),
+        "identical values are one value"
+    );
+    let (h, _) = ok("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n");
+    assert_eq!(h.framing, Framing::Chunked);
+    let (h, _) = ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert!(!h.keep_alive);
+    let (h, _) = ok("GET / HTTP/1.0\r\n\r\n");
+    assert!(!h.keep_alive, "HTTP/1.0 closes by default");
+    assert!(h.host().is_none(), "HTTP/1.0 may omit Host");
+    let (h, _) = ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    assert!(h.keep_alive);
+    let (h, _) =
+        ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Foo\r\nX-Foo: 1\r\n\r\n");
+    assert!(h.connection_names_headers);
+    let (h, _) =
+        ok("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n");
+    assert!(h.expect_continue);
+}
+
+#[test]
+fn target_forms() {
+    let input = "GET http://Api.Example.com:81/p?q=1 HTTP/1.1\r\nHost: other\r\n\r\n";
+    let (h, _) = ok(input);
+    let b = input.as_bytes();
+    assert_eq!(h.authority.unwrap().get(b), b"Api.Example.com:81");
+    assert_eq!(
+        h.host().unwrap().get(b),
+        b"Api.Example.com:81",
+        "absolute-form wins over Host"
+    );
+    assert_eq!(h.path.get(b), b"/p");
+    let input = "GET http://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let (h, _) = ok(input);
+    assert_eq!(h.path.get(input.as_bytes()), b"");
+    let (h, _) = ok("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(h.method, Method::Options);
+    assert!(matches!(
+        err("GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ParseError::Malformed(_)
+    ));
+    assert!(matches!(
+        err("GET ftp://x/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ParseError::Malformed(_)
+    ));
+    assert!(matches!(
+        err("GET http://u@x/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ParseError::Malformed(_)
+    ));
+    assert!(matches!(
+        err("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ParseError::Malformed(_)
+    ));
+}
+
+#[test]
+fn smuggling_defences() {
+    let cases = [
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Fold: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Space : a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Cr: a\rb\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Nul: a\0b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX\0: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Ctl: a\x01b\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        "GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+        "G(T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        " GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    for c in cases {
+        let e = err(c);
+        assert!(
+            matches!(e, ParseError::Malformed(_) | ParseError::UnsupportedCoding),
+            "{c:?} gave {e:?}"
+        );
+    }
+    assert_eq!(
+        err("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+        ParseError::UnsupportedCoding
+    );
+}
+
+#[test]
+fn versions() {
+    assert_eq!(
+        err("GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
+        ParseError::Version
+    );
+    assert_eq!(
+        err("GET / HTTP/1.2\r\nHost: a\r\n\r\n"),
+        ParseError::Version
+    );
+    assert!(matches!(
+        err("GET / HTTX/1.1\r\nHost: a\r\n\r\n"),
+        ParseError::Malformed(_)
+    ));
+}
+
+#[test]
+fn limits_are_enforced() {
+    let l = Limits {
+        max_head_bytes: 1024,
+        max_headers: 4,
+        max_uri_bytes: 64,
+        max_body_bytes: None,
+    };
+    let mut hs = Vec::new();
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100));
+    assert_eq!(
+        parse_request(long_uri.as_bytes(), &l, &mut hs).unwrap_err(),
+        ParseError::UriTooLong
+    );
+    // Still incomplete, but the request line is already too long.
+    let partial = format!("GET /{}", "a".repeat(200));
+    assert_eq!(
+        parse_request(partial.as_bytes(), &l, &mut hs).unwrap_err(),
+        ParseError::UriTooLong
+    );
+    let many = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\n\r\n";
+    assert_eq!(
+        parse_request(many.as_bytes(), &l, &mut hs).unwrap_err(),
+        ParseError::TooManyHeaders
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nA: {}\r\n\r\n",
+        "v".repeat(1100)
+    );
+    assert_eq!(
+        parse_request(big.as_bytes(), &l, &mut hs).unwrap_err(),
+        ParseError::HeadTooLarge
+    );
+    let big_partial = format!("GET / HTTP/1.1\r\nHost: a\r\nA: {}", "v".repeat(1100));
+    assert_eq!(
+        parse_request(big_partial.as_bytes(), &l, &mut hs).unwrap_err(),
+        ParseError::HeadTooLarge
+    );
+}
+
+fn resp(input: &str, is_head: bool) -> Result<ResponseHead, ParseError> {
+    let mut hs = Vec::new();
+    let b = input.as_bytes();
+    let whole = parse_response(b, 65536, is_head, &mut hs)?;
+    let head = whole.expect("complete");
+    for cut in 0..head.head_len {
+        assert!(parse_response(&b[..cut], 65536, is_head, &mut hs)
+            .unwrap()
+            .is_none());
+    }
+    Ok(head)
+}
+
+#[test]
+fn response_framing() {
+    let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap();
+    assert_eq!(
+        (r.status, r.framing, r.keep_alive),
+        (200, Framing::Length(5), true)
+    );
+    let r = resp(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(r.framing, Framing::Chunked);
+    let r = resp("HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+    assert_eq!(r.framing, Framing::CloseDelimited);
+    assert!(
+        !r.keep_alive,
+        "a close-delimited response ends the connection"
+    );
+    let r = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap();
+    assert_eq!(r.framing, Framing::CloseDelimited);
+    for s in [
+        "204 No Content",
+        "304 Not Modified",
+        "100 Continue",
+        "103 Early Hints",
+    ] {
+        let r = resp(
+            &format!("HTTP/1.1 {s}\r\nContent-Length: 10\r\n\r\n"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.framing, Framing::None, "{s}");
+    }
+    let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true).unwrap();
+    assert_eq!(r.framing, Framing::None, "response to HEAD");
+    let r = resp("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap();
+    assert!(!r.keep_alive);
+    let r = resp(
+        "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert!(r.keep_alive);
+    let r = resp(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert!(!r.keep_alive);
+    let input = "HTTP/1.1 404 Not Found\r\nDate: x\r\nContent-Length: 0\r\n\r\n";
+    let r = resp(input, false).unwrap();
+    assert_eq!(r.status_line.get(input.as_bytes()), b"404 Not Found");
+    assert!(r.has_date);
+}
+
+#[test]
+fn response_smuggling_defences() {
+    let bad = [
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
+        "HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+    ];
+    let mut hs = Vec::new();
+    for b in bad {
+        assert!(
+            parse_response(b.as_bytes(), 65536, false, &mut hs).is_err(),
+            "{b:?}"
+        );
+    }
+    let big = format!("HTTP/1.1 200 OK\r\nA: {}", "v".repeat(2000));
+    assert_eq!(
+        parse_response(big.as_bytes(), 1024, false, &mut hs).unwrap_err(),
+        ParseError::HeadTooLarge
+    );
+}
+
+#[test]
+fn connection_named_headers() {
+    let input = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\r\n";
+    let (_, headers) = ok(input);
+    let b = input.as_bytes();
+    assert!(is_named_by_connection(b, &headers, b"x-secret"));
+    assert!(!is_named_by_connection(b, &headers, b"host"));
+}

@@ -157,17 +157,24 @@ pub enum ClientFraming {
     CloseDelimited,
 }
 
+/// How the downstream response head is written.
+pub struct ResponseRewrite<'a> {
+    pub edits: &'a HeaderEdit,
+    pub framing: ClientFraming,
+    pub conn: ConnHeader,
+    /// IMF-fixdate, used when the upstream sent no Date (RFC 9110 §6.6.1).
+    pub date: &'a [u8],
+}
+
 /// Appends the downstream response head to `out`.
 pub fn write_response_head(
     out: &mut Vec<u8>,
     buf: &[u8],
     resp: &ResponseHead,
     headers: &[HeaderSpan],
-    edits: &HeaderEdit,
-    framing: ClientFraming,
-    conn: ConnHeader,
-    date: &[u8],
+    rw: &ResponseRewrite,
 ) {
+    let (edits, framing) = (rw.edits, rw.framing);
     write_status_line(out, buf, resp);
     for h in headers {
         let name = h.name.get(buf);
@@ -193,10 +200,10 @@ pub fn write_response_head(
         ClientFraming::None { .. } | ClientFraming::CloseDelimited => {}
     }
     if !resp.has_date {
-        push_line(out, b"date", date);
+        push_line(out, b"date", rw.date);
     }
     push_edits(out, edits);
-    out.extend_from_slice(conn.line());
+    out.extend_from_slice(rw.conn.line());
     out.extend_from_slice(b"\r\n");
 }
 

@@ -17,6 +17,7 @@ use crate::http::answer::ConnHeader;
 use crate::http::parse::{parse_response, Framing, Method, RequestHead, ResponseHead, Version};
 use crate::http::rewrite::{
     write_interim_head, write_request_head, write_response_head, ClientFraming, RequestRewrite,
+    ResponseRewrite,
 };
 use crate::relay::{self, Body, Fail, RelayError};
 use crate::route::Route;
@@ -252,16 +253,13 @@ impl Exchange<'_> {
         };
         bufs.head.clear();
         self.w.date.with(|date| {
-            write_response_head(
-                &mut bufs.head,
-                &bufs.resp,
-                &resp,
-                &d.resp_headers,
-                &self.route.response_headers,
+            let rw = ResponseRewrite {
+                edits: &self.route.response_headers,
                 framing,
                 conn,
                 date,
-            )
+            };
+            write_response_head(&mut bufs.head, &bufs.resp, &resp, &d.resp_headers, &rw)
         });
         p.response_started = true;
         let len = bufs.head.len();

@@ -1,0 +1,488 @@
+//! Test harness: the proxy in-process on 127.0.0.1:0, in-process mock upstreams on
+//! std threads, and a client that reads complete messages under a deadline.
+#![allow(dead_code)]
+
+use ringway::{Config, Server};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Upper bound for any single wait in a test: a deadline, not a sleep.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub struct Proxy {
+    pub server: Server,
+    pub addr: SocketAddr,
+}
+
+/// Starts the proxy with `routes_and_clusters` appended to a one-listener config.
+/// `{name}` placeholders are replaced by the addresses in `vars`.
+pub fn proxy(listener_extra: &str, rest: &str, vars: &[(&str, SocketAddr)]) -> Proxy {
+    let mut text = format!(
+        "[runtime]\nworkers = 1\npin_workers = false\ndrain_timeout = \"5s\"\n\
+         [[listeners]]\nname = \"edge\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n{rest}"
+    );
+    for (name, addr) in vars {
+        text = text.replace(&format!("{{{name}}}"), &addr.to_string());
+    }
+    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let server = Server::start(config).expect("proxy starts");
+    let addr = server.local_addr("edge").unwrap();
+    Proxy { server, addr }
+}
+
+/// A request as a mock upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub head: String,
+    pub body: Vec<u8>,
+    /// Index of the upstream connection it arrived on (0, 1, ...).
+    pub conn: usize,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_of(&self.head, name)
+    }
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        headers_of(&self.head, name)
+    }
+    pub fn request_line(&self) -> &str {
+        self.head.lines().next().unwrap_or("")
+    }
+}
+
+/// What a mock does with each request it reads: returns raw response bytes and
+/// whether to close afterwards. `None` means: close without answering.
+pub type Handler = dyn Fn(&Received, usize) -> Option<(Vec<u8>, bool)> + Send + Sync;
+
+pub struct Mock {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    pub connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Mock {
+    /// A mock upstream; `handler(request, n-th request on this connection)`.
+    pub fn start(
+        handler: impl Fn(&Received, usize) -> Option<(Vec<u8>, bool)> + Send + Sync + 'static,
+    ) -> Mock {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (r, c, s) = (received.clone(), connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let conn = c.fetch_add(1, Ordering::SeqCst);
+                let (r, h) = (r.clone(), handler.clone());
+                std::thread::spawn(move || serve_mock(stream, conn, &r, &*h));
+            }
+        });
+        Mock {
+            addr,
+            received,
+            connections,
+            stop,
+        }
+    }
+
+    /// Answers every request with `status` and `body`, keeping the connection.
+    pub fn fixed(status: u16, body: &'static str) -> Mock {
+        Mock::start(move |_, _| Some((response(status, &[], body.as_bytes()), false)))
+    }
+
+    /// Echoes the request body, and the request head in `x-echo-head` lines... as body.
+    pub fn echo() -> Mock {
+        Mock::start(|req, _| Some((response(200, &[], &req.body), false)))
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Received {
+        self.requests().pop().expect("the mock received a request")
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake the accept loop
+    }
+}
+
+fn serve_mock(
+    mut stream: TcpStream,
+    conn: usize,
+    received: &Mutex<Vec<Received>>,
+    handler: &Handler,
+) {
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reader = MessageReader::default();
+    for n in 0.. {
+        let Ok(Some(msg)) = reader.read(&mut stream, Kind::Request) else {
+            return;
+        };
+        let req = Received {
+            head: msg.head,
+            body: msg.body,
+            conn,
+        };
+        received.lock().unwrap().push(req.clone());
+        match handler(&req, n) {
+            None => return,
+            Some((bytes, close)) => {
+                if stream.write_all(&bytes).is_err() || close {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A raw HTTP/1.1 response with Content-Length.
+pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len()).into_bytes();
+    for (n, v) in headers {
+        out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn header_of(head: &str, name: &str) -> Option<String> {
+    headers_of(head, name).into_iter().next()
+}
+
+pub fn headers_of(head: &str, name: &str) -> Vec<String> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    /// A response; `head_request` when it answers a HEAD.
+    Response {
+        head_request: bool,
+    },
+}
+
+/// A complete message read off a socket.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub head: String,
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The body ran until the peer closed.
+    pub close_delimited: bool,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_of(&self.head, name)
+    }
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads whole messages from a stream, keeping bytes that belong to the next one.
+#[derive(Default)]
+pub struct MessageReader {
+    buf: Vec<u8>,
+}
+
+impl MessageReader {
+    fn fill(&mut self, s: &mut TcpStream) -> io::Result<usize> {
+        let mut tmp = [0u8; 65536];
+        let n = s.read(&mut tmp)?;
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(n)
+    }
+
+    /// `Ok(None)`: the peer closed before any byte of a message.
+    pub fn read(&mut self, s: &mut TcpStream, kind: Kind) -> io::Result<Option<Message>> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.fill(s)? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "EOF inside a head",
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end - 4]).into_owned();
+        self.buf.drain(..head_end);
+        let status = match kind {
+            Kind::Request => 0,
+            Kind::Response { .. } => head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0),
+        };
+        let no_body = match kind {
+            Kind::Request => false,
+            Kind::Response { head_request } => {
+                head_request || (100..200).contains(&status) || status == 204 || status == 304
+            }
+        };
+        let chunked = header_of(&head, "transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let length = header_of(&head, "content-length")
+            .map(|v| v.parse::<usize>().expect("numeric content-length"));
+        let mut close_delimited = false;
+        let body = if no_body {
+            Vec::new()
+        } else if chunked {
+            self.read_chunked(s)?
+        } else if let Some(n) = length {
+            while self.buf.len() < n {
+                if self.fill(s)? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "EOF inside a body",
+                    ));
+                }
+            }
+            self.buf.drain(..n).collect()
+        } else if kind == Kind::Request {
+            Vec::new()
+        } else {
+            close_delimited = true;
+            while self.fill(s)? > 0 {}
+            std::mem::take(&mut self.buf)
+        };
+        Ok(Some(Message {
+            head,
+            status,
+            body,
+            close_delimited,
+        }))
+    }
+
+    fn read_chunked(&mut self, s: &mut TcpStream) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                if self.fill(s)? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "EOF in chunk size",
+                    ));
+                }
+            };
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).map_err(
+                |_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                },
+            )?;
+            self.buf.drain(..line_end + 2);
+            if size == 0 {
+                // Trailers until the empty line.
+                loop {
+                    if let Some(i) = find(&self.buf, b"\r\n") {
+                        self.buf.drain(..i + 2);
+                        if i == 0 {
+                            return Ok(body);
+                        }
+                    } else if self.fill(s)? == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "EOF in trailers",
+                        ));
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                if self.fill(s)? == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in chunk"));
+                }
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
+        }
+    }
+
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A client connection to the proxy.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: MessageReader,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            reader: MessageReader::default(),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).unwrap();
+    }
+
+    pub fn read(&mut self) -> Message {
+        self.read_as(false)
+    }
+
+    /// Reads a response; `head_request` when it answers a HEAD.
+    pub fn read_as(&mut self, head_request: bool) -> Message {
+        self.reader
+            .read(&mut self.stream, Kind::Response { head_request })
+            .expect("a complete response")
+            .expect("a response, not a close")
+    }
+
+    pub fn request(&mut self, raw: &str) -> Message {
+        self.send(raw.as_bytes());
+        self.read()
+    }
+
+    /// Waits (up to the deadline) for the proxy to close the connection without
+    /// sending anything more.
+    pub fn expect_closed(&mut self) {
+        assert!(
+            self.reader.pending().is_empty(),
+            "unread bytes: {:?}",
+            String::from_utf8_lossy(self.reader.pending())
+        );
+        let mut b = [0u8; 1024];
+        match self.stream.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Ok(n) => panic!("expected close, got {:?}", String::from_utf8_lossy(&b[..n])),
+            Err(e) => panic!("expected close, got {e}"),
+        }
+    }
+
+    /// Reads a response if one comes, or `None` on a close without one.
+    pub fn try_read(&mut self) -> Option<Message> {
+        match self.reader.read(
+            &mut self.stream,
+            Kind::Response {
+                head_request: false,
+            },
+        ) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("reading a response: {e}"),
+        }
+    }
+}
+
+/// One request on a new connection.
+pub fn get(addr: SocketAddr, raw: &str) -> Message {
+    Client::connect(addr).request(raw)
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// An address on which connects hang: a listener whose accept queue is full.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(0).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        // Fill the accept queue (backlog 0 holds one); later SYNs are dropped.
+        let mut fillers = Vec::new();
+        for _ in 0..2 {
+            if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                fillers.push(c);
+            }
+        }
+        Blackhole {
+            addr,
+            _listener: s,
+            _fillers: fillers,
+        }
+    }
+}
+
+/// Number of IPv4 sockets in CLOSE_WAIT whose peer is 127.0.0.1:`port` (/proc/net/tcp).
+pub fn close_wait_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == remote && f[3] == "08"
+        })
+        .count()
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Interop suite: real clients (curl) and a real upstream (Python) against the
+# release binary. Installs what it needs. Prints "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+if ! command -v curl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends curl >/dev/null
+fi
+cargo build --release --quiet || exit 1
+BIN=target/release/ringway
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+passed=0; failed=0
+check() { # name, command...
+  local name=$1; shift
+  if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
+}
+
+UP=$(free_port); PX=$(free_port)
+python3 tests/interop/upstream.py "$UP" & PIDS+=($!)
+wait_port "$UP" || { echo "upstream did not start"; exit 1; }
+cat > "$WORK/ringway.toml" <<TOML
+[runtime]
+workers = 2
+[[listeners]]
+name = "edge"
+bind = "127.0.0.1:$PX"
+[[routes]]
+name = "health"
+match = { path = "/healthz" }
+respond = { status = 200, body = "ok\n" }
+[[routes]]
+name = "old"
+match = { path_prefix = "/old/" }
+redirect = { status = 308, location = "http://127.0.0.1:$PX/healthz" }
+[[routes]]
+name = "all"
+match = { path_prefix = "/" }
+cluster = "py"
+response_headers = { add = { "x-via" = "ringway" } }
+[clusters.py]
+endpoints = ["127.0.0.1:$UP"]
+TOML
+$BIN --config "$WORK/ringway.toml" --log-level warn 2>"$WORK/proxy.log" & PROXY=$!; PIDS+=($PROXY)
+wait_port "$PX" || { echo "proxy did not start"; cat "$WORK/proxy.log"; exit 1; }
+URL=http://127.0.0.1:$PX
+
+t_get() { [ "$(curl -s $URL/healthz)" = "ok" ]; }
+t_proxy_headers() {
+  local out; out=$(curl -s -D "$WORK/h" $URL/echo)
+  grep -qi '^x-forwarded-for: 127.0.0.1' <<<"$out" && grep -qi '^x-request-id: ' <<<"$out" \
+    && grep -qi '^x-via: ringway' "$WORK/h"
+}
+t_redirect() { [ "$(curl -s -L -o /dev/null -w '%{http_code} %{num_redirects}' $URL/old/x)" = "200 1" ]; }
+t_404_free_head() { [ "$(curl -s -I -o /dev/null -w '%{http_code}' $URL/healthz)" = "200" ]; }
+t_chunked() { [ "$(curl -s $URL/chunked)" = "hello chunked world" ]; }
+t_http10() { [ "$(curl -s -0 $URL/chunked)" = "hello chunked world" ]; }
+t_keepalive() { # three requests, one connection
+  [ "$(curl -s -o /dev/null -o /dev/null -o /dev/null -w '%{num_connects}' $URL/healthz $URL/echo $URL/healthz | tr -d '\n')" = "100" ]; }
+t_expect() { [ "$(head -c 3000000 /dev/zero | curl -s -H 'Expect: 100-continue' -X PUT --data-binary @- $URL/count)" = "3000000" ]; }
+t_chunked_upload() { [ "$(head -c 5000000 /dev/zero | curl -s -H 'Transfer-Encoding: chunked' -X POST --data-binary @- $URL/count)" = "5000000" ]; }
+GIB=$((1<<30))
+t_gib_upload() { truncate -s $GIB "$WORK/gib"; [ "$(curl -s -T "$WORK/gib" $URL/count)" = "$GIB" ]; }
+t_gib_chunked_upload() { [ "$(head -c $GIB /dev/zero | curl -s -T - $URL/count)" = "$GIB" ]; }
+t_gib_download() { [ "$(curl -s -o /dev/null -w '%{size_download}' $URL/bytes/$GIB)" = "$GIB" ]; }
+t_bounded_memory() { # peak RSS of the proxy after 3 GiB passed through
+  local hwm; hwm=$(awk '/VmHWM/ {print $2}' /proc/$PROXY/status)
+  echo "     proxy peak RSS ${hwm} KiB"; [ "$hwm" -lt 65536 ]; }
+t_check_ok() { $BIN check --config config/example.toml >/dev/null; }
+t_check_bad() { printf '[[listeners]]\nbind="127.0.0.1:1"\n[[routes]]\ncluster="api"\n' > "$WORK/bad.toml"
+  ! $BIN check --config "$WORK/bad.toml" 2>"$WORK/err" && grep -q 'routes\[0\].cluster: unknown cluster "api"' "$WORK/err"; }
+t_version() { $BIN --version | grep -q '^ringway '; }
+t_sigterm() { kill -TERM $PROXY; wait $PROXY; }
+
+check "direct response" t_get
+check "forwarded headers" t_proxy_headers
+check "redirect followed" t_redirect
+check "HEAD" t_404_free_head
+check "chunked response" t_chunked
+check "HTTP/1.0 client, de-chunked" t_http10
+check "keep-alive reuse" t_keepalive
+check "Expect: 100-continue upload" t_expect
+check "chunked upload" t_chunked_upload
+check "1 GiB streamed upload" t_gib_upload
+check "1 GiB chunked upload from stdin" t_gib_chunked_upload
+check "1 GiB streamed download" t_gib_download
+check "bounded proxy memory" t_bounded_memory
+check "ringway check (valid)" t_check_ok
+check "ringway check (invalid, names the field)" t_check_bad
+check "ringway --version" t_version
+check "SIGTERM drains and exits 0" t_sigterm
+
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
