@@ -17,7 +17,6 @@ use crate::upstream;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Initial read buffer of a connection; grows up to the head limit when needed.
@@ -57,7 +56,7 @@ pub struct Failure {
 }
 
 pub async fn serve(
-    worker: Rc<Worker>,
+    worker: &Worker,
     listener: usize,
     stream: TcpStream,
     peer: SocketAddr,
@@ -117,26 +116,30 @@ impl Downstream {
             self.pos = 0;
         }
         let cfg = &w.snapshot.listeners[self.listener];
+        // A new connection's first head must be complete `header_timeout` after
+        // accept; later heads, `header_timeout` after their first byte.
+        let accepted = first.then(Instant::now);
         let mut deadline = None;
         loop {
             if !self.rbuf.is_empty() {
                 if let Some(head) = parse_request(&self.rbuf, &cfg.limits, &mut self.headers)? {
                     return Ok(Some(head));
                 }
-                deadline.get_or_insert_with(|| Instant::now() + cfg.header_timeout);
+                deadline.get_or_insert_with(|| {
+                    accepted.unwrap_or_else(Instant::now) + cfg.header_timeout
+                });
             }
             let read = match deadline {
                 None => {
-                    // Nothing of the next request yet: idle, and interruptible by drain.
+                    // Nothing of the next request yet. While draining, idle
+                    // connections stay open: a further request is still served,
+                    // with `Connection: close` (the drain deadline ends the rest).
                     let wait = if first {
                         cfg.header_timeout
                     } else {
                         cfg.idle_timeout
                     };
-                    monoio::select! {
-                        r = relay::read_into(&mut self.stream, &mut self.rbuf, wait) => r,
-                        _ = w.lifecycle.draining() => return Ok(None),
-                    }
+                    relay::read_into(&mut self.stream, &mut self.rbuf, wait).await
                 }
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());

@@ -54,13 +54,14 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(crate::conn::serve(
-                    worker.clone(),
-                    index,
-                    stream,
-                    peer,
-                    port,
-                ));
+                let worker = worker.clone();
+                monoio::spawn(async move {
+                    // A stop drops the connection's future, closing its sockets.
+                    monoio::select! {
+                        _ = crate::conn::serve(&worker, index, stream, peer, port) => {}
+                        _ = worker.lifecycle.stopped() => {}
+                    }
+                });
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning.

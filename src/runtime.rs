@@ -258,21 +258,28 @@ async fn run(
             }
         }
     });
-    let timeout = match control.recv().await {
-        Ok(Control::Drain(timeout)) => timeout,
-        Ok(Control::Stop) | Err(_) => return,
-    };
-    tracing::info!(
-        worker = worker.id,
-        active = worker.lifecycle.active(),
-        "draining"
-    );
-    worker.lifecycle.start_drain();
-    monoio::select! {
-        _ = worker.lifecycle.all_closed() => {}
-        _ = monoio::time::sleep(timeout) => {
-            tracing::warn!(worker = worker.id, active = worker.lifecycle.active(), "drain timeout: closing remaining connections");
+    if let Ok(Control::Drain(timeout)) = control.recv().await {
+        tracing::info!(
+            worker = worker.id,
+            active = worker.lifecycle.active(),
+            "draining"
+        );
+        worker.lifecycle.start_drain();
+        monoio::select! {
+            _ = worker.lifecycle.all_closed() => {}
+            _ = monoio::time::sleep(timeout) => {
+                tracing::warn!(worker = worker.id, active = worker.lifecycle.active(),
+                    "drain timeout: closing remaining connections");
+            }
+            _ = control.recv() => {}
         }
-        _ = control.recv() => {}
     }
+    // Tasks still pending when the runtime exits would never be dropped, and their
+    // sockets never closed: end every connection task here, inside the runtime.
+    worker.lifecycle.stop();
+    worker.lifecycle.all_closed().await;
+    worker.pool.clear();
+    // io_uring closes sockets with queued Close operations; park once so the
+    // driver submits them before the ring is torn down.
+    monoio::time::sleep(Duration::from_millis(1)).await;
 }

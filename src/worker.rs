@@ -117,10 +117,20 @@ fn seed(id: usize) -> u64 {
     h.finish()
 }
 
-/// Connection accounting and the drain signal of one core.
+/// Where a core is in its life: serving, draining (no new connections, responses
+/// say `Connection: close`), or stopped (every connection task must end now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Phase {
+    #[default]
+    Running,
+    Draining,
+    Stopped,
+}
+
+/// Connection accounting and the drain/stop signals of one core.
 #[derive(Default)]
 pub struct Lifecycle {
-    draining: Cell<bool>,
+    phase: Cell<Phase>,
     active: Cell<usize>,
     waiters: RefCell<WakerSlab>,
     all_closed: RefCell<Option<Waker>>,
@@ -128,7 +138,7 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     pub fn is_draining(&self) -> bool {
-        self.draining.get()
+        self.phase.get() >= Phase::Draining
     }
 
     pub fn active(&self) -> usize {
@@ -137,17 +147,46 @@ impl Lifecycle {
 
     /// Marks the core as draining and wakes everything waiting for it.
     pub fn start_drain(&self) {
-        self.draining.set(true);
-        let wakers = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in wakers.slots.into_iter().flatten() {
+        self.advance(Phase::Draining);
+    }
+
+    /// Ends every connection task (their sockets close as their futures drop).
+    pub fn stop(&self) {
+        self.advance(Phase::Stopped);
+    }
+
+    fn advance(&self, phase: Phase) {
+        if self.phase.get() >= phase {
+            return;
+        }
+        self.phase.set(phase);
+        // Wake every waiter; those waiting for a later phase register again.
+        let wakers: smallvec::SmallVec<[Waker; 16]> = self
+            .waiters
+            .borrow_mut()
+            .slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for w in wakers {
             w.wake();
         }
     }
 
-    /// Resolves when draining starts (idle connections and accept loops wait on it).
-    pub fn draining(&self) -> DrainWait<'_> {
-        DrainWait {
+    /// Resolves when draining starts (accept loops and the pool sweeper wait on it).
+    pub fn draining(&self) -> PhaseWait<'_> {
+        PhaseWait {
             lifecycle: self,
+            until: Phase::Draining,
+            key: None,
+        }
+    }
+
+    /// Resolves when the core stops (connection tasks wait on it).
+    pub fn stopped(&self) -> PhaseWait<'_> {
+        PhaseWait {
+            lifecycle: self,
+            until: Phase::Stopped,
             key: None,
         }
     }
@@ -194,30 +233,31 @@ struct WakerSlab {
     free: Vec<usize>,
 }
 
-pub struct DrainWait<'a> {
+pub struct PhaseWait<'a> {
     lifecycle: &'a Lifecycle,
+    until: Phase,
     key: Option<usize>,
 }
 
-impl Future for DrainWait<'_> {
+impl Future for PhaseWait<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.lifecycle.draining.get() {
-            self.key = None;
+        if self.lifecycle.phase.get() >= self.until {
             return Poll::Ready(());
         }
         let mut slab = self.lifecycle.waiters.borrow_mut();
+        let waker = Some(cx.waker().clone());
         match self.key {
-            Some(k) if k < slab.slots.len() => slab.slots[k] = Some(cx.waker().clone()),
-            _ => {
+            Some(k) => slab.slots[k] = waker,
+            None => {
                 let k = match slab.free.pop() {
                     Some(k) => {
-                        slab.slots[k] = Some(cx.waker().clone());
+                        slab.slots[k] = waker;
                         k
                     }
                     None => {
-                        slab.slots.push(Some(cx.waker().clone()));
+                        slab.slots.push(waker);
                         slab.slots.len() - 1
                     }
                 };
@@ -229,17 +269,12 @@ impl Future for DrainWait<'_> {
     }
 }
 
-impl Drop for DrainWait<'_> {
+impl Drop for PhaseWait<'_> {
     fn drop(&mut self) {
         if let Some(k) = self.key {
-            if self.lifecycle.draining.get() {
-                return; // the slab was emptied by start_drain
-            }
             let mut slab = self.lifecycle.waiters.borrow_mut();
-            if k < slab.slots.len() {
-                slab.slots[k] = None;
-                slab.free.push(k);
-            }
+            slab.slots[k] = None;
+            slab.free.push(k);
         }
     }
 }

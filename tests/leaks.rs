@@ -109,6 +109,7 @@ fn descriptors_and_memory_return_to_baseline() {
         .local_addr()
         .unwrap();
     let hole = Blackhole::new();
+    let before_proxy = open_fds();
     let p = proxy(
         "header_timeout = \"200ms\"\nidle_timeout = \"200ms\"",
         ROUTES,
@@ -135,5 +136,20 @@ fn descriptors_and_memory_return_to_baseline() {
         growth < 4 << 20,
         "RSS grew {} KiB over 5 rounds",
         growth >> 10
+    );
+
+    // Stopping the server with a client idle and upstream connections pooled
+    // releases everything: sockets, listener, ring.
+    let mut idle = Client::connect(p.addr);
+    assert_eq!(
+        idle.request("GET /ok HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+    drop(p);
+    idle.expect_closed();
+    drop(idle);
+    eventually(
+        "descriptors back to the count before the proxy started",
+        || open_fds() <= before_proxy,
     );
 }

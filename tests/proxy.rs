@@ -656,18 +656,22 @@ fn drain_finishes_in_flight_requests_with_connection_close() {
     });
     let p = proxy("", WEB, &[("up", up.addr)]);
     let mut idle = Client::connect(p.addr);
-    assert_eq!(
-        idle.request("GET /fast HTTP/1.1\r\nHost: a\r\n\r\n").status,
-        200
-    );
+    let r = idle.request("GET /fast HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(r.header("connection").is_none());
     let mut busy = Client::connect(p.addr);
     busy.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
     eventually("request reached the upstream", || up.requests().len() == 2);
     p.server.drain();
-    idle.expect_closed();
     eventually("listener closed", || {
         std::net::TcpStream::connect(p.addr).is_err()
     });
+    // A kept-alive connection is still served during the drain, with Connection: close.
+    let r = idle.request("GET /again HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(
+        (r.status, r.header("connection").as_deref()),
+        (200, Some("close"))
+    );
+    idle.expect_closed();
     tx.send(()).unwrap();
     let r = busy.read();
     assert_eq!(
@@ -676,4 +680,20 @@ fn drain_finishes_in_flight_requests_with_connection_close() {
     );
     busy.expect_closed();
     p.server.join();
+}
+
+#[test]
+fn drain_timeout_ends_idle_connections() {
+    let text = "[runtime]\nworkers = 1\npin_workers = false\ndrain_timeout = \"300ms\"\n\
+                [[listeners]]\nname = \"edge\"\nbind = \"127.0.0.1:0\"\n\
+                [[routes]]\nrespond = { status = 200 }\n";
+    let server = ringway::Server::start(ringway::Config::from_toml(text).unwrap()).unwrap();
+    let mut idle = Client::connect(server.local_addr("edge").unwrap());
+    assert_eq!(
+        idle.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+    server.drain();
+    server.join(); // returns once the 300 ms drain timeout has passed
+    idle.expect_closed();
 }

@@ -74,6 +74,13 @@ impl Pool {
         }
     }
 
+    /// Closes every idle connection (shutdown).
+    pub fn clear(&self) {
+        for slot in self.slots.borrow_mut().iter_mut() {
+            slot.idle.clear();
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.slots.borrow().iter().map(|s| s.idle.len()).sum()
     }
