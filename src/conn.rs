@@ -75,7 +75,7 @@ pub async fn serve(
     };
     let mut first = true;
     loop {
-        let head = match d.read_head(&worker, first).await {
+        let head = match d.read_head(worker, first).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
@@ -83,7 +83,7 @@ pub async fn serve(
                 if let Some(status) = e.status() {
                     let _ = d
                         .answer(
-                            &worker,
+                            worker,
                             worker.snapshot.errors.get(status),
                             None,
                             Next::Close,
@@ -94,7 +94,7 @@ pub async fn serve(
             }
         };
         first = false;
-        match d.handle(&worker, &head).await {
+        match d.handle(worker, &head).await {
             Next::KeepAlive => {}
             Next::Close => return,
         }
