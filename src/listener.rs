@@ -71,3 +71,58 @@ pub async fn accept_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(bind: &str) -> ListenerConfig {
+        ListenerConfig {
+            name: "t".into(),
+            bind: bind.parse().unwrap(),
+            backlog: 16,
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            limits: Default::default(),
+        }
+    }
+
+    #[test]
+    fn sockets_share_one_port_and_accepted_sockets_inherit_nodelay() {
+        let (sockets, addr) = bind(&config("127.0.0.1:0"), 3).unwrap();
+        assert_eq!(sockets.len(), 3);
+        assert_ne!(addr.port(), 0);
+        for s in &sockets {
+            assert_eq!(
+                s.local_addr().unwrap(),
+                addr,
+                "every core listens on the same port"
+            );
+            s.set_nonblocking(true).unwrap();
+        }
+        // Connections spread over the sockets; whichever takes one, the accepted
+        // socket has TCP_NODELAY without a setsockopt of its own.
+        let clients: Vec<_> = (0..8)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut accepted = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while accepted < clients.len() && std::time::Instant::now() < deadline {
+            for s in &sockets {
+                if let Ok((conn, _)) = s.accept() {
+                    assert!(conn.nodelay().unwrap());
+                    accepted += 1;
+                }
+            }
+        }
+        assert_eq!(accepted, clients.len());
+    }
+
+    #[test]
+    fn bind_errors_are_reported() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        // Not SO_REUSEPORT: the port is really taken.
+        assert!(bind(&config(&addr), 1).is_err());
+    }
+}

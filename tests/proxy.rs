@@ -697,3 +697,67 @@ fn drain_timeout_ends_idle_connections() {
     server.join(); // returns once the 300 ms drain timeout has passed
     idle.expect_closed();
 }
+
+#[test]
+fn host_rewrite_and_absolute_form() {
+    let up = Mock::fixed(200, "ok");
+    let rest = r#"
+[[routes]]
+match = { host = "*.example.com" }
+cluster = "web"
+host_rewrite = "backend.internal"
+[[routes]]
+cluster = "web"
+[clusters.web]
+endpoints = ["{up}"]
+"#;
+    let p = proxy("", rest, &[("up", up.addr)]);
+    get(p.addr, "GET /x HTTP/1.1\r\nHost: shop.example.com\r\n\r\n");
+    let seen = up.last();
+    assert_eq!(seen.header("host").as_deref(), Some("backend.internal"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("shop.example.com")
+    );
+    // absolute-form: routed by the target's authority, sent upstream in origin-form.
+    get(
+        p.addr,
+        "GET http://a.example.com/p?q HTTP/1.1\r\nHost: ignored.org\r\n\r\n",
+    );
+    let seen = up.last();
+    assert_eq!(seen.request_line(), "GET /p?q HTTP/1.1");
+    assert_eq!(seen.header("host").as_deref(), Some("backend.internal"));
+}
+
+#[test]
+fn head_and_body_arriving_byte_by_byte() {
+    let up = Mock::echo();
+    let p = proxy("", WEB, &[("up", up.addr)]);
+    let mut c = Client::connect(p.addr);
+    for b in b"POST /slowly HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" {
+        c.send(&[*b]);
+    }
+    let r = c.read();
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]));
+}
+
+#[test]
+fn several_workers_share_the_port() {
+    let up = Mock::fixed(200, "ok");
+    let text = format!(
+        "[runtime]\nworkers = 2\npin_workers = false\n[[listeners]]\nname = \"edge\"\nbind = \"127.0.0.1:0\"\n\
+         [[routes]]\ncluster = \"web\"\n[clusters.web]\nendpoints = [\"{}\"]\n",
+        up.addr
+    );
+    let server = ringway::Server::start(ringway::Config::from_toml(&text).unwrap()).unwrap();
+    assert_eq!(server.drivers().len(), 2);
+    let addr = server.local_addr("edge").unwrap();
+    let mut clients: Vec<Client> = (0..16).map(|_| Client::connect(addr)).collect();
+    for c in &mut clients {
+        assert_eq!(c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status, 200);
+    }
+    // Requests went one at a time, so each worker reused its own pooled upstream
+    // connection: at most one per worker, never one per client.
+    let conns = up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&conns), "{conns} upstream connections");
+}

@@ -11,7 +11,13 @@ cargo build --release --quiet || exit 1
 BIN=target/release/ringway
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }
+URING_SYSCTL=/proc/sys/kernel/io_uring_disabled
+URING_ORIG=$(cat $URING_SYSCTL 2>/dev/null || true)
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  [ -n "$URING_ORIG" ] && echo "$URING_ORIG" > $URING_SYSCTL 2>/dev/null
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -96,6 +102,36 @@ check "ringway check (valid)" t_check_ok
 check "ringway check (invalid, names the field)" t_check_bad
 check "ringway --version" t_version
 check "SIGTERM drains and exits 0" t_sigterm
+
+# Without io_uring: fall back to the epoll driver with a warning, or refuse to start
+# when runtime.require_io_uring is set. Disables io_uring system-wide for a moment
+# (kernel.io_uring_disabled, Linux 6.6+); the trap above restores it.
+fallback_config() { # port, require
+  printf '[runtime]\nworkers = 1\nrequire_io_uring = %s\n[[listeners]]\nname = "l"\nbind = "127.0.0.1:%s"\n[[routes]]\nmatch = { path = "/healthz" }\nrespond = { status = 200, body = "ok" }\n[[routes]]\ncluster = "py"\n[clusters.py]\nendpoints = ["127.0.0.1:%s"]\n' "$2" "$1" "$UP" > "$WORK/fallback.toml"
+}
+t_legacy_fallback() {
+  local port; port=$(free_port); fallback_config "$port" false
+  $BIN --config "$WORK/fallback.toml" 2>"$WORK/legacy.log" & local pid=$!
+  wait_port "$port" || return 1
+  local ok=1
+  [ "$(curl -s http://127.0.0.1:$port/healthz)" = "ok" ] \
+    && [ "$(curl -s -X POST --data-binary 12345 http://127.0.0.1:$port/count)" = "5" ] \
+    && [ "$(curl -s -o /dev/null -w '%{size_download}' http://127.0.0.1:$port/bytes/10000000)" = "10000000" ] \
+    && grep -q 'falling back to the legacy epoll driver' "$WORK/legacy.log" && ok=0
+  kill -TERM $pid; wait $pid || ok=1
+  return $ok
+}
+t_require_io_uring() {
+  local port; port=$(free_port); fallback_config "$port" true
+  ! $BIN --config "$WORK/fallback.toml" 2>"$WORK/req.log" && grep -q 'io_uring is unavailable' "$WORK/req.log"
+}
+if [ -n "$URING_ORIG" ] && echo 2 > $URING_SYSCTL 2>/dev/null; then
+  check "io_uring unavailable: legacy driver fallback" t_legacy_fallback
+  check "io_uring unavailable: require_io_uring refuses to start" t_require_io_uring
+  echo "$URING_ORIG" > $URING_SYSCTL
+else
+  echo "skip io_uring fallback checks: $URING_SYSCTL is not writable here"
+fi
 
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
