@@ -177,9 +177,7 @@ fn upstream_response_table() {
             None => {
                 // The response started, then the upstream broke: the client sees a
                 // truncated message and a close, never a well-formed end.
-                use std::io::Read;
-                let mut all = Vec::new();
-                let _ = c.stream.read_to_end(&mut all);
+                let all = c.read_until_close();
                 if all.ends_with(b"0\r\n\r\n") {
                     failures.push(format!(
                         "{name}: looked complete: {:?}",

@@ -525,9 +525,7 @@ fn upstream_dying_mid_body_closes_the_client() {
     let p = proxy("", WEB, &[("up", up.addr)]);
     let mut c = Client::connect(p.addr);
     c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    use std::io::Read;
-    let mut all = Vec::new();
-    let _ = c.stream.read_to_end(&mut all);
+    let all = c.read_until_close();
     let text = String::from_utf8_lossy(&all);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("partial"), "truncated, then closed: {text}");

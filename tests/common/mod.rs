@@ -393,6 +393,13 @@ impl Client {
         }
     }
 
+    /// Everything the proxy sends until it closes (or resets) the connection.
+    pub fn read_until_close(&mut self) -> Vec<u8> {
+        let mut all = std::mem::take(&mut self.reader.buf);
+        let _ = self.stream.read_to_end(&mut all);
+        all
+    }
+
     /// Reads a response if one comes, or `None` on a close without one.
     pub fn try_read(&mut self) -> Option<Message> {
         match self.reader.read(
