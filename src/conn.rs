@@ -193,9 +193,8 @@ impl Downstream {
             response_started: false,
             request_consumed,
         };
-        let has_body = !matches!(head.framing, Framing::None | Framing::Length(0));
         if head.method == Method::Connect {
-            return Err(fail(ProxyError::MethodNotAllowed, !has_body));
+            return Err(fail(ProxyError::MethodNotAllowed, !head.has_body()));
         }
         let limits = &w.snapshot.listeners[self.listener].limits;
         if let (Framing::Length(n), Some(max)) = (head.framing, limits.max_body_bytes) {
@@ -234,7 +233,7 @@ impl Downstream {
     /// when the body is too large, awaited behind `Expect: 100-continue`, or broken.
     async fn discard_body(&mut self, w: &Worker, head: &RequestHead) -> bool {
         match head.framing {
-            Framing::None | Framing::Length(0) => return true,
+            _ if !head.has_body() => return true,
             // The client waits for 100 Continue: answer without it, then close
             // (RFC 9110 §10.1.1).
             _ if head.expect_continue && self.rbuf.len() == self.pos => return false,

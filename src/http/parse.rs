@@ -199,6 +199,11 @@ impl RequestHead {
     pub fn host(&self) -> Option<Span> {
         self.authority.or(self.host_header)
     }
+
+    /// True when a request body follows the head.
+    pub fn has_body(&self) -> bool {
+        !matches!(self.framing, Framing::None | Framing::Length(0))
+    }
 }
 
 #[derive(Debug, Clone)]

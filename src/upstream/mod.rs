@@ -88,8 +88,9 @@ async fn attempt_all(
                     return Err(Failure {
                         error: last_error.expect("a cluster has at least one endpoint"),
                         response_started: false,
-                        request_consumed: d.pos == body_start && !has_body(head),
-                    })
+                        // A body may have been partly sent on an earlier attempt.
+                        request_consumed: !head.has_body(),
+                    });
                 }
             },
         };
@@ -133,10 +134,6 @@ async fn attempt_all(
             Err(x) => return Err(x.failure),
         }
     }
-}
-
-fn has_body(head: &RequestHead) -> bool {
-    !matches!(head.framing, Framing::None | Framing::Length(0))
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
@@ -304,7 +301,7 @@ impl Exchange<'_> {
         client_timeout: Duration,
         up_timeout: Duration,
     ) -> Result<(), ExchangeError> {
-        if !has_body(self.head) {
+        if !self.head.has_body() {
             p.request_consumed = true;
             return Ok(());
         }
