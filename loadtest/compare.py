@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""Ringway, nginx and HAProxy side by side, in one run, in the fixed layout of
+../shared/BENCHMARKING.md: each proxy alone on CPU 1 with one worker, the load
+generator (h2load, one thread) and the nginx backend on CPU 0.
+
+Run it through loadtest/compare.sh, which installs the tools and builds Ringway.
+
+Figures, for each proxy and scenario:
+  exact   syscalls, io_uring submissions, poll arms and context switches per request
+          (perf stat tracepoints on the proxy's pid);
+  exact   user-space instructions per request (cachegrind, Ir(n2) - Ir(n1) / (n2 - n1));
+  timed   CPU microseconds per request at a fixed offered load below saturation
+          (median of clean runs; runs with host CPU steal over 3 % discarded, counted);
+  info    rps and p50/p99/p99.9 latency at saturation (median of clean runs);
+  memory  RSS per idle keep-alive client connection.
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND_PORT = 18080
+PORTS = {"nginx": 18081, "haproxy": 18082, "ringway": 18083}
+PERF_EVENTS = [
+    "raw_syscalls:sys_enter",
+    "context-switches",
+    "io_uring:io_uring_submit_req",
+    "io_uring:io_uring_poll_arm",
+]
+PERF_NAMES = {
+    "raw_syscalls:sys_enter": "syscalls",
+    "context-switches": "ctx_switches",
+    "io_uring:io_uring_submit_req": "uring_submits",
+    "io_uring:io_uring_poll_arm": "poll_arms",
+}
+STEAL_LIMIT = 3.0
+HAPROXY_MAXCONN = 9000  # ulimit -n is 20000 here and cannot be raised
+
+
+class Scenario:
+    def __init__(self, name, title, path, n, c, rate, cg, method_args=(), headers=()):
+        self.name = name
+        self.title = title
+        self.path = path
+        self.n = n  # requests for the exact counts
+        self.c = c  # client connections
+        self.rate = rate  # offered load (req/s) for the CPU figure
+        self.cg = cg  # (n1, n2) request counts for cachegrind
+        self.method_args = list(method_args)
+        self.headers = list(headers)
+
+    def h2load_args(self):
+        args = list(self.method_args)
+        for h in self.headers:
+            args += ["-H", h]
+        return args
+
+
+def scenarios(quick, upload_file):
+    k = 4 if quick else 1  # quick mode: fewer requests
+    return [
+        Scenario("small", "small GET, keep-alive, c=50", "/", 200_000 // k, 50, 20_000, (5_000, 25_000)),
+        Scenario("1k", "1 KiB response, c=50", "/1k", 100_000 // k, 50, 15_000, (2_000, 10_000)),
+        Scenario("64k", "64 KiB response, c=50", "/64k", 40_000 // k, 50, 4_000, (1_000, 5_000)),
+        Scenario("1m", "1 MiB response, c=10", "/1m", 4_000 // k, 10, 300, (100, 500)),
+        Scenario("upload", "1 MiB request body (streamed), c=10", "/upload", 4_000 // k, 10, 300,
+                 (100, 500), method_args=["-d", upload_file]),
+        Scenario("newconn", "new connection per request, c=50", "/", 40_000 // k, 50, 4_000,
+                 (1_000, 5_000), headers=["Connection: close"]),
+    ]
+
+
+# ----------------------------------------------------------------------------- configs
+
+NGINX_BACKEND = """worker_processes 1; daemon off; pid {dir}/ngx-backend.pid;
+error_log {dir}/ngx-backend.err warn;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s; sendfile on;
+  server {{ listen 127.0.0.1:{backend} backlog=4096;
+    location / {{ default_type text/plain; return 200 "hello"; }}
+    location ~ ^/(1k|64k|1m)$ {{ default_type application/octet-stream; root {dir}/www; }}
+    location = /upload {{ client_max_body_size 0; default_type text/plain; return 200 "ok"; }} }} }}
+"""
+
+# The peers' reverse-proxy config of BENCHMARKING.md; uploads are streamed like Ringway's
+# (no request buffering, no body size limit), and worker_connections leaves room for the
+# idle-connection scenario.
+NGINX_PROXY = """worker_processes 1; daemon off; {master} pid {dir}/ngx-proxy.pid;
+error_log {dir}/ngx-proxy.err warn; worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
+http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
+  server {{ listen 127.0.0.1:{port} backlog=4096;
+    client_max_body_size 0;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; proxy_request_buffering off; }} }} }}
+"""
+
+HAPROXY = """global
+    nbthread 1
+    maxconn {maxconn}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse safe
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    server s1 127.0.0.1:{backend} maxconn 1000
+"""
+
+# Ringway with its defaults (X-Forwarded-*, X-Request-Id on), one unpinned worker
+# (taskset places it).
+RINGWAY = """[runtime]
+workers = 1
+pin_workers = false
+
+[[listeners]]
+name = "bench"
+bind = "127.0.0.1:{port}"
+
+[[routes]]
+name = "all"
+match = {{ path_prefix = "/" }}
+cluster = "backend"
+
+[clusters.backend]
+endpoints = ["127.0.0.1:{backend}"]
+"""
+
+
+# ----------------------------------------------------------------------------- processes
+
+class Procs:
+    """Every process this run started, stopped by pid at exit."""
+
+    def __init__(self):
+        self.live = []
+
+    def start(self, argv, **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen(argv, **kw)
+        self.live.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=30):
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in list(self.live):
+            self.stop(p, signal.SIGKILL, 5)
+
+
+PROCS = Procs()
+
+
+def wait_port(port, timeout=60.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open in {timeout}s")
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+class Proxy:
+    """One proxy under test: how to start it (plain or under cachegrind) and which pid
+    does the work (nginx: the worker, not the master)."""
+
+    def __init__(self, name, kind, port, d, binary=None):
+        self.name = name
+        self.kind = kind
+        self.port = port
+        self.dir = d
+        self.binary = binary
+        self.proc = None
+        self.pid = None
+
+    def write_config(self, valgrind):
+        if self.kind == "nginx":
+            path = f"{self.dir}/ngx-proxy-{self.name}{'-vg' if valgrind else ''}.conf"
+            text = NGINX_PROXY.format(dir=self.dir, backend=BACKEND_PORT, port=self.port,
+                                      master="master_process off;" if valgrind else "")
+        elif self.kind == "haproxy":
+            path = f"{self.dir}/haproxy-{self.name}.cfg"
+            text = HAPROXY.format(port=self.port, backend=BACKEND_PORT, maxconn=HAPROXY_MAXCONN)
+        else:
+            path = f"{self.dir}/ringway-{self.name}.toml"
+            text = RINGWAY.format(port=self.port, backend=BACKEND_PORT)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def argv(self, valgrind):
+        cfg = self.write_config(valgrind)
+        if self.kind == "nginx":
+            return ["nginx", "-p", self.dir, "-c", cfg]
+        if self.kind == "haproxy":
+            return ["haproxy", "-db", "-f", cfg]
+        return [self.binary, "--config", cfg, "--log-level", "warn"]
+
+    def start(self, cachegrind_out=None):
+        argv = self.argv(cachegrind_out is not None)
+        if cachegrind_out:
+            argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "-q",
+                    f"--cachegrind-out-file={cachegrind_out}"] + argv
+        log = open(f"{self.dir}/{self.name}.log", "ab")
+        self.proc = PROCS.start(["taskset", "-c", "1"] + argv, stdout=log, stderr=log)
+        wait_port(self.port, 120 if cachegrind_out else 20, self.proc)
+        self.pid = self.proc.pid
+        if self.kind == "nginx" and not cachegrind_out:
+            deadline = time.monotonic() + 10
+            while not children(self.proc.pid):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nginx worker did not start")
+                time.sleep(0.05)
+            self.pid = children(self.proc.pid)[0]
+
+    def stop(self):
+        if self.proc is None:
+            return
+        # Graceful stops, so that cachegrind writes its output: nginx exits on SIGTERM,
+        # Ringway drains on SIGTERM, HAProxy soft-stops on SIGUSR1.
+        sig = signal.SIGUSR1 if self.kind == "haproxy" else signal.SIGTERM
+        PROCS.stop(self.proc, sig, 120)
+        self.proc = None
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def h2load(port, sc, n=None, c=None, duration=None, rate=None, log_file=None, timeout=300):
+    argv = ["taskset", "-c", "0", "h2load", "--h1", "-t", "1", "-c", str(c or sc.c)]
+    if duration:
+        argv += ["-D", str(duration)]
+    else:
+        argv += ["-n", str(n or sc.n)]
+    if rate:
+        argv += ["--rps", f"{rate / (c or sc.c):.3f}"]
+    if log_file:
+        argv += ["--log-file", log_file]
+    argv += sc.h2load_args() + [f"http://127.0.0.1:{port}{sc.path}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout).stdout
+    m = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    if not m or not codes:
+        raise RuntimeError(f"h2load output not understood:\n{out}")
+    ok = int(codes.group(1))
+    bad = int(m.group(2)) + int(m.group(3)) + sum(int(codes.group(i)) for i in (2, 3, 4))
+    return {"ok": ok, "bad": bad, "rps": float(rps.group(1)) if rps else None}
+
+
+def cpu_ns(pid):
+    """CPU time of every thread of `pid`, in ns (schedstat: exact, not tick-sampled)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def stat_cpu():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v[:8]), v[7]  # total (user..steal), steal
+
+
+def steal_pct(before, after):
+    total = after[0] - before[0]
+    return 100.0 * (after[1] - before[1]) / total if total > 0 else 0.0
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def perf_counts(px, sc, d):
+    out = f"{d}/perf-{px.name}-{sc.name}.csv"
+    perf = PROCS.start(["perf", "stat", "-x,", "-e", ",".join(PERF_EVENTS), "-p", str(px.pid),
+                        "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # let perf attach
+    before = stat_cpu()
+    r = h2load(px.port, sc)
+    after = stat_cpu()
+    PROCS.stop(perf, signal.SIGINT, 30)
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) > 2 and parts[2] in PERF_NAMES and parts[0].strip().isdigit():
+                counts[PERF_NAMES[parts[2]]] = int(parts[0])
+    per = {k: v / r["ok"] for k, v in counts.items()} if r["ok"] else {}
+    return {"requests": r["ok"], "failed": r["bad"], "steal_pct": round(steal_pct(before, after), 2),
+            "counts": counts, "per_request": per}
+
+
+def fixed_load_cpu(px, sc):
+    before_s, before_c = stat_cpu(), cpu_ns(px.pid)
+    r = h2load(px.port, sc, duration=DURATION, rate=sc.rate)
+    after_c, after_s = cpu_ns(px.pid), stat_cpu()
+    steal = steal_pct(before_s, after_s)
+    us = (after_c - before_c) / 1000.0 / r["ok"] if r["ok"] else None
+    return {"us_per_req": us, "requests": r["ok"], "failed": r["bad"], "offered": sc.rate,
+            "achieved_rps": r["ok"] / DURATION, "steal_pct": round(steal, 2)}
+
+
+def saturation(px, sc, d):
+    log = f"{d}/lat-{px.name}-{sc.name}.tsv"
+    before = stat_cpu()
+    r = h2load(px.port, sc, duration=DURATION, log_file=log)
+    steal = steal_pct(before, stat_cpu())
+    lat = []
+    with open(log) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[1].startswith("2"):
+                lat.append(int(parts[2]))
+    os.unlink(log)
+    lat.sort()
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(len(lat) * p / 100))] / 1000.0 if lat else None
+
+    return {"rps": r["ok"] / DURATION, "failed": r["bad"], "p50_ms": pct(50), "p99_ms": pct(99),
+            "p999_ms": pct(99.9), "steal_pct": round(steal, 2)}
+
+
+def cachegrind(px, sc, d):
+    irs = []
+    for n in sc.cg:
+        out = f"{d}/cg-{px.name}-{sc.name}-{n}.out"
+        px.start(cachegrind_out=out)
+        # Warm-up connection established; then exactly n requests at c=10.
+        r = h2load(px.port, sc, n=n, c=10, timeout=900)
+        px.stop()
+        if r["ok"] != n:
+            raise RuntimeError(f"{px.name} under cachegrind: {r}")
+        with open(out) as f:
+            ir = next(int(line.split()[1]) for line in f if line.startswith("summary:"))
+        irs.append(ir)
+    n1, n2 = sc.cg
+    return {"ir": irs, "counts": list(sc.cg), "per_request": (irs[1] - irs[0]) / (n2 - n1)}
+
+
+IDLE_CLIENT = os.path.join(ROOT, "loadtest", "idle.py")
+
+
+def idle_memory(px, conns):
+    client = PROCS.start(["taskset", "-c", "0", sys.executable, IDLE_CLIENT, str(px.port), str(conns)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    before = rss_kib(px.pid)
+    client.stdin.write("open\n")
+    client.stdin.flush()
+    line = client.stdout.readline().split()
+    if not line or line[0] != "ready":
+        raise RuntimeError(f"idle client failed: {line}")
+    opened = int(line[1])
+    time.sleep(0.5)  # let the proxy finish its side of the last responses
+    during = rss_kib(px.pid)
+    client.stdin.write("close\n")
+    client.stdin.flush()
+    client.wait(60)
+    PROCS.live.remove(client)
+    return {"connections": opened, "rss_before_kib": before, "rss_idle_kib": during,
+            "bytes_per_conn": (during - before) * 1024 / opened if opened else None}
+
+
+# ----------------------------------------------------------------------------- report
+
+def median_clean(runs, key):
+    clean = [r[key] for r in runs if r["steal_pct"] <= STEAL_LIMIT and r[key] is not None]
+    return (statistics.median(clean) if clean else None), len(runs) - len(clean)
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "n/a"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def report(results, names):
+    rows = []
+    head = "| scenario | metric | " + " | ".join(names) + " | " + \
+        " | ".join(f"{n} / nginx" for n in names if n != "nginx") + " |"
+    rows.append(head)
+    rows.append("|" + "---|" * (2 + len(names) + len(names) - 1))
+    metrics = [
+        ("syscalls/req", lambda r: r.get("perf", {}).get("per_request", {}).get("syscalls")),
+        ("io_uring submits/req", lambda r: r.get("perf", {}).get("per_request", {}).get("uring_submits")),
+        ("poll arms/req", lambda r: r.get("perf", {}).get("per_request", {}).get("poll_arms")),
+        ("ctx switches/req", lambda r: r.get("perf", {}).get("per_request", {}).get("ctx_switches")),
+        ("user instr/req", lambda r: r.get("cachegrind", {}).get("per_request")),
+        ("CPU us/req @ fixed load", lambda r: r.get("cpu", {}).get("median_us_per_req")),
+        ("rps (info)", lambda r: r.get("sat", {}).get("median_rps")),
+        ("p50 ms (info)", lambda r: r.get("sat", {}).get("median_p50_ms")),
+        ("p99 ms (info)", lambda r: r.get("sat", {}).get("median_p99_ms")),
+        ("p99.9 ms (info)", lambda r: r.get("sat", {}).get("median_p999_ms")),
+        ("RSS bytes/idle conn", lambda r: r.get("idle", {}).get("bytes_per_conn")),
+    ]
+    for sc_name, per_proxy in results["scenarios"].items():
+        for label, get in metrics:
+            vals = {n: get(per_proxy.get(n, {})) for n in names}
+            if all(v is None for v in vals.values()):
+                continue
+            digits = 3 if "/req" in label and "instr" not in label and "us" not in label else 2
+            base = vals.get("nginx")
+            ratios = [fmt(vals[n] / base, 2) + "x" if vals[n] is not None and base else "n/a"
+                      for n in names if n != "nginx"]
+            rows.append(f"| {sc_name} | {label} | " + " | ".join(fmt(vals[n], digits) for n in names)
+                        + " | " + " | ".join(ratios) + " |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- main
+
+DURATION = 5
+
+
+def main():
+    global DURATION
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer requests and rounds (< 3 minutes)")
+    ap.add_argument("--ringway", action="append", default=[], metavar="NAME=BINARY",
+                    help="a Ringway binary to measure (repeat to compare builds in one run)")
+    ap.add_argument("--scenarios", help="comma-separated subset of: small,1k,64k,1m,upload,newconn,idle")
+    ap.add_argument("--proxies", help="comma-separated subset of the proxy names")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds for the timed figures")
+    ap.add_argument("--idle-conns", type=int, default=10_000)
+    ap.add_argument("--no-cachegrind", action="store_true")
+    ap.add_argument("--out", help="JSON output file (default loadtest/results/compare-<time>.json)")
+    args = ap.parse_args()
+
+    rounds = args.rounds or (1 if args.quick else 3)
+    DURATION = 3 if args.quick else 5
+    d = tempfile.mkdtemp(prefix="ringway-loadtest-")
+    os.makedirs(f"{d}/www")
+    for name, size in (("1k", 1024), ("64k", 65536), ("1m", 1 << 20)):
+        with open(f"{d}/www/{name}", "wb") as f:
+            f.write(os.urandom(size))
+    upload = f"{d}/upload.bin"
+    with open(upload, "wb") as f:
+        f.write(os.urandom(1 << 20))
+
+    ringways = [x.split("=", 1) for x in args.ringway] or [["ringway", f"{ROOT}/target/release/ringway"]]
+    proxies = []
+    for i, (name, binary) in enumerate(ringways):
+        proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(binary)))
+    proxies.append(Proxy("nginx", "nginx", PORTS["nginx"], d))
+    proxies.append(Proxy("haproxy", "haproxy", PORTS["haproxy"], d))
+    if args.proxies:
+        keep = args.proxies.split(",")
+        proxies = [p for p in proxies if p.name in keep]
+    names = [p.name for p in proxies]
+
+    all_sc = scenarios(args.quick, upload)
+    wanted = args.scenarios.split(",") if args.scenarios else [s.name for s in all_sc] + ["idle"]
+    scs = [s for s in all_sc if s.name in wanted]
+    idle_conns = 2_000 if args.quick and args.idle_conns == 10_000 else args.idle_conns
+
+    with open(f"{d}/ngx-backend.conf", "w") as f:
+        f.write(NGINX_BACKEND.format(dir=d, backend=BACKEND_PORT))
+    backend = PROCS.start(["taskset", "-c", "0", "nginx", "-p", d, "-c", f"{d}/ngx-backend.conf"],
+                          stderr=subprocess.DEVNULL)
+    wait_port(BACKEND_PORT, 10, backend)
+
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    cpu_model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                      if line.startswith("model name")), "unknown")
+    results = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                        "commit": commit, "kernel": os.uname().release, "cpu": cpu_model,
+                        "quick": args.quick, "rounds": rounds, "duration_s": DURATION,
+                        "steal_limit_pct": STEAL_LIMIT, "command": " ".join(sys.argv)},
+               "scenarios": {}}
+    started = time.monotonic()
+    try:
+        for sc in scs:
+            res = results["scenarios"].setdefault(sc.name, {})
+            # Quick mode: every figure for the small GET, exact counts for the rest.
+            full = not args.quick or sc.name == "small"
+            print(f"== {sc.title}", file=sys.stderr, flush=True)
+            for px in proxies:
+                px.start()
+                h2load(px.port, sc, n=max(1000, sc.n // 20))  # warm-up: pools, caches
+                res.setdefault(px.name, {})["perf"] = perf_counts(px, sc, d)
+                px.stop()
+                print(f"   {px.name}: perf {res[px.name]['perf']['per_request']}", file=sys.stderr, flush=True)
+            if full:
+                for px in proxies:
+                    px.start()
+                    h2load(px.port, sc, n=max(1000, sc.n // 20))
+                    res[px.name]["cpu_runs"] = []
+                    res[px.name]["sat_runs"] = []
+                # Interleaved: A B C A B C ...
+                for _ in range(rounds):
+                    for px in proxies:
+                        res[px.name]["cpu_runs"].append(fixed_load_cpu(px, sc))
+                    for px in proxies:
+                        res[px.name]["sat_runs"].append(saturation(px, sc, d))
+                for px in proxies:
+                    px.stop()
+                    r = res[px.name]
+                    med, discarded = median_clean(r["cpu_runs"], "us_per_req")
+                    r["cpu"] = {"median_us_per_req": med, "discarded_for_steal": discarded}
+                    sat = {"discarded_for_steal": median_clean(r["sat_runs"], "rps")[1]}
+                    for k in ("rps", "p50_ms", "p99_ms", "p999_ms"):
+                        sat[f"median_{k}"] = median_clean(r["sat_runs"], k)[0]
+                    r["sat"] = sat
+                    print(f"   {px.name}: cpu {med} us/req ({discarded} discarded), rps {sat['median_rps']}",
+                          file=sys.stderr, flush=True)
+                if not args.no_cachegrind:
+                    for px in proxies:
+                        res[px.name]["cachegrind"] = cachegrind(px, sc, d)
+                        print(f"   {px.name}: {res[px.name]['cachegrind']['per_request']:.0f} instr/req",
+                              file=sys.stderr, flush=True)
+        if "idle" in wanted:
+            print(f"== {idle_conns} idle keep-alive connections", file=sys.stderr, flush=True)
+            res = results["scenarios"].setdefault("idle", {})
+            for px in proxies:
+                px.start()
+                n = min(idle_conns, HAPROXY_MAXCONN - 100) if px.kind == "haproxy" else idle_conns
+                res.setdefault(px.name, {})["idle"] = idle_memory(px, n)
+                px.stop()
+                print(f"   {px.name}: {res[px.name]['idle']}", file=sys.stderr, flush=True)
+    finally:
+        for px in proxies:
+            px.stop()
+        PROCS.stop(backend)
+        PROCS.stop_all()
+
+    results["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
+    os.makedirs(f"{ROOT}/loadtest/results", exist_ok=True)
+    out = args.out or f"{ROOT}/loadtest/results/compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+    m = results["meta"]
+    print(f"Ringway {m['commit']}, kernel {m['kernel']}, {m['cpu']}, {m['date']}, "
+          f"{'quick' if args.quick else 'full'} run, {m['elapsed_s']} s")
+    print()
+    print(report(results, names))
+    print()
+    print(f"Raw figures (steal of every run included): {out}")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    def on_signal(sig, _frame):
+        PROCS.stop_all()
+        sys.exit(128 + sig)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    main()

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Idle keep-alive client connections, for the memory figure of compare.py.
+
+usage: idle.py PORT COUNT
+On "open" (stdin): opens COUNT connections, sends one GET on each and reads its whole
+response, then prints "ready OPENED" and keeps them all open. On "close": closes them.
+"""
+
+import asyncio
+import sys
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+
+async def one(port, conns, sem):
+    async with sem:
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+            w.write(REQUEST)
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await asyncio.wait_for(r.readexactly(length), 30)
+            conns.append(w)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            pass
+
+
+async def main():
+    port, count = int(sys.argv[1]), int(sys.argv[2])
+    loop = asyncio.get_running_loop()
+    conns = []
+    if (await loop.run_in_executor(None, sys.stdin.readline)).strip() != "open":
+        return
+    sem = asyncio.Semaphore(256)
+    await asyncio.gather(*(one(port, conns, sem) for _ in range(count)))
+    print(f"ready {len(conns)}", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    for w in conns:
+        w.close()
+
+
+asyncio.run(main())
