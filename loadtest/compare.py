@@ -130,6 +130,7 @@ backend be
 RINGWAY = """[runtime]
 workers = 1
 pin_workers = false
+{runtime_extra}
 
 [[listeners]]
 name = "bench"
@@ -206,8 +207,9 @@ class Proxy:
     """One proxy under test: how to start it (plain or under cachegrind) and which pid
     does the work (nginx: the worker, not the master)."""
 
-    def __init__(self, name, kind, port, d, binary=None):
+    def __init__(self, name, kind, port, d, binary=None, runtime_extra=""):
         self.name = name
+        self.runtime_extra = runtime_extra
         self.kind = kind
         self.port = port
         self.dir = d
@@ -225,7 +227,7 @@ class Proxy:
             text = HAPROXY.format(port=self.port, backend=BACKEND_PORT, maxconn=HAPROXY_MAXCONN)
         else:
             path = f"{self.dir}/ringway-{self.name}.toml"
-            text = RINGWAY.format(port=self.port, backend=BACKEND_PORT)
+            text = RINGWAY.format(port=self.port, backend=BACKEND_PORT, runtime_extra=self.runtime_extra)
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -428,10 +430,9 @@ def fmt(v, digits=2):
 
 def report(results, names):
     rows = []
-    head = "| scenario | metric | " + " | ".join(names) + " | " + \
-        " | ".join(f"{n} / nginx" for n in names if n != "nginx") + " |"
-    rows.append(head)
-    rows.append("|" + "---|" * (2 + len(names) + len(names) - 1))
+    ratio_names = [n for n in names if n != "nginx"] if "nginx" in names else []
+    rows.append("| scenario | metric | " + " | ".join(names + [f"{n} / nginx" for n in ratio_names]) + " |")
+    rows.append("|" + "---|" * (2 + len(names) + len(ratio_names)))
     metrics = [
         ("syscalls/req", lambda r: r.get("perf", {}).get("per_request", {}).get("syscalls")),
         ("io_uring submits/req", lambda r: r.get("perf", {}).get("per_request", {}).get("uring_submits")),
@@ -453,9 +454,9 @@ def report(results, names):
             digits = 3 if "/req" in label and "instr" not in label and "us" not in label else 2
             base = vals.get("nginx")
             ratios = [fmt(vals[n] / base, 2) + "x" if vals[n] is not None and base else "n/a"
-                      for n in names if n != "nginx"]
-            rows.append(f"| {sc_name} | {label} | " + " | ".join(fmt(vals[n], digits) for n in names)
-                        + " | " + " | ".join(ratios) + " |")
+                      for n in ratio_names]
+            rows.append(f"| {sc_name} | {label} | " + " | ".join([fmt(vals[n], digits) for n in names] + ratios)
+                        + " |")
     return "\n".join(rows)
 
 
@@ -468,8 +469,10 @@ def main():
     global DURATION
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer requests and rounds (< 3 minutes)")
-    ap.add_argument("--ringway", action="append", default=[], metavar="NAME=BINARY",
-                    help="a Ringway binary to measure (repeat to compare builds in one run)")
+    ap.add_argument("--ringway", action="append", default=[], metavar="NAME=BINARY[;KEY=VALUE...]",
+                    help="a Ringway binary to measure, with optional [runtime] settings, e.g. "
+                         "'noflags=target/release/ringway;io_uring_flags=[]' (repeat to compare "
+                         "builds or settings in one run)")
     ap.add_argument("--scenarios", help="comma-separated subset of: small,1k,64k,1m,upload,newconn,idle")
     ap.add_argument("--proxies", help="comma-separated subset of the proxy names")
     ap.add_argument("--rounds", type=int, help="interleaved rounds for the timed figures")
@@ -491,8 +494,10 @@ def main():
 
     ringways = [x.split("=", 1) for x in args.ringway] or [["ringway", f"{ROOT}/target/release/ringway"]]
     proxies = []
-    for i, (name, binary) in enumerate(ringways):
-        proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(binary)))
+    for i, (name, spec) in enumerate(ringways):
+        binary, *settings = spec.split(";")
+        proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(binary),
+                             "\n".join(settings)))
     proxies.append(Proxy("nginx", "nginx", PORTS["nginx"], d))
     proxies.append(Proxy("haproxy", "haproxy", PORTS["haproxy"], d))
     if args.proxies:

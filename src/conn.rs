@@ -11,7 +11,8 @@
 use crate::error::ProxyError;
 use crate::http::answer::{Answer, ConnHeader};
 use crate::http::parse::{parse_request, Framing, HeaderSpan, Method, RequestHead, Version};
-use crate::relay::{self, Body, Fail, RelayError};
+use crate::http::rewrite::Peer;
+use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
 use crate::route::{Action, RequestView};
 use crate::upstream;
 use crate::worker::Worker;
@@ -29,6 +30,8 @@ const MAX_DISCARD: u64 = 64 * 1024;
 pub struct Downstream {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// The peer's address as X-Forwarded-For writes it.
+    pub peer_ip: Peer,
     pub local_port: u16,
     pub listener: usize,
     /// Bytes read from the client; the current request starts at 0.
@@ -37,6 +40,10 @@ pub struct Downstream {
     pub pos: usize,
     pub headers: Vec<HeaderSpan>,
     pub resp_headers: Vec<HeaderSpan>,
+    /// Timeouts of client-side operations.
+    pub timer: Timer,
+    /// Timeouts of operations on this connection's upstream connections.
+    pub up_timer: Timer,
 }
 
 /// What to do with the connection after a response.
@@ -66,12 +73,15 @@ pub async fn serve(
     let mut d = Downstream {
         stream,
         peer,
+        peer_ip: Peer::new(peer.ip()),
         local_port,
         listener,
         rbuf: Vec::with_capacity(READ_BUF),
         pos: 0,
         headers: Vec::new(),
         resp_headers: Vec::new(),
+        timer: Timer::new(),
+        up_timer: Timer::new(),
     };
     let mut first = true;
     loop {
@@ -139,14 +149,16 @@ impl Downstream {
                     } else {
                         cfg.idle_timeout
                     };
-                    relay::read_into(&mut self.stream, &mut self.rbuf, wait).await
+                    let mut io = Io::new(&mut self.stream, &mut self.timer, wait);
+                    relay::read_into(&mut io, &mut self.rbuf).await
                 }
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(ProxyError::HeadTimeout);
                     }
-                    relay::read_into(&mut self.stream, &mut self.rbuf, left).await
+                    let mut io = Io::new(&mut self.stream, &mut self.timer, left);
+                    relay::read_into(&mut io, &mut self.rbuf).await
                 }
             };
             match read {
@@ -247,16 +259,10 @@ impl Downstream {
             cfg.limits.max_head_bytes,
             false,
         );
-        body.relay(
-            &mut self.stream,
-            None,
-            &mut self.rbuf,
-            &mut self.pos,
-            cfg.idle_timeout,
-            cfg.idle_timeout,
-        )
-        .await
-        .is_ok()
+        let mut io = Io::new(&mut self.stream, &mut self.timer, cfg.idle_timeout);
+        body.relay(&mut io, None, &mut self.rbuf, &mut self.pos)
+            .await
+            .is_ok()
     }
 
     /// Writes a pre-rendered answer. `head` is the request it answers (None when the
@@ -283,9 +289,8 @@ impl Downstream {
             .with(|date| answer.render_into(&mut out, date, conn, with_body));
         let timeout = w.snapshot.listeners[self.listener].idle_timeout;
         let len = out.len();
-        let ok = relay::write_range(&mut self.stream, &mut out, 0..len, timeout)
-            .await
-            .is_ok();
+        let mut io = Io::new(&mut self.stream, &mut self.timer, timeout);
+        let ok = relay::write_range(&mut io, &mut out, 0..len).await.is_ok();
         w.bufs.give(out);
         if ok {
             next

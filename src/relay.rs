@@ -3,6 +3,12 @@
 //! relayed in place through one buffer (read, then write the same bytes), so memory
 //! stays bounded whatever its size and a slow reader slows the writer (back-pressure).
 //!
+//! Timeouts: every socket has one [`Timer`], a timer-wheel entry made once and moved
+//! forward for each operation (moving a deadline later costs a store; the wheel
+//! re-files the entry only when it fires early). A fresh `monoio::time::timeout` per
+//! operation would insert and remove a wheel entry, and move the whole future, for
+//! every read and write.
+//!
 //! monoio ops own their buffer while in flight. A timed-out op is dropped (monoio
 //! cancels it) and its buffer is lost with it: after any timeout here the caller
 //! must close the connection, which it does.
@@ -12,7 +18,11 @@ use crate::http::parse::Framing;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
+use monoio::time::{Instant, Sleep};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 /// Why a socket operation did not complete.
@@ -24,38 +34,85 @@ pub enum Fail {
     Io(io::Error),
 }
 
+/// A reusable timeout for the operations of one socket (see the module docs).
+pub struct Timer(Pin<Box<Sleep>>);
+
+impl Timer {
+    /// Must be called on a worker (a monoio runtime with its timer enabled).
+    pub fn new() -> Timer {
+        // Registered in the wheel on first use, with that use's deadline.
+        let far = Instant::now() + Duration::from_secs(365 * 86_400);
+        Timer(Box::pin(monoio::time::sleep_until(far)))
+    }
+
+    /// Runs `op` until it completes (`Some`) or `timeout` passes (`None`; `op` is
+    /// dropped, which cancels it).
+    pub async fn run<F: Future>(&mut self, timeout: Duration, op: F) -> Option<F::Output> {
+        let mut sleep = self.0.as_mut();
+        sleep.as_mut().reset(Instant::now() + timeout);
+        let mut op = std::pin::pin!(op);
+        std::future::poll_fn(move |cx| {
+            if let Poll::Ready(out) = op.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
+impl Default for Timer {
+    fn default() -> Timer {
+        Timer::new()
+    }
+}
+
+/// One side of an exchange: a socket, its timer and its I/O timeout.
+pub struct Io<'a> {
+    pub stream: &'a mut TcpStream,
+    pub timer: &'a mut Timer,
+    pub timeout: Duration,
+}
+
+impl<'a> Io<'a> {
+    pub fn new(stream: &'a mut TcpStream, timer: &'a mut Timer, timeout: Duration) -> Io<'a> {
+        Io {
+            stream,
+            timer,
+            timeout,
+        }
+    }
+}
+
 /// Reads once into the spare capacity of `buf`; returns the byte count (0 = EOF).
-pub async fn read_into(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<usize, Fail> {
+pub async fn read_into(io: &mut Io<'_>, buf: &mut Vec<u8>) -> Result<usize, Fail> {
     if buf.len() == buf.capacity() {
         buf.reserve(crate::worker::BUF_SIZE);
     }
     let owned = std::mem::take(buf);
     let (len, cap) = (owned.len(), owned.capacity());
-    match monoio::time::timeout(timeout, s.read(owned.slice_mut(len..cap))).await {
-        Ok((res, slice)) => {
+    let read = io.stream.read(owned.slice_mut(len..cap));
+    match io.timer.run(io.timeout, read).await {
+        Some((res, slice)) => {
             *buf = slice.into_inner();
             res.map_err(Fail::Io)
         }
-        Err(_) => Err(Fail::Timeout),
+        None => Err(Fail::Timeout),
     }
 }
 
 /// Writes `buf[range]` completely. On failure, also says how many bytes went out.
 pub async fn write_range(
-    s: &mut TcpStream,
+    io: &mut Io<'_>,
     buf: &mut Vec<u8>,
     mut range: std::ops::Range<usize>,
-    timeout: Duration,
 ) -> Result<(), (Fail, usize)> {
     let mut written = 0;
     while !range.is_empty() {
         let owned = std::mem::take(buf);
-        match monoio::time::timeout(timeout, s.write(owned.slice(range.clone()))).await {
-            Ok((res, slice)) => {
+        let write = io.stream.write(owned.slice(range.clone()));
+        match io.timer.run(io.timeout, write).await {
+            Some((res, slice)) => {
                 *buf = slice.into_inner();
                 match res {
                     Ok(0) => return Err((Fail::Closed, written)),
@@ -66,25 +123,25 @@ pub async fn write_range(
                     Err(e) => return Err((Fail::Io(e), written)),
                 }
             }
-            Err(_) => return Err((Fail::Timeout, written)),
+            None => return Err((Fail::Timeout, written)),
         }
     }
     Ok(())
 }
 
 /// Writes a static message (e.g. "100 Continue") completely.
-pub async fn write_static(
-    s: &mut TcpStream,
-    msg: &'static [u8],
-    timeout: Duration,
-) -> Result<(), Fail> {
+pub async fn write_static(io: &mut Io<'_>, msg: &'static [u8]) -> Result<(), Fail> {
     let mut sent = 0;
     while sent < msg.len() {
-        match monoio::time::timeout(timeout, s.write(&msg[sent..])).await {
-            Ok((Ok(0), _)) => return Err(Fail::Closed),
-            Ok((Ok(n), _)) => sent += n,
-            Ok((Err(e), _)) => return Err(Fail::Io(e)),
-            Err(_) => return Err(Fail::Timeout),
+        match io
+            .timer
+            .run(io.timeout, io.stream.write(&msg[sent..]))
+            .await
+        {
+            Some((Ok(0), _)) => return Err(Fail::Closed),
+            Some((Ok(n), _)) => sent += n,
+            Some((Err(e), _)) => return Err(Fail::Io(e)),
+            None => return Err(Fail::Timeout),
         }
     }
     Ok(())
@@ -152,7 +209,7 @@ impl Body {
     }
 
     /// Consumes body bytes at the start of `buf[*pos..]`; returns the range to write.
-    fn consume(
+    pub fn consume(
         &mut self,
         buf: &mut [u8],
         pos: &mut usize,
@@ -202,12 +259,10 @@ impl Body {
     /// the body, and bytes after it (a pipelined request, say) stay in `buf`.
     pub async fn relay(
         &mut self,
-        src: &mut TcpStream,
-        mut dst: Option<&mut TcpStream>,
+        src: &mut Io<'_>,
+        mut dst: Option<&mut Io<'_>>,
         buf: &mut Vec<u8>,
         pos: &mut usize,
-        read_timeout: Duration,
-        write_timeout: Duration,
     ) -> Result<Relayed, RelayError> {
         let mut relayed = Relayed::default();
         loop {
@@ -215,7 +270,7 @@ impl Body {
                 let out = self.consume(buf, pos)?;
                 if let Some(dst) = dst.as_deref_mut() {
                     if !out.is_empty() {
-                        write_range(dst, buf, out, write_timeout)
+                        write_range(dst, buf, out)
                             .await
                             .map_err(|(f, _)| RelayError::Write(f))?;
                     }
@@ -229,7 +284,7 @@ impl Body {
             buf.clear();
             *pos = 0;
             relayed.read_from_source = true;
-            match read_into(src, buf, read_timeout).await {
+            match read_into(src, buf).await {
                 Ok(0) if matches!(self.kind, Kind::CloseDelimited) => return Ok(relayed),
                 Ok(0) => return Err(RelayError::Read(Fail::Closed)),
                 Ok(_) => {}

@@ -3,7 +3,7 @@
 //! is unavailable and not required). Control messages (drain, stop) reach the
 //! workers over channels; nothing else crosses cores.
 
-use crate::config::Config;
+use crate::config::{Config, RingFlags};
 use crate::worker::Worker;
 use std::io;
 use std::net::SocketAddr;
@@ -164,6 +164,26 @@ impl Drop for Server {
     }
 }
 
+const NO_FLAGS: RingFlags = RingFlags {
+    single_issuer: false,
+    defer_taskrun: false,
+    coop_taskrun: false,
+};
+
+fn ring_builder(flags: RingFlags) -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    if flags.single_issuer {
+        b.setup_single_issuer();
+    }
+    if flags.defer_taskrun {
+        b.setup_defer_taskrun();
+    }
+    if flags.coop_taskrun {
+        b.setup_coop_taskrun();
+    }
+    b
+}
+
 type Ready = mpsc::Sender<Result<(usize, Driver), StartError>>;
 
 fn run_worker(
@@ -187,13 +207,34 @@ fn run_worker(
     let worker = Rc::new(Worker::new(id, config));
     let uring = monoio::utils::detect_uring();
     if uring {
-        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(1024)
-            .enable_timer()
-            .build()
-        {
+        let rt_config = &config.runtime;
+        let build = |flags: RingFlags| {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(rt_config.io_uring_entries)
+                .uring_builder(ring_builder(flags))
+                .enable_timer()
+                .build()
+        };
+        let mut flags = rt_config.io_uring_flags;
+        let mut built = build(flags);
+        if let Err(e) = &built {
+            if flags != NO_FLAGS {
+                // An older kernel rejects newer setup flags (EINVAL): run without them.
+                tracing::warn!(worker = id, error = %e, ?flags,
+                    "io_uring setup flags refused; building the ring without them");
+                flags = NO_FLAGS;
+                built = build(flags);
+            }
+        }
+        match built {
             Ok(mut rt) => {
-                tracing::info!(worker = id, driver = "io_uring", "worker started");
+                tracing::info!(
+                    worker = id,
+                    driver = "io_uring",
+                    entries = rt_config.io_uring_entries,
+                    ?flags,
+                    "worker started"
+                );
                 let _ = ready.send(Ok((id, Driver::IoUring)));
                 rt.block_on(run(worker, listeners, ports, control, Driver::IoUring));
                 return;

@@ -96,12 +96,16 @@ impl Worker {
         let hi = self.next_u64() & !0xf000 | 0x4000;
         let lo = self.next_u64() & !(0xc << 60) | (0x8 << 60);
         let v = u128::from(hi) << 64 | u128::from(lo);
+        let mut text = [b'-'; 36];
+        let mut at = 0;
         for i in 0..32 {
             if matches!(i, 8 | 12 | 16 | 20) {
-                out.push(b'-');
+                at += 1;
             }
-            out.push(HEX[(v >> (124 - 4 * i) & 0xf) as usize]);
+            text[at] = HEX[(v >> (124 - 4 * i) & 0xf) as usize];
+            at += 1;
         }
+        out.extend_from_slice(&text);
     }
 }
 

@@ -759,3 +759,59 @@ fn several_workers_share_the_port() {
     let conns = up.connections.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=2).contains(&conns), "{conns} upstream connections");
 }
+
+#[test]
+fn response_head_larger_than_the_room_before_the_body() {
+    // The rewritten head goes in front of the first body bytes when it fits in the
+    // room kept there; a response-header edit of 2 KB does not fit, so the head and
+    // the body go out in two writes. Both must give the same bytes on the wire.
+    let big = "b".repeat(2000);
+    let up = Mock::start(|req, _| {
+        if req.request_line().contains("/chunked") {
+            Some((
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                    .to_vec(),
+                false,
+            ))
+        } else if req.request_line().contains("/empty") {
+            Some((response(200, &[], b""), false))
+        } else {
+            Some((response(200, &[("x-app", "a")], b"hello"), false))
+        }
+    });
+    let rest = format!(
+        "[[routes]]\nmatch = {{ path_prefix = \"/big\" }}\ncluster = \"web\"\n\
+         response_headers = {{ add = {{ \"x-big\" = \"{big}\" }} }}\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"web\"\n\
+         [clusters.web]\nendpoints = [\"{{up}}\"]\n"
+    );
+    let p = proxy("", &rest, &[("up", up.addr)]);
+    let mut c = Client::connect(p.addr);
+    for path in [
+        "/big",
+        "/small",
+        "/big/chunked",
+        "/chunked",
+        "/big/empty",
+        "/big",
+    ] {
+        let r = c.request(&format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(r.status, 200, "{path}");
+        let want: &[u8] = if path.ends_with("empty") {
+            b""
+        } else {
+            b"hello"
+        };
+        assert_eq!(r.body, want, "{path}");
+        assert_eq!(
+            r.header("x-big").is_some_and(|v| v == big),
+            path.starts_with("/big"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the upstream connection stayed in sync"
+    );
+}

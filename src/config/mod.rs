@@ -50,6 +50,21 @@ pub struct RuntimeConfig {
     pub require_io_uring: bool,
     pub drain_timeout: Duration,
     pub pin_workers: bool,
+    /// Submission queue entries of each worker's ring.
+    pub io_uring_entries: u32,
+    pub io_uring_flags: RingFlags,
+}
+
+/// io_uring setup flags (see tuning.md for their measured effect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingFlags {
+    /// IORING_SETUP_SINGLE_ISSUER: only the worker thread submits.
+    pub single_issuer: bool,
+    /// IORING_SETUP_DEFER_TASKRUN: completions run when the worker waits, not on an
+    /// interrupt (needs single_issuer).
+    pub defer_taskrun: bool,
+    /// IORING_SETUP_COOP_TASKRUN: no interrupting the worker to run completions.
+    pub coop_taskrun: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,8 @@ pub struct RawRuntime {
     pub require_io_uring: Option<bool>,
     pub drain_timeout: Option<String>,
     pub pin_workers: Option<bool>,
+    pub io_uring_entries: Option<i64>,
+    pub io_uring_flags: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,6 +61,10 @@ fn errors_name_the_field() {
         ("[[routes]]\ncluster = \"web\"\n[forwarding]\nx_forwarded_for = \"sometimes\"\n", "forwarding.x_forwarded_for"),
         ("[[routes]]\ncluster = \"web\"\n[forwarding]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "forwarding.trusted_proxies[0]"),
         ("[[routes]]\ncluster = \"web\"\n[runtime]\nworkers = -1\n", "runtime.workers: -1 is out of range"),
+        ("[[routes]]\ncluster = \"web\"\n[runtime]\nio_uring_entries = 1000\n", "runtime.io_uring_entries: 1000 must be a power of two"),
+        ("[[routes]]\ncluster = \"web\"\n[runtime]\nio_uring_entries = 65536\n", "runtime.io_uring_entries: 65536"),
+        ("[[routes]]\ncluster = \"web\"\n[runtime]\nio_uring_flags = [\"sqpoll\"]\n", "runtime.io_uring_flags[0]: unknown flag \"sqpoll\""),
+        ("[[routes]]\ncluster = \"web\"\n[runtime]\nio_uring_flags = [\"defer_taskrun\"]\n", "runtime.io_uring_flags: defer_taskrun needs single_issuer"),
     ];
     for (extra, want) in cases {
         let got = error(&format!("{BASE}{extra}"));
@@ -119,6 +123,19 @@ fn sizes_durations_and_defaults() {
     assert_eq!(l.limits, Limits::default());
     assert_eq!(l.idle_timeout, Duration::from_secs(60));
     assert_eq!(c.runtime.drain_timeout, Duration::from_secs(10));
+    assert_eq!(c.runtime.io_uring_entries, 1024);
+    let rt = with("[[routes]]\ncluster = \"web\"\n[runtime]\nio_uring_entries = 256\nio_uring_flags = [\"coop_taskrun\"]\n")
+        .unwrap()
+        .runtime;
+    assert_eq!(rt.io_uring_entries, 256);
+    assert_eq!(
+        rt.io_uring_flags,
+        RingFlags {
+            single_issuer: false,
+            defer_taskrun: false,
+            coop_taskrun: true
+        }
+    );
     assert!(c.forwarding.request_id);
     let c = Config::from_toml(
         "[[listeners]]\nbind = \"[::1]:0\"\nmax_request_head_size = \"32KiB\"\nmax_uri_size = 4096\n\

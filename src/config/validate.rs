@@ -53,11 +53,59 @@ fn runtime(raw: &RawRuntime) -> Result<RuntimeConfig> {
             ))
         }
     };
+    let io_uring_entries = match raw.io_uring_entries {
+        None => 1024,
+        Some(n) if (2..=32768).contains(&n) && (n as u32).is_power_of_two() => n as u32,
+        Some(n) => {
+            return Err(ConfigError::new(
+                "runtime.io_uring_entries",
+                format!("{n} must be a power of two from 2 to 32768"),
+            ))
+        }
+    };
+    let io_uring_flags = match &raw.io_uring_flags {
+        None => RingFlags {
+            single_issuer: true,
+            defer_taskrun: true,
+            coop_taskrun: true,
+        },
+        Some(names) => {
+            let mut flags = RingFlags {
+                single_issuer: false,
+                defer_taskrun: false,
+                coop_taskrun: false,
+            };
+            for (i, name) in names.iter().enumerate() {
+                match name.as_str() {
+                    "single_issuer" => flags.single_issuer = true,
+                    "defer_taskrun" => flags.defer_taskrun = true,
+                    "coop_taskrun" => flags.coop_taskrun = true,
+                    other => {
+                        return Err(ConfigError::new(
+                            format!("runtime.io_uring_flags[{i}]"),
+                            format!(
+                            "unknown flag {other:?} (single_issuer, defer_taskrun, coop_taskrun)"
+                        ),
+                        ))
+                    }
+                }
+            }
+            if flags.defer_taskrun && !flags.single_issuer {
+                return Err(ConfigError::new(
+                    "runtime.io_uring_flags",
+                    "defer_taskrun needs single_issuer",
+                ));
+            }
+            flags
+        }
+    };
     Ok(RuntimeConfig {
         workers,
         require_io_uring: raw.require_io_uring.unwrap_or(false),
         drain_timeout: duration_or(&raw.drain_timeout, "runtime.drain_timeout", 10_000)?,
         pin_workers: raw.pin_workers.unwrap_or(true),
+        io_uring_entries,
+        io_uring_flags,
     })
 }
 

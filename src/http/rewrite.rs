@@ -9,12 +9,36 @@ use crate::http::answer::ConnHeader;
 use crate::http::parse::{
     is_named_by_connection, Framing, HeaderKind, HeaderSpan, RequestHead, ResponseHead,
 };
-use std::io::Write;
 use std::net::IpAddr;
+
+/// The client's address and its text form for X-Forwarded-For, formatted once per
+/// connection rather than per request.
+pub struct Peer {
+    pub ip: IpAddr,
+    text: [u8; 46],
+    len: u8,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr) -> Peer {
+        use std::io::Write;
+        let ip = ip.to_canonical();
+        let mut text = [0u8; 46];
+        let mut cursor = &mut text[..];
+        // An IPv6 address is at most 45 characters, so this always fits.
+        let _ = write!(cursor, "{ip}");
+        let len = (46 - cursor.len()) as u8;
+        Peer { ip, text, len }
+    }
+
+    pub fn text(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
+    }
+}
 
 /// What the request rewrite needs beyond the parsed head.
 pub struct RequestRewrite<'a> {
-    pub peer: IpAddr,
+    pub peer: &'a Peer,
     pub local_port: u16,
     pub forwarding: &'a ForwardingConfig,
     pub edits: &'a HeaderEdit,
@@ -49,7 +73,7 @@ pub fn write_request_head(
 
     let f = rw.forwarding;
     let trusted = f.x_forwarded_for == XffMode::Append
-        && f.trusted_proxies.iter().any(|c| c.contains(rw.peer));
+        && f.trusted_proxies.iter().any(|c| c.contains(rw.peer.ip));
     let id_name = f.request_id_header.as_bytes();
     let mut has_id = false;
     let mut has_xf = [false; 3]; // proto, host, port
@@ -103,9 +127,7 @@ pub fn write_request_head(
     }
 
     match head.framing {
-        Framing::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
+        Framing::Length(n) => push_length(out, n),
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::CloseDelimited => {}
     }
@@ -122,7 +144,8 @@ pub fn write_request_head(
             out.extend_from_slice(b", ");
         }
     }
-    let _ = write!(out, "{}\r\n", rw.peer.to_canonical());
+    out.extend_from_slice(rw.peer.text());
+    out.extend_from_slice(b"\r\n");
     if !has_xf[0] {
         out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     }
@@ -132,7 +155,9 @@ pub fn write_request_head(
         }
     }
     if !has_xf[2] {
-        let _ = write!(out, "x-forwarded-port: {}\r\n", rw.local_port);
+        out.extend_from_slice(b"x-forwarded-port: ");
+        push_decimal(out, u64::from(rw.local_port));
+        out.extend_from_slice(b"\r\n");
     }
     if f.request_id && !has_id {
         out.extend_from_slice(id_name);
@@ -193,9 +218,7 @@ pub fn write_response_head(
         push_line(out, name, h.value.get(buf));
     }
     match framing {
-        ClientFraming::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
+        ClientFraming::Length(n) => push_length(out, n),
         ClientFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         ClientFraming::None { .. } | ClientFraming::CloseDelimited => {}
     }
@@ -224,9 +247,32 @@ pub fn write_interim_head(
 fn write_status_line(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead) {
     let line = resp.status_line.get(buf);
     let reason = line.get(4..).unwrap_or_default();
-    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(resp.status));
+    out.push(b' ');
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
+}
+
+fn push_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    push_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal (no `fmt` machinery: this runs for every response).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

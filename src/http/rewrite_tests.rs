@@ -27,8 +27,9 @@ fn rewrite(
         .unwrap()
         .unwrap();
     let f = forwarding(mode);
+    let peer = Peer::new(peer.parse().unwrap());
     let rw = RequestRewrite {
-        peer: peer.parse().unwrap(),
+        peer: &peer,
         local_port: 8080,
         forwarding: &f,
         edits,
@@ -262,4 +263,26 @@ fn response_head_rewrite() {
         &HeaderEdit::default(),
     );
     assert_eq!(out, "HTTP/1.1 204 No Content\r\ndate: DATE\r\n\r\n");
+}
+
+#[test]
+fn decimal_and_peer_text() {
+    for n in [0u64, 7, 10, 99, 12345, u64::MAX] {
+        let mut out = b"x".to_vec();
+        push_decimal(&mut out, n);
+        assert_eq!(out, format!("x{n}").as_bytes());
+    }
+    let cases = [
+        ("127.0.0.1", "127.0.0.1"),
+        ("255.255.255.255", "255.255.255.255"),
+        ("::ffff:10.1.2.3", "10.1.2.3"),
+        ("2001:db8::1", "2001:db8::1"),
+        (
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
+        ),
+    ];
+    for (ip, text) in cases {
+        assert_eq!(Peer::new(ip.parse().unwrap()).text(), text.as_bytes());
+    }
 }

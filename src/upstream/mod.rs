@@ -19,7 +19,7 @@ use crate::http::rewrite::{
     write_interim_head, write_request_head, write_response_head, ClientFraming, RequestRewrite,
     ResponseRewrite,
 };
-use crate::relay::{self, Body, Fail, RelayError};
+use crate::relay::{self, Body, Fail, Io, RelayError};
 use crate::route::Route;
 use crate::worker::{ClusterRt, Worker};
 use monoio::net::TcpStream;
@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 
 /// Largest upstream response head accepted (502 beyond).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Room kept free in front of the upstream response in its buffer, so that the
+/// rewritten response head can be placed right before the body bytes that arrived
+/// with it and both go to the client in one write (one packet for a small response).
+const HEADROOM: usize = 512;
 
 pub async fn forward(
     d: &mut Downstream,
@@ -42,7 +46,7 @@ pub async fn forward(
         resp: w.bufs.take(),
     };
     let rewrite = RequestRewrite {
-        peer: d.peer.ip(),
+        peer: &d.peer_ip,
         local_port: d.local_port,
         forwarding: &w.snapshot.forwarding,
         edits: &route.request_headers,
@@ -99,7 +103,8 @@ async fn attempt_all(
         let pooled = if fresh {
             None
         } else {
-            w.pool.checkout(slot, Instant::now())
+            w.pool
+                .checkout(slot, Instant::now(), !head.method.is_idempotent())
         };
         let reused = pooled.is_some();
         let up = match pooled {
@@ -216,9 +221,8 @@ impl Exchange<'_> {
 
         // 1. Request head, then body.
         let len = bufs.head.len();
-        if let Err((f, written)) =
-            relay::write_range(&mut up, &mut bufs.head, 0..len, up_timeout).await
-        {
+        let mut up_io = Io::new(&mut up, &mut d.up_timer, up_timeout);
+        if let Err((f, written)) = relay::write_range(&mut up_io, &mut bufs.head, 0..len).await {
             p.wrote_request = written > 0;
             return Err(p.fail(upstream_error(f, "write request head")));
         }
@@ -256,34 +260,42 @@ impl Exchange<'_> {
                 conn,
                 date,
             };
-            write_response_head(&mut bufs.head, &bufs.resp, &resp, &d.resp_headers, &rw)
+            let upstream_head = &bufs.resp[HEADROOM..];
+            write_response_head(&mut bufs.head, upstream_head, &resp, &d.resp_headers, &rw)
         });
         p.response_started = true;
-        let len = bufs.head.len();
-        if let Err((f, _)) =
-            relay::write_range(&mut d.stream, &mut bufs.head, 0..len, client_timeout).await
-        {
+        let body_error = |e| match e {
+            RelayError::Write(f) => client_write_error(f),
+            RelayError::Read(f) => upstream_error(f, "read response body"),
+            RelayError::Framing(b) => ProxyError::BadResponseBody(b),
+            RelayError::TooLarge => unreachable!("response bodies have no limit"),
+        };
+        let mut pos = HEADROOM + resp.head_len;
+        let mut body = Body::new(resp.framing, None, MAX_RESPONSE_HEAD, client_http10);
+        // The body bytes that came with the head go out in the same write, the head
+        // copied into the room before them.
+        let first = body
+            .consume(&mut bufs.resp, &mut pos)
+            .map_err(|e| p.fail(body_error(e)))?;
+        let head_len = bufs.head.len();
+        let mut client = Io::new(&mut d.stream, &mut d.timer, client_timeout);
+        let sent = if head_len <= first.start {
+            let start = first.start - head_len;
+            bufs.resp[start..first.start].copy_from_slice(&bufs.head);
+            relay::write_range(&mut client, &mut bufs.resp, start..first.end).await
+        } else {
+            match relay::write_range(&mut client, &mut bufs.head, 0..head_len).await {
+                Ok(()) => relay::write_range(&mut client, &mut bufs.resp, first).await,
+                Err(e) => Err(e),
+            }
+        };
+        if let Err((f, _)) = sent {
             return Err(p.fail(client_write_error(f)));
         }
-        let mut pos = resp.head_len;
-        let mut body = Body::new(resp.framing, None, MAX_RESPONSE_HEAD, client_http10);
-        body.relay(
-            &mut up,
-            Some(&mut d.stream),
-            &mut bufs.resp,
-            &mut pos,
-            up_timeout,
-            client_timeout,
-        )
-        .await
-        .map_err(|e| {
-            p.fail(match e {
-                RelayError::Write(f) => client_write_error(f),
-                RelayError::Read(f) => upstream_error(f, "read response body"),
-                RelayError::Framing(b) => ProxyError::BadResponseBody(b),
-                RelayError::TooLarge => unreachable!("response bodies have no limit"),
-            })
-        })?;
+        let mut up_io = Io::new(&mut up, &mut d.up_timer, up_timeout);
+        body.relay(&mut up_io, Some(&mut client), &mut bufs.resp, &mut pos)
+            .await
+            .map_err(|e| p.fail(body_error(e)))?;
 
         // 4. Keep the upstream connection if it is in sync: whole response read and
         // nothing after it.
@@ -309,12 +321,8 @@ impl Exchange<'_> {
             // The proxy answers the expectation itself and strips Expect upstream
             // (RFC 9110 §10.1.1), like nginx.
             *self.sent_continue = true;
-            if let Err(f) = relay::write_static(
-                &mut d.stream,
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                client_timeout,
-            )
-            .await
+            let mut client = Io::new(&mut d.stream, &mut d.timer, client_timeout);
+            if let Err(f) = relay::write_static(&mut client, b"HTTP/1.1 100 Continue\r\n\r\n").await
             {
                 p.read_client = true;
                 return Err(p.fail(client_write_error(f)));
@@ -327,9 +335,10 @@ impl Exchange<'_> {
             limits.max_head_bytes,
             false,
         );
-        let (stream, rbuf, pos) = (&mut d.stream, &mut d.rbuf, &mut d.pos);
+        let mut client = Io::new(&mut d.stream, &mut d.timer, client_timeout);
+        let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
         match body
-            .relay(stream, Some(up), rbuf, pos, client_timeout, up_timeout)
+            .relay(&mut client, Some(&mut up_io), &mut d.rbuf, &mut d.pos)
             .await
         {
             Ok(r) => {
@@ -355,9 +364,16 @@ impl Exchange<'_> {
         let deadline = Instant::now() + self.cluster.config.response_timeout;
         let is_head = self.head.method == Method::Head;
         bufs.resp.clear();
+        bufs.resp.resize(HEADROOM, 0);
         loop {
-            if !bufs.resp.is_empty() {
-                match parse_response(&bufs.resp, MAX_RESPONSE_HEAD, is_head, &mut d.resp_headers) {
+            if bufs.resp.len() > HEADROOM {
+                let upstream_head = &bufs.resp[HEADROOM..];
+                match parse_response(
+                    upstream_head,
+                    MAX_RESPONSE_HEAD,
+                    is_head,
+                    &mut d.resp_headers,
+                ) {
                     Ok(None) => {}
                     Ok(Some(r)) if r.status == 101 => {
                         return Err(p.fail(ProxyError::UnexpectedUpgrade))
@@ -371,7 +387,8 @@ impl Exchange<'_> {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match relay::read_into(up, &mut bufs.resp, left).await {
+            let mut up_io = Io::new(up, &mut d.up_timer, left);
+            match relay::read_into(&mut up_io, &mut bufs.resp).await {
                 Ok(0) | Err(Fail::Closed) => {
                     return Err(p.fail(ProxyError::UpstreamClosed {
                         op: "read response head",
@@ -400,16 +417,15 @@ impl Exchange<'_> {
     ) -> Result<(), ExchangeError> {
         if self.head.version == Version::Http11 && !(r.status == 100 && *self.sent_continue) {
             bufs.head.clear();
-            write_interim_head(&mut bufs.head, &bufs.resp, r, &d.resp_headers);
+            write_interim_head(&mut bufs.head, &bufs.resp[HEADROOM..], r, &d.resp_headers);
             let len = bufs.head.len();
             let timeout = d.client_timeout(self.w);
-            if let Err((f, _)) =
-                relay::write_range(&mut d.stream, &mut bufs.head, 0..len, timeout).await
-            {
+            let mut client = Io::new(&mut d.stream, &mut d.timer, timeout);
+            if let Err((f, _)) = relay::write_range(&mut client, &mut bufs.head, 0..len).await {
                 return Err(p.fail(client_write_error(f)));
             }
         }
-        bufs.resp.drain(..r.head_len);
+        bufs.resp.drain(HEADROOM..HEADROOM + r.head_len);
         Ok(())
     }
 }

@@ -1,12 +1,21 @@
 //! Per-core keep-alive pool of upstream connections, one LIFO stack per endpoint.
-//! LIFO keeps the warmest connections in use and lets the cold ones age out. A
-//! connection is only handed out after a non-blocking peek shows the backend has not
-//! closed it (nor sent stray bytes); a once-a-second sweep drops expired and closed
-//! ones so their descriptors do not linger in CLOSE_WAIT.
+//! LIFO keeps the warmest connections in use and lets the cold ones age out.
+//!
+//! Liveness: a connection idle for [`PROBE_AFTER`] or more, or any connection for a
+//! non-idempotent request, is only handed out after a non-blocking peek shows the
+//! backend has not closed it (nor sent stray bytes). Connections used within the last
+//! second skip the peek (a syscall per request otherwise): a backend closes an idle
+//! connection after its own keep-alive timeout, and if one closed anyway, the
+//! idempotent request is retried once on a fresh connection (`upstream::attempt_all`).
+//! A once-a-second sweep probes every idle connection and drops the expired and
+//! closed ones, so their descriptors do not linger in CLOSE_WAIT.
 
 use monoio::net::TcpStream;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
+
+/// Idle time from which a pooled connection is probed before reuse.
+pub const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 struct Idle {
     stream: TcpStream,
@@ -40,13 +49,15 @@ impl Pool {
         }
     }
 
-    /// The most recently used live connection to endpoint `slot`, if any.
-    pub fn checkout(&self, slot: usize, now: Instant) -> Option<TcpStream> {
+    /// The most recently used live connection to endpoint `slot`, if any. `probe`:
+    /// peek at it whatever its idle time (the request cannot be retried).
+    pub fn checkout(&self, slot: usize, now: Instant, probe: bool) -> Option<TcpStream> {
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[slot];
         while let Some(idle) = slot.idle.pop() {
-            if now.saturating_duration_since(idle.since) < slot.idle_timeout
-                && is_open_and_quiet(&idle.stream)
+            let idle_for = now.saturating_duration_since(idle.since);
+            if idle_for < slot.idle_timeout
+                && ((idle_for < PROBE_AFTER && !probe) || is_open_and_quiet(&idle.stream))
             {
                 return Some(idle.stream);
             }
@@ -143,17 +154,53 @@ mod tests {
             while Instant::now() < deadline {
                 pool.sweep(Instant::now());
                 if pool.idle_count() == 1 {
-                    got = pool.checkout(0, Instant::now());
+                    got = pool.checkout(0, Instant::now(), true);
                     break;
                 }
                 monoio::time::sleep(Duration::from_millis(5)).await;
             }
             assert!(got.is_some(), "the open connection is handed out");
             assert_eq!(pool.idle_count(), 0);
-            assert!(pool.checkout(0, Instant::now()).is_none());
+            assert!(pool.checkout(0, Instant::now(), true).is_none());
             // Expiry.
             pool.checkin(0, got.unwrap(), now);
-            assert!(pool.checkout(0, now + Duration::from_secs(31)).is_none());
+            assert!(pool
+                .checkout(0, now + Duration::from_secs(31), false)
+                .is_none());
+        });
+    }
+
+    #[test]
+    fn probes_only_long_idle_connections_unless_asked() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        block_on(async move {
+            let pool = Pool::new([(4, Duration::from_secs(30))]);
+            let c = TcpStream::connect(addr).await.unwrap();
+            let (peer, _) = listener.accept().unwrap();
+            drop(peer);
+            // Wait until the FIN is visible to a probe.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while is_open_and_quiet(&c) {
+                assert!(Instant::now() < deadline, "FIN never arrived");
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let now = Instant::now();
+            pool.checkin(0, c, now);
+            // Recently used, retryable request: handed out without a probe.
+            let c = pool.checkout(0, now, false).expect("no probe");
+            pool.checkin(0, c, now);
+            // A non-idempotent request probes, and the closed connection is dropped.
+            assert!(pool.checkout(0, now, true).is_none());
+            // Idle past PROBE_AFTER: probed even for a retryable request.
+            let c = TcpStream::connect(addr).await.unwrap();
+            drop(listener.accept().unwrap());
+            while is_open_and_quiet(&c) {
+                assert!(Instant::now() < deadline, "FIN never arrived");
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            pool.checkin(0, c, now);
+            assert!(pool.checkout(0, now + PROBE_AFTER, false).is_none());
         });
     }
 
