@@ -135,6 +135,7 @@ pin_workers = false
 [[listeners]]
 name = "bench"
 bind = "127.0.0.1:{port}"
+{listener_extra}
 
 [[routes]]
 name = "all"
@@ -207,9 +208,12 @@ class Proxy:
     """One proxy under test: how to start it (plain or under cachegrind) and which pid
     does the work (nginx: the worker, not the master)."""
 
-    def __init__(self, name, kind, port, d, binary=None, runtime_extra=""):
+    def __init__(self, name, kind, port, d, binary=None, settings=()):
         self.name = name
-        self.runtime_extra = runtime_extra
+        # "key = value" goes to [runtime], "listener.key = value" to the listener.
+        self.runtime_extra = "\n".join(x for x in settings if not x.startswith("listener."))
+        self.listener_extra = "\n".join(x[len("listener."):] for x in settings
+                                        if x.startswith("listener."))
         self.kind = kind
         self.port = port
         self.dir = d
@@ -227,7 +231,8 @@ class Proxy:
             text = HAPROXY.format(port=self.port, backend=BACKEND_PORT, maxconn=HAPROXY_MAXCONN)
         else:
             path = f"{self.dir}/ringway-{self.name}.toml"
-            text = RINGWAY.format(port=self.port, backend=BACKEND_PORT, runtime_extra=self.runtime_extra)
+            text = RINGWAY.format(port=self.port, backend=BACKEND_PORT, runtime_extra=self.runtime_extra,
+                                  listener_extra=self.listener_extra)
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -470,7 +475,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer requests and rounds (< 3 minutes)")
     ap.add_argument("--ringway", action="append", default=[], metavar="NAME=BINARY[;KEY=VALUE...]",
-                    help="a Ringway binary to measure, with optional [runtime] settings, e.g. "
+                    help="a Ringway binary to measure, with optional settings ([runtime] keys, or listener.KEY), e.g. "
                          "'noflags=target/release/ringway;io_uring_flags=[]' (repeat to compare "
                          "builds or settings in one run)")
     ap.add_argument("--scenarios", help="comma-separated subset of: small,1k,64k,1m,upload,newconn,idle")
@@ -497,7 +502,7 @@ def main():
     for i, (name, spec) in enumerate(ringways):
         binary, *settings = spec.split(";")
         proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(binary),
-                             "\n".join(settings)))
+                             settings))
     proxies.append(Proxy("nginx", "nginx", PORTS["nginx"], d))
     proxies.append(Proxy("haproxy", "haproxy", PORTS["haproxy"], d))
     if args.proxies:

@@ -1,8 +1,139 @@
-//! Per-core cached clock: the IMF-fixdate for Date headers (RFC 9110 §5.6.7),
-//! formatted at most once per second per core.
+//! Per-core clock: the IMF-fixdate for Date headers (RFC 9110 §5.6.7), formatted at
+//! most once per second per core; and [`Deadlines`], the per-core queue behind every
+//! socket timeout (`relay::Timer` drives it).
 
 use std::cell::{Cell, RefCell};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::task::Waker;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The timeouts of one core's sockets: a slot per socket (a deadline, a flag and a
+/// waker, about 64 bytes) and one min-heap of (deadline, slot). A monoio `Sleep` is
+/// 640 bytes (cache-padded for threads it never meets), so a timer each for 10,000
+/// idle connections would cost more than the connections.
+///
+/// Deadlines move on every read and write, almost always later. Moving one later is
+/// a store: the slot's heap entry stays where it is, and when it comes due the slot's
+/// real deadline is looked at and the entry filed again (at most once per timeout
+/// period). Only a move to an *earlier* time than the queued one pushes an entry;
+/// the old one goes stale (a slot has one valid entry: the one whose time equals
+/// its `queued`), and stale entries are dropped when they surface.
+#[derive(Default)]
+pub struct Deadlines {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    heap: BinaryHeap<Reverse<(Instant, u32)>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// When the armed operation times out; None while nothing is armed.
+    deadline: Option<Instant>,
+    /// Time of this slot's valid heap entry.
+    queued: Option<Instant>,
+    fired: bool,
+    waker: Option<Waker>,
+}
+
+impl Deadlines {
+    pub fn add(&mut self) -> u32 {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Frees a slot; its heap entries go stale.
+    pub fn remove(&mut self, i: u32) {
+        self.slots[i as usize] = Slot::default();
+        self.free.push(i);
+    }
+
+    /// Arms slot `i` to fire at `deadline`. True when that pushed a heap entry
+    /// (the deadline is earlier than anything queued for the slot), so that whoever
+    /// sleeps until the earliest entry may need waking.
+    pub fn arm(&mut self, i: u32, deadline: Instant) -> bool {
+        let slot = &mut self.slots[i as usize];
+        slot.deadline = Some(deadline);
+        slot.fired = false;
+        if slot.queued.is_some_and(|q| q <= deadline) {
+            return false;
+        }
+        slot.queued = Some(deadline);
+        self.heap.push(Reverse((deadline, i)));
+        true
+    }
+
+    /// The armed operation completed: nothing fires for it.
+    pub fn disarm(&mut self, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        slot.deadline = None;
+        slot.fired = false;
+    }
+
+    /// Whether slot `i`'s deadline has passed; if not, `waker` is woken when it does.
+    pub fn check(&mut self, i: u32, waker: &Waker) -> bool {
+        let slot = &mut self.slots[i as usize];
+        if !slot.fired {
+            match &slot.waker {
+                Some(w) if w.will_wake(waker) => {}
+                _ => slot.waker = Some(waker.clone()),
+            }
+        }
+        slot.fired
+    }
+
+    /// Fires every armed slot whose deadline is at or before `now`, handing each
+    /// one's waker to `wake`.
+    pub fn expire(&mut self, now: Instant, mut wake: impl FnMut(Waker)) {
+        while let Some(&Reverse((at, i))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            let slot = &mut self.slots[i as usize];
+            if slot.queued != Some(at) {
+                continue; // stale
+            }
+            slot.queued = None;
+            match slot.deadline {
+                Some(d) if d <= now => {
+                    slot.fired = true;
+                    slot.deadline = None;
+                    if let Some(w) = slot.waker.take() {
+                        wake(w);
+                    }
+                }
+                // Moved later since it was queued: file it again.
+                Some(d) => {
+                    slot.queued = Some(d);
+                    self.heap.push(Reverse((d, i)));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The earliest queued time (stale entries at the top are dropped first).
+    pub fn earliest(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, i))) = self.heap.peek() {
+            if self.slots[i as usize].queued == Some(at) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Heap entries, stale ones included (for tests and leak checks).
+    pub fn queued(&self) -> usize {
+        self.heap.len()
+    }
+}
 
 pub struct DateCache {
     second: Cell<u64>,
@@ -82,6 +213,69 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+    use std::time::Duration;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn deadlines_fire_once_and_moves_later_cost_no_entry() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut d = Deadlines::default();
+        let (a, b) = (d.add(), d.add());
+        assert!(d.arm(a, ms(100)));
+        assert!(d.arm(b, ms(50)));
+        assert!(!d.check(a, &waker) && !d.check(b, &waker));
+        // Later moves are stores only.
+        for n in 101..200 {
+            assert!(!d.arm(a, ms(n)));
+        }
+        assert_eq!(d.queued(), 2);
+        assert_eq!(d.earliest(), Some(ms(50)));
+        let mut woken = 0;
+        d.expire(ms(60), |w| {
+            woken += 1;
+            w.wake()
+        });
+        assert_eq!(woken, 1);
+        assert!(d.check(b, &waker), "b fired");
+        assert!(!d.check(a, &waker));
+        // a's entry at 100 comes due, finds 199 and is filed again.
+        d.expire(ms(150), |_| panic!("a is not due"));
+        assert_eq!(d.earliest(), Some(ms(199)));
+        // An earlier deadline pushes an entry; the old one goes stale.
+        assert!(d.arm(a, ms(160)));
+        assert_eq!(d.earliest(), Some(ms(160)));
+        d.disarm(a);
+        d.expire(ms(300), |_| panic!("disarmed"));
+        assert!(!d.check(a, &waker));
+        assert_eq!(d.earliest(), None);
+        assert_eq!(d.queued(), 0, "stale entries are dropped");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn removed_slots_are_reused_and_their_entries_go_stale() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        let a = d.add();
+        d.arm(a, t0 + Duration::from_millis(10));
+        d.remove(a);
+        let b = d.add();
+        assert_eq!(a, b, "slot reused");
+        assert_eq!(d.earliest(), None, "the freed slot's entry is stale");
+        d.expire(t0 + Duration::from_secs(1), |_| panic!("nothing armed"));
+    }
 
     #[test]
     fn formats_known_dates() {

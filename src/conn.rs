@@ -7,21 +7,31 @@
 //!
 //! Any error before a response byte was written becomes the pre-rendered answer for
 //! `ProxyError::status()`; after that, the connection is closed.
+//!
+//! Idle connections are cheap: a connection owns no read buffer while nothing is
+//! there to read. It waits for readability (one poll op, no buffer), then takes a
+//! buffer from the core's pool and serves requests in a *burst*: a heap-allocated
+//! future (most of the per-connection state machine lives there, not in the task)
+//! that keeps the buffer while requests keep coming. When no request arrives for
+//! `release_buffers_after`, the pending read is cancelled, the buffer goes back to the
+//! pool, the burst future is freed and the connection waits for readability again.
+//! An idle keep-alive connection then costs its task (a few hundred bytes), not a
+//! 16 KiB buffer and a 3.5 KB future. A busy connection stays in one burst: no
+//! allocation per request.
 
 use crate::error::ProxyError;
 use crate::http::answer::{Answer, ConnHeader};
 use crate::http::parse::{parse_request, Framing, HeaderSpan, Method, RequestHead, Version};
 use crate::http::rewrite::Peer;
-use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
+use crate::relay::{self, Body, Fail, Io, RelayError, Timer, Waited};
 use crate::route::{Action, RequestView};
 use crate::upstream;
 use crate::worker::Worker;
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Initial read buffer of a connection; grows up to the head limit when needed.
-const READ_BUF: usize = 16 * 1024;
 /// Request bodies up to this size are read and discarded before a direct answer,
 /// so the connection can stay open; larger ones close it instead.
 const MAX_DISCARD: u64 = 64 * 1024;
@@ -44,6 +54,27 @@ pub struct Downstream {
     pub timer: Timer,
     /// Timeouts of operations on this connection's upstream connections.
     pub up_timer: Timer,
+    /// Cancels the wait for the next request when the buffer is released (made
+    /// by a burst, dropped while idle).
+    canceller: Option<Canceller>,
+    accepted: Instant,
+}
+
+/// How a burst ended.
+enum Burst {
+    Close,
+    /// No request for `release_buffers_after`, with nothing buffered; the
+    /// connection has been idle since then.
+    Idle(Instant),
+}
+
+/// What waiting for a request head gave.
+enum Head {
+    Ready(RequestHead),
+    /// Close quietly (client gone, idle timeout).
+    Closed,
+    /// Nothing arrived within the hold time (see [`Burst::Idle`]).
+    Idle(Instant),
 }
 
 /// What to do with the connection after a response.
@@ -62,63 +93,98 @@ pub struct Failure {
     pub request_consumed: bool,
 }
 
-pub async fn serve(
-    worker: &Worker,
-    listener: usize,
-    stream: TcpStream,
-    peer: SocketAddr,
-    local_port: u16,
-) {
+impl Downstream {
+    /// A just-accepted connection. Boxed: the connection's task then holds a
+    /// pointer, not three copies of the state (async blocks keep their captures
+    /// beside the futures they move them into).
+    pub fn new(stream: TcpStream, peer: SocketAddr, local_port: u16, listener: usize) -> Box<Self> {
+        Box::new(Downstream {
+            stream,
+            peer,
+            peer_ip: Peer::new(peer.ip()),
+            local_port,
+            listener,
+            rbuf: Vec::new(),
+            pos: 0,
+            headers: Vec::new(),
+            resp_headers: Vec::new(),
+            timer: Timer::new(),
+            up_timer: Timer::new(),
+            canceller: None,
+            accepted: Instant::now(),
+        })
+    }
+}
+
+pub async fn serve(worker: &Worker, mut d: Box<Downstream>) {
     let _guard = worker.lifecycle.track();
-    let mut d = Downstream {
-        stream,
-        peer,
-        peer_ip: Peer::new(peer.ip()),
-        local_port,
-        listener,
-        rbuf: Vec::with_capacity(READ_BUF),
-        pos: 0,
-        headers: Vec::new(),
-        resp_headers: Vec::new(),
-        timer: Timer::new(),
-        up_timer: Timer::new(),
-    };
-    let mut first = true;
+    let (accepted, listener) = (d.accepted, d.listener);
+    let cfg = &worker.snapshot.listeners[listener];
+    // The first request must start within header_timeout of the accept, later ones
+    // within idle_timeout of going idle.
+    let (mut since, mut limit, mut first) = (accepted, cfg.header_timeout, true);
     loop {
-        let head = match d.read_head(worker, first).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(peer = %d.peer, error = %e, "bad request head");
-                if let Some(status) = e.status() {
-                    let _ = d
-                        .answer(
-                            worker,
-                            worker.snapshot.errors.get(status),
-                            None,
-                            Next::Close,
-                        )
-                        .await;
-                }
-                return;
+        let left = (since + limit).saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match d.timer.run(left, d.stream.readable(false)).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) | None => return,
+        }
+        d.rbuf = worker.bufs.take();
+        let burst = Box::pin(d.burst(worker, first.then_some(accepted))).await;
+        worker.bufs.give(std::mem::take(&mut d.rbuf));
+        match burst {
+            Burst::Close => return,
+            Burst::Idle(at) => {
+                // Scratch space of a request: allocated again by the next burst.
+                d.headers = Vec::new();
+                d.resp_headers = Vec::new();
+                d.canceller = None;
+                (since, limit, first) = (at, cfg.idle_timeout, false);
             }
-        };
-        first = false;
-        match d.handle(worker, &head).await {
-            Next::KeepAlive => {}
-            Next::Close => return,
         }
     }
 }
 
 impl Downstream {
-    /// Reads until a complete request head is buffered. `Ok(None)`: close quietly
-    /// (client gone, idle timeout, or draining while idle).
+    /// Serves requests while they keep coming (see the module docs).
+    async fn burst(&mut self, worker: &Worker, mut accepted: Option<Instant>) -> Burst {
+        loop {
+            let head = match self.read_head(worker, accepted.take()).await {
+                Ok(Head::Ready(head)) => head,
+                Ok(Head::Closed) => return Burst::Close,
+                Ok(Head::Idle(at)) => return Burst::Idle(at),
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "bad request head");
+                    if let Some(status) = e.status() {
+                        let _ = self
+                            .answer(
+                                worker,
+                                worker.snapshot.errors.get(status),
+                                None,
+                                Next::Close,
+                            )
+                            .await;
+                    }
+                    return Burst::Close;
+                }
+            };
+            match self.handle(worker, &head).await {
+                Next::KeepAlive => {}
+                Next::Close => return Burst::Close,
+            }
+        }
+    }
+
+    /// Reads until a complete request head is buffered. `accepted`: when the
+    /// connection was accepted, for its first request.
     async fn read_head(
         &mut self,
         w: &Worker,
-        first: bool,
-    ) -> Result<Option<RequestHead>, ProxyError> {
+        accepted: Option<Instant>,
+    ) -> Result<Head, ProxyError> {
         // Move a pipelined request's bytes to the front.
         if self.pos > 0 {
             self.rbuf.copy_within(self.pos.., 0);
@@ -128,29 +194,31 @@ impl Downstream {
         let cfg = &w.snapshot.listeners[self.listener];
         // A new connection's first head must be complete `header_timeout` after
         // accept; later heads, `header_timeout` after their first byte.
-        let accepted = first.then(Instant::now);
-        let mut deadline = None;
+        let mut deadline = accepted.map(|at| at + cfg.header_timeout);
         loop {
-            if !self.rbuf.is_empty() {
+            // A timed-out read takes the buffer with it: note first whether the
+            // request had started.
+            let started = !self.rbuf.is_empty();
+            if started {
                 if let Some(head) = parse_request(&self.rbuf, &cfg.limits, &mut self.headers)? {
-                    return Ok(Some(head));
+                    return Ok(Head::Ready(head));
                 }
-                deadline.get_or_insert_with(|| {
-                    accepted.unwrap_or_else(Instant::now) + cfg.header_timeout
-                });
+                deadline.get_or_insert_with(|| Instant::now() + cfg.header_timeout);
             }
             let read = match deadline {
                 None => {
                     // Nothing of the next request yet. While draining, idle
                     // connections stay open: a further request is still served,
                     // with `Connection: close` (the drain deadline ends the rest).
-                    let wait = if first {
-                        cfg.header_timeout
-                    } else {
-                        cfg.idle_timeout
-                    };
-                    let mut io = Io::new(&mut self.stream, &mut self.timer, wait);
-                    relay::read_into(&mut io, &mut self.rbuf).await
+                    let since = Instant::now();
+                    let mut io = Io::new(&mut self.stream, &mut self.timer, cfg.idle_timeout);
+                    let hold = cfg.release_buffers_after;
+                    let canceller = self.canceller.get_or_insert_with(Canceller::new);
+                    match relay::read_or_release(&mut io, &mut self.rbuf, hold, canceller).await {
+                        Ok(Waited::Read(n)) => Ok(n),
+                        Ok(Waited::Released) => return Ok(Head::Idle(since)),
+                        Err(e) => Err(e),
+                    }
                 }
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -162,11 +230,12 @@ impl Downstream {
                 }
             };
             match read {
-                Ok(0) | Err(Fail::Closed) => return Ok(None),
+                Ok(0) | Err(Fail::Closed) => return Ok(Head::Closed),
                 Ok(_) => {}
-                Err(Fail::Timeout) if deadline.is_some() => return Err(ProxyError::HeadTimeout),
-                Err(Fail::Timeout) => return Ok(None),
-                Err(Fail::Io(_)) => return Ok(None),
+                // A first request that has not started is dropped quietly, like an
+                // idle connection.
+                Err(Fail::Timeout) if started => return Err(ProxyError::HeadTimeout),
+                Err(Fail::Timeout) | Err(Fail::Io(_)) => return Ok(Head::Closed),
             }
         }
     }

@@ -55,10 +55,13 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let worker = worker.clone();
+                let conn = crate::conn::Downstream::new(stream, peer, port, index);
                 monoio::spawn(async move {
                     // A stop drops the connection's future, closing its sockets.
                     monoio::select! {
-                        _ = crate::conn::serve(&worker, index, stream, peer, port) => {}
+                        // Polled in this order (no random pick per wake-up).
+                        biased;
+                        _ = crate::conn::serve(&worker, conn) => {}
                         _ = worker.lifecycle.stopped() => {}
                     }
                 });
@@ -83,6 +86,7 @@ mod tests {
             backlog: 16,
             header_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            release_buffers_after: Duration::from_millis(100),
             limits: Default::default(),
         }
     }

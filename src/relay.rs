@@ -3,27 +3,29 @@
 //! relayed in place through one buffer (read, then write the same bytes), so memory
 //! stays bounded whatever its size and a slow reader slows the writer (back-pressure).
 //!
-//! Timeouts: every socket has one [`Timer`], a timer-wheel entry made once and moved
-//! forward for each operation (moving a deadline later costs a store; the wheel
-//! re-files the entry only when it fires early). A fresh `monoio::time::timeout` per
-//! operation would insert and remove a wheel entry, and move the whole future, for
-//! every read and write.
+//! Timeouts: every socket has one [`Timer`], a slot in the core's
+//! [`Deadlines`](crate::clock::Deadlines) made once and moved forward for each
+//! operation (moving a deadline later costs a store). One monoio `Sleep` per core
+//! sleeps until the earliest deadline. A fresh `monoio::time::timeout` per operation
+//! would insert and remove a wheel entry, and move the whole future, for every read
+//! and write; a `Sleep` per socket would cost 640 bytes per idle connection.
 //!
 //! monoio ops own their buffer while in flight. A timed-out op is dropped (monoio
 //! cancels it) and its buffer is lost with it: after any timeout here the caller
 //! must close the connection, which it does.
 
+use crate::clock::Deadlines;
 use crate::http::body::{dechunk_in_place, BodyError, ChunkedDecoder};
 use crate::http::parse::Framing;
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
-use monoio::time::{Instant, Sleep};
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
-use std::task::Poll;
-use std::time::Duration;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 /// Why a socket operation did not complete.
 #[derive(Debug)]
@@ -34,30 +36,126 @@ pub enum Fail {
     Io(io::Error),
 }
 
+/// The core's deadlines and the task that sleeps until the earliest one.
+#[derive(Default)]
+struct Clock {
+    deadlines: RefCell<Deadlines>,
+    /// The driver task's waker, and the time it sleeps until (None: no deadline).
+    driver: RefCell<Option<Waker>>,
+    sleeps_until: Cell<Option<Instant>>,
+    running: Cell<bool>,
+}
+
+thread_local! {
+    static CLOCK: Rc<Clock> = Rc::default();
+}
+
+impl Clock {
+    /// Starts the driver task on this thread's runtime unless it runs.
+    fn ensure_driver(self: &Rc<Clock>) {
+        if !self.running.replace(true) {
+            monoio::spawn(drive(self.clone()));
+        }
+    }
+}
+
+/// Sleeps until the earliest deadline and fires what is due; woken early when an
+/// earlier deadline is armed.
+async fn drive(clock: Rc<Clock>) {
+    struct Running(Rc<Clock>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            // The runtime is going away; a later one on this thread starts another.
+            self.0.running.set(false);
+            self.0.sleeps_until.set(None);
+            self.0.driver.borrow_mut().take();
+        }
+    }
+    let _running = Running(clock.clone());
+    let mut sleep = Box::pin(monoio::time::sleep(Duration::from_secs(3600)));
+    // The deadline the sleep last fired for: everything up to it is due even if
+    // the wheel (1 ms ticks) woke us a little early.
+    let mut fired_for: Option<Instant> = None;
+    std::future::poll_fn(move |cx| loop {
+        let mut now = Instant::now();
+        if let Some(at) = fired_for.take() {
+            now = now.max(at);
+        }
+        let next = {
+            let mut d = clock.deadlines.borrow_mut();
+            d.expire(now, Waker::wake);
+            d.earliest()
+        };
+        {
+            let mut driver = clock.driver.borrow_mut();
+            match &*driver {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *driver = Some(cx.waker().clone()),
+            }
+        }
+        clock.sleeps_until.set(next);
+        let Some(at) = next else {
+            return Poll::<()>::Pending;
+        };
+        let at_wheel = monoio::time::Instant::from_std(at);
+        if sleep.deadline() != at_wheel {
+            sleep.as_mut().reset(at_wheel);
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        fired_for = Some(at);
+    })
+    .await
+}
+
 /// A reusable timeout for the operations of one socket (see the module docs).
-pub struct Timer(Pin<Box<Sleep>>);
+pub struct Timer {
+    clock: Rc<Clock>,
+    slot: u32,
+}
 
 impl Timer {
     /// Must be called on a worker (a monoio runtime with its timer enabled).
     pub fn new() -> Timer {
-        // Registered in the wheel on first use, with that use's deadline.
-        let far = Instant::now() + Duration::from_secs(365 * 86_400);
-        Timer(Box::pin(monoio::time::sleep_until(far)))
+        let clock = CLOCK.with(Rc::clone);
+        clock.ensure_driver();
+        let slot = clock.deadlines.borrow_mut().add();
+        Timer { clock, slot }
     }
 
     /// Runs `op` until it completes (`Some`) or `timeout` passes (`None`; `op` is
     /// dropped, which cancels it).
     pub async fn run<F: Future>(&mut self, timeout: Duration, op: F) -> Option<F::Output> {
-        let mut sleep = self.0.as_mut();
-        sleep.as_mut().reset(Instant::now() + timeout);
+        let deadline = Instant::now() + timeout;
+        let clock = &*self.clock;
+        if clock.deadlines.borrow_mut().arm(self.slot, deadline)
+            && clock.sleeps_until.get().is_none_or(|t| deadline < t)
+        {
+            if let Some(w) = clock.driver.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+        let slot = self.slot;
         let mut op = std::pin::pin!(op);
-        std::future::poll_fn(move |cx| {
+        let out = std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = op.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
             }
-            sleep.as_mut().poll(cx).map(|()| None)
+            if clock.deadlines.borrow_mut().check(slot, cx.waker()) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
         })
-        .await
+        .await;
+        clock.deadlines.borrow_mut().disarm(self.slot);
+        out
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.clock.deadlines.borrow_mut().remove(self.slot);
     }
 }
 
@@ -98,6 +196,55 @@ pub async fn read_into(io: &mut Io<'_>, buf: &mut Vec<u8>) -> Result<usize, Fail
             res.map_err(Fail::Io)
         }
         None => Err(Fail::Timeout),
+    }
+}
+
+/// What [`read_or_release`] ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// Bytes read (0 = EOF).
+    Read(usize),
+    /// Nothing arrived within the hold time; the read was cancelled and `buf` is back.
+    Released,
+}
+
+/// Reads like [`read_into`], but when nothing arrives within `hold` the read is
+/// cancelled and `Released` returned, so that the caller can free the buffer while
+/// the connection idles. The cancelled read is still awaited to its end: bytes that
+/// raced the cancellation are kept (`Read`), never lost with a dropped op.
+pub async fn read_or_release(
+    io: &mut Io<'_>,
+    buf: &mut Vec<u8>,
+    hold: Duration,
+    canceller: &mut Canceller,
+) -> Result<Waited, Fail> {
+    if hold >= io.timeout {
+        return read_into(io, buf).await.map(Waited::Read);
+    }
+    if buf.len() == buf.capacity() {
+        buf.reserve(crate::worker::BUF_SIZE);
+    }
+    let owned = std::mem::take(buf);
+    let (len, cap) = (owned.len(), owned.capacity());
+    let mut read = std::pin::pin!(io
+        .stream
+        .cancelable_read(owned.slice_mut(len..cap), canceller.handle()));
+    let mut cancelled = false;
+    let (res, slice) = match io.timer.run(hold, read.as_mut()).await {
+        Some(done) => done,
+        None => {
+            cancelled = true;
+            *canceller = std::mem::take(canceller).cancel();
+            read.await
+        }
+    };
+    *buf = slice.into_inner();
+    match res {
+        Ok(n) => Ok(Waited::Read(n)),
+        Err(e) if cancelled && matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::EINTR)) => {
+            Ok(Waited::Released)
+        }
+        Err(e) => Err(Fail::Io(e)),
     }
 }
 

@@ -95,15 +95,13 @@ impl Worker {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let hi = self.next_u64() & !0xf000 | 0x4000;
         let lo = self.next_u64() & !(0xc << 60) | (0x8 << 60);
-        let v = u128::from(hi) << 64 | u128::from(lo);
+        // Where each of the 16 bytes' two hex digits go in 8-4-4-4-12.
+        const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+        let bytes = (u128::from(hi) << 64 | u128::from(lo)).to_be_bytes();
         let mut text = [b'-'; 36];
-        let mut at = 0;
-        for i in 0..32 {
-            if matches!(i, 8 | 12 | 16 | 20) {
-                at += 1;
-            }
-            text[at] = HEX[(v >> (124 - 4 * i) & 0xf) as usize];
-            at += 1;
+        for (b, at) in bytes.iter().zip(AT) {
+            text[at] = HEX[usize::from(b >> 4)];
+            text[at + 1] = HEX[usize::from(b & 0xf)];
         }
         out.extend_from_slice(&text);
     }
@@ -251,6 +249,14 @@ impl Future for PhaseWait<'_> {
             return Poll::Ready(());
         }
         let mut slab = self.lifecycle.waiters.borrow_mut();
+        if let Some(k) = self.key {
+            if slab.slots[k]
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                return Poll::Pending;
+            }
+        }
         let waker = Some(cx.waker().clone());
         match self.key {
             Some(k) => slab.slots[k] = waker,
@@ -349,6 +355,13 @@ mod tests {
         w.write_request_id(&mut b);
         let a = String::from_utf8(a).unwrap();
         assert_eq!(a.len(), 36);
+        for (i, c) in a.chars().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, '-', "{a}");
+            } else {
+                assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{a}");
+            }
+        }
         assert_eq!(&a[14..15], "4");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(a.as_bytes(), &b[..]);

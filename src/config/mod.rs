@@ -74,6 +74,9 @@ pub struct ListenerConfig {
     pub backlog: u32,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A keep-alive connection with no request for this long hands its read buffer
+    /// back to the core's pool and waits for readability without one.
+    pub release_buffers_after: Duration,
     pub limits: Limits,
 }
 

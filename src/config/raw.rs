@@ -39,6 +39,7 @@ pub struct RawListener {
     pub backlog: Option<i64>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub release_buffers_after: Option<String>,
     pub max_request_head_size: Option<ByteSize>,
     pub max_headers: Option<i64>,
     pub max_uri_size: Option<ByteSize>,

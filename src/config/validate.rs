@@ -199,6 +199,11 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<ListenerConfig>> {
                 backlog,
                 header_timeout: duration_or(&l.header_timeout, &f("header_timeout"), 10_000)?,
                 idle_timeout: duration_or(&l.idle_timeout, &f("idle_timeout"), 60_000)?,
+                release_buffers_after: duration_or(
+                    &l.release_buffers_after,
+                    &f("release_buffers_after"),
+                    100,
+                )?,
                 limits,
             })
         })

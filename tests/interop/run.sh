@@ -107,7 +107,26 @@ check "SIGTERM drains and exits 0" t_sigterm
 # when runtime.require_io_uring is set. Disables io_uring system-wide for a moment
 # (kernel.io_uring_disabled, Linux 6.6+); the trap above restores it.
 fallback_config() { # port, require
-  printf '[runtime]\nworkers = 1\nrequire_io_uring = %s\n[[listeners]]\nname = "l"\nbind = "127.0.0.1:%s"\n[[routes]]\nmatch = { path = "/healthz" }\nrespond = { status = 200, body = "ok" }\n[[routes]]\ncluster = "py"\n[clusters.py]\nendpoints = ["127.0.0.1:%s"]\n' "$2" "$1" "$UP" > "$WORK/fallback.toml"
+  printf '[runtime]\nworkers = 1\nrequire_io_uring = %s\n[[listeners]]\nname = "l"\nbind = "127.0.0.1:%s"\nrelease_buffers_after = "50ms"\n[[routes]]\nmatch = { path = "/healthz" }\nrespond = { status = 200, body = "ok" }\n[[routes]]\ncluster = "py"\n[clusters.py]\nendpoints = ["127.0.0.1:%s"]\n' "$2" "$1" "$UP" > "$WORK/fallback.toml"
+}
+# One keep-alive connection: a request, an idle pause past release_buffers_after
+# (the read is cancelled and the buffer released), then two more requests.
+keepalive_after_release() { # port
+  python3 - "$1" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+def get():
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = b""
+    while not data.endswith(b"\r\n\r\nok"):
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit(1)
+        data += chunk
+for pause in (0, 0.3, 0):
+    time.sleep(pause)
+    get()
+PY
 }
 t_legacy_fallback() {
   local port; port=$(free_port); fallback_config "$port" false
@@ -117,6 +136,7 @@ t_legacy_fallback() {
   [ "$(curl -s http://127.0.0.1:$port/healthz)" = "ok" ] \
     && [ "$(curl -s -X POST --data-binary 12345 http://127.0.0.1:$port/count)" = "5" ] \
     && [ "$(curl -s -o /dev/null -w '%{size_download}' http://127.0.0.1:$port/bytes/10000000)" = "10000000" ] \
+    && keepalive_after_release "$port" \
     && grep -q 'falling back to the legacy epoll driver' "$WORK/legacy.log" && ok=0
   kill -TERM $pid; wait $pid || ok=1
   return $ok
