@@ -347,14 +347,23 @@ def perf_counts(px, sc, d):
             "counts": counts, "per_request": per}
 
 
+def user_sys_ticks(pid):
+    """utime and stime of the process (clock ticks): only for the user/kernel split."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def fixed_load_cpu(px, sc):
-    before_s, before_c = stat_cpu(), cpu_ns(px.pid)
+    before_s, before_c, before_t = stat_cpu(), cpu_ns(px.pid), user_sys_ticks(px.pid)
     r = h2load(px.port, sc, duration=DURATION, rate=sc.rate)
-    after_c, after_s = cpu_ns(px.pid), stat_cpu()
+    after_c, after_s, after_t = cpu_ns(px.pid), stat_cpu(), user_sys_ticks(px.pid)
     steal = steal_pct(before_s, after_s)
     us = (after_c - before_c) / 1000.0 / r["ok"] if r["ok"] else None
+    user, kernel = after_t[0] - before_t[0], after_t[1] - before_t[1]
     return {"us_per_req": us, "requests": r["ok"], "failed": r["bad"], "offered": sc.rate,
-            "achieved_rps": r["ok"] / DURATION, "steal_pct": round(steal, 2)}
+            "achieved_rps": r["ok"] / DURATION, "steal_pct": round(steal, 2),
+            "user_share": user / (user + kernel) if user + kernel else None}
 
 
 def saturation(px, sc, d):
@@ -445,6 +454,7 @@ def report(results, names):
         ("ctx switches/req", lambda r: r.get("perf", {}).get("per_request", {}).get("ctx_switches")),
         ("user instr/req", lambda r: r.get("cachegrind", {}).get("per_request")),
         ("CPU us/req @ fixed load", lambda r: r.get("cpu", {}).get("median_us_per_req")),
+        ("  of which kernel us/req", lambda r: r.get("cpu", {}).get("kernel_us_per_req")),
         ("rps (info)", lambda r: r.get("sat", {}).get("median_rps")),
         ("p50 ms (info)", lambda r: r.get("sat", {}).get("median_p50_ms")),
         ("p99 ms (info)", lambda r: r.get("sat", {}).get("median_p99_ms")),
@@ -559,7 +569,10 @@ def main():
                     px.stop()
                     r = res[px.name]
                     med, discarded = median_clean(r["cpu_runs"], "us_per_req")
-                    r["cpu"] = {"median_us_per_req": med, "discarded_for_steal": discarded}
+                    share = median_clean(r["cpu_runs"], "user_share")[0]
+                    r["cpu"] = {"median_us_per_req": med, "discarded_for_steal": discarded,
+                                "median_user_share": share,
+                                "kernel_us_per_req": med * (1 - share) if med and share is not None else None}
                     sat = {"discarded_for_steal": median_clean(r["sat_runs"], "rps")[1]}
                     for k in ("rps", "p50_ms", "p99_ms", "p999_ms"):
                         sat[f"median_{k}"] = median_clean(r["sat_runs"], k)[0]
