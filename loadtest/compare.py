@@ -342,6 +342,8 @@ def perf_counts(px, sc, d):
             parts = line.strip().split(",")
             if len(parts) > 2 and parts[2] in PERF_NAMES and parts[0].strip().isdigit():
                 counts[PERF_NAMES[parts[2]]] = int(parts[0])
+    if r["bad"]:
+        print(f"   WARNING {px.name} {sc.name}: {r['bad']} failed requests", file=sys.stderr, flush=True)
     per = {k: v / r["ok"] for k, v in counts.items()} if r["ok"] else {}
     return {"requests": r["ok"], "failed": r["bad"], "steal_pct": round(steal_pct(before, after), 2),
             "counts": counts, "per_request": per}
@@ -499,6 +501,8 @@ def main():
     rounds = args.rounds or (1 if args.quick else 3)
     DURATION = 3 if args.quick else 5
     d = tempfile.mkdtemp(prefix="ringway-loadtest-")
+    # nginx workers run as an unprivileged user: they must be able to read www/.
+    os.chmod(d, 0o755)
     os.makedirs(f"{d}/www")
     for name, size in (("1k", 1024), ("64k", 65536), ("1m", 1 << 20)):
         with open(f"{d}/www/{name}", "wb") as f:
