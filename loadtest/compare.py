@@ -91,7 +91,12 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s; sendf
   server {{ listen 127.0.0.1:{backend} backlog=4096;
     location / {{ default_type text/plain; return 200 "hello"; }}
     location ~ ^/(1k|64k|1m)$ {{ default_type application/octet-stream; root {dir}/www; }}
-    location = /upload {{ client_max_body_size 0; default_type text/plain; return 200 "ok"; }} }} }}
+    # "return" answers before reading the body, which makes a streaming proxy's
+    # keep-alive connection unusable (nginx closes it); a buffering hop in front of
+    # it reads every upload whole before the answer, as an application would.
+    location = /upload {{ client_max_body_size 0; client_body_buffer_size 1m;
+      proxy_pass http://127.0.0.1:{backend}/upload-sink; }}
+    location = /upload-sink {{ default_type text/plain; return 200 "ok"; }} }} }}
 """
 
 # The peers' reverse-proxy config of BENCHMARKING.md; uploads are streamed like Ringway's

@@ -516,9 +516,11 @@ endpoints = ["{closer}"]
 
 #[test]
 fn upstream_dying_mid_body_closes_the_client() {
+    // A body larger than the buffer is streamed: the client has the head when the
+    // upstream dies, so it gets the truncated body and a close.
     let up = Mock::start(|_, _| {
         Some((
-            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\npartial".to_vec(),
             true,
         ))
     });
@@ -529,6 +531,31 @@ fn upstream_dying_mid_body_closes_the_client() {
     let text = String::from_utf8_lossy(&all);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("partial"), "truncated, then closed: {text}");
+}
+
+#[test]
+fn small_body_is_read_whole_before_the_head_goes_out() {
+    // Head and a small body in separate segments reach the client in one message;
+    // an upstream dying before the small body is complete gives a clean 502.
+    let up = Mock::start(|req, _| {
+        if req.request_line().contains("/short") {
+            Some((
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial".to_vec(),
+                true,
+            ))
+        } else {
+            Some((response(200, &[], &[b'x'; 3000]), false))
+        }
+    });
+    let p = proxy("", WEB, &[("up", up.addr)]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request("GET /whole HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 3000));
+    let r = c.request("GET /short HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 502);
+    // The client's connection is still in sync.
+    let r = c.request("GET /whole HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 3000));
 }
 
 #[test]
