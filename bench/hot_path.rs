@@ -209,7 +209,7 @@ cluster = "web"
 }
 
 fn balance(c: &mut Criterion) {
-    let cfg = config("");
+    let cfg = config("[[routes]]\ncluster = \"web\"\n");
     let mut g = c.benchmark_group("balance");
     for cluster in &cfg.clusters {
         let lb = Balancer::new(cluster, 0);
