@@ -211,14 +211,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::Wake;
     use std::time::Duration;
 
-    struct Count(AtomicUsize);
+    /// A waker that counts its wake-ups (also used by the worker's tests).
+    pub(crate) struct Count(pub AtomicUsize);
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);

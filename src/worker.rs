@@ -292,16 +292,9 @@ impl Drop for PhaseWait<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::tests::Count;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn drain_wakes_waiters_and_slots_are_reused() {
