@@ -181,6 +181,7 @@ impl Lifecycle {
             lifecycle: self,
             until: Phase::Draining,
             key: None,
+            registered: None,
         }
     }
 
@@ -190,6 +191,7 @@ impl Lifecycle {
             lifecycle: self,
             until: Phase::Stopped,
             key: None,
+            registered: None,
         }
     }
 
@@ -239,6 +241,10 @@ pub struct PhaseWait<'a> {
     lifecycle: &'a Lifecycle,
     until: Phase,
     key: Option<usize>,
+    /// The waker last put in the slab, and the phase then: a connection's task
+    /// polls this on every wake-up, mostly with the same waker, and while the
+    /// phase is unchanged the slab still holds it (a phase change empties it).
+    registered: Option<(Waker, Phase)>,
 }
 
 impl Future for PhaseWait<'_> {
@@ -248,15 +254,17 @@ impl Future for PhaseWait<'_> {
         if self.lifecycle.phase.get() >= self.until {
             return Poll::Ready(());
         }
-        let mut slab = self.lifecycle.waiters.borrow_mut();
-        if let Some(k) = self.key {
-            if slab.slots[k]
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                return Poll::Pending;
-            }
+        let phase = self.lifecycle.phase.get();
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|(w, p)| *p == phase && w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
         }
+        self.registered = Some((cx.waker().clone(), phase));
+        let lifecycle = self.lifecycle;
+        let mut slab = lifecycle.waiters.borrow_mut();
         let waker = Some(cx.waker().clone());
         match self.key {
             Some(k) => slab.slots[k] = waker,
@@ -313,12 +321,23 @@ mod tests {
         );
         let mut a = Box::pin(lc.draining());
         let mut b = Box::pin(lc.draining());
+        let mut stop = Box::pin(lc.stopped());
         assert!(a.as_mut().poll(&mut cx).is_pending());
         assert!(b.as_mut().poll(&mut cx).is_pending());
+        assert!(stop.as_mut().poll(&mut cx).is_pending());
+        assert!(
+            stop.as_mut().poll(&mut cx).is_pending(),
+            "polled again, same waker"
+        );
         lc.start_drain();
-        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(count.0.load(Ordering::SeqCst), 3, "every waiter is woken");
         assert!(a.as_mut().poll(&mut cx).is_ready());
         assert!(b.as_mut().poll(&mut cx).is_ready());
+        // Woken by the drain, the wait for the stop registers again (same waker).
+        assert!(stop.as_mut().poll(&mut cx).is_pending());
+        lc.stop();
+        assert_eq!(count.0.load(Ordering::SeqCst), 4, "the stop wakes it");
+        assert!(stop.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]

@@ -389,11 +389,27 @@ fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> 
 
 /// uri-host [ ":" port ] (RFC 3986 §3.2.2): reg-name characters, or an IP literal.
 fn is_valid_host(h: &[u8]) -> bool {
-    !h.is_empty()
-        && h.len() <= 1024
-        && h.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    !h.is_empty() && h.len() <= 1024 && h.iter().all(|&b| HOST_BYTE[usize::from(b)])
 }
+
+/// The bytes `is_valid_host` accepts, as a table: one load per byte instead of a
+/// scan of the punctuation list (this runs for every request).
+static HOST_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let punct = b"-._~!$&'()*+,;=:[]%";
+    let mut i = 0;
+    while i < punct.len() {
+        t[punct[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 fn classify(buf: &[u8], h: &httparse::Header) -> HeaderSpan {
     let name = h.name.as_bytes();

@@ -333,3 +333,15 @@ fn connection_named_headers() {
     assert!(is_named_by_connection(b, &headers, b"x-secret"));
     assert!(!is_named_by_connection(b, &headers, b"host"));
 }
+
+#[test]
+fn host_byte_table_matches_rfc3986_reg_name_and_ip_literal_bytes() {
+    for b in 0..=255u8 {
+        let want = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b);
+        assert_eq!(is_valid_host(&[b]), want, "byte {b:#04x}");
+    }
+    assert!(is_valid_host(b"[::1]:8080"));
+    assert!(!is_valid_host(b""));
+    assert!(!is_valid_host(&[b'a'; 1025]));
+    assert!(!is_valid_host(b"a b"));
+}
