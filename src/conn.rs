@@ -210,13 +210,17 @@ impl Downstream {
                     // Nothing of the next request yet. While draining, idle
                     // connections stay open: a further request is still served,
                     // with `Connection: close` (the drain deadline ends the rest).
-                    let since = Instant::now();
                     let mut io = Io::new(&mut self.stream, &mut self.timer, cfg.idle_timeout);
                     let hold = cfg.release_buffers_after;
                     let canceller = self.canceller.get_or_insert_with(Canceller::new);
                     match relay::read_or_release(&mut io, &mut self.rbuf, hold, canceller).await {
                         Ok(Waited::Read(n)) => Ok(n),
-                        Ok(Waited::Released) => return Ok(Head::Idle(since)),
+                        // Idle since the wait began, `hold` ago (no clock read per
+                        // request for the rare case).
+                        Ok(Waited::Released) => {
+                            let now = Instant::now();
+                            return Ok(Head::Idle(now.checked_sub(hold).unwrap_or(now)));
+                        }
                         Err(e) => Err(e),
                     }
                 }

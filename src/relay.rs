@@ -116,6 +116,8 @@ async fn drive(clock: Rc<Clock>) {
 pub struct Timer {
     clock: Rc<Clock>,
     slot: u32,
+    /// The deadline of the last `run`, for callers that budget several operations.
+    last: Option<Instant>,
 }
 
 impl Timer {
@@ -124,13 +126,18 @@ impl Timer {
         let clock = CLOCK.with(Rc::clone);
         clock.ensure_driver();
         let slot = clock.deadlines.borrow_mut().add();
-        Timer { clock, slot }
+        Timer {
+            clock,
+            slot,
+            last: None,
+        }
     }
 
     /// Runs `op` until it completes (`Some`) or `timeout` passes (`None`; `op` is
     /// dropped, which cancels it).
     pub async fn run<F: Future>(&mut self, timeout: Duration, op: F) -> Option<F::Output> {
         let deadline = Instant::now() + timeout;
+        self.last = Some(deadline);
         let clock = &*self.clock;
         if clock.deadlines.borrow_mut().arm(self.slot, deadline)
             && clock.sleeps_until.get().is_none_or(|t| deadline < t)
@@ -153,6 +160,13 @@ impl Timer {
         .await;
         clock.deadlines.borrow_mut().disarm(self.slot);
         out
+    }
+}
+
+impl Timer {
+    /// When the last operation run under this timer would have timed out.
+    pub fn last_deadline(&self) -> Option<Instant> {
+        self.last
     }
 }
 

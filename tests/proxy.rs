@@ -842,3 +842,38 @@ fn response_head_larger_than_the_room_before_the_body() {
         "the upstream connection stayed in sync"
     );
 }
+
+#[test]
+fn response_timeout_bounds_a_head_that_trickles_in() {
+    // The upstream sends its head a byte at a time, forever: response_timeout counts
+    // from the request sent, not from each piece.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut req = [0u8; 1024];
+        let _ = s.read(&mut req);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
+        let stop = std::time::Instant::now() + Duration::from_secs(8);
+        while std::time::Instant::now() < stop {
+            // The pace of the trickle (the stimulus), not a synchronisation.
+            std::thread::sleep(Duration::from_millis(20));
+            if s.write_all(b"x").is_err() {
+                return;
+            }
+        }
+    });
+    let rest = "[[routes]]\ncluster = \"web\"\n[clusters.web]\nendpoints = [\"{up}\"]\nresponse_timeout = \"300ms\"\n";
+    let p = proxy("", rest, &[("up", addr)]);
+    let started = std::time::Instant::now();
+    let r = get(p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "504 after {:?}: the deadline was extended by each piece",
+        started.elapsed()
+    );
+}

@@ -361,7 +361,9 @@ impl Exchange<'_> {
         bufs: &mut Bufs,
         p: &mut Progress,
     ) -> Result<ResponseHead, ExchangeError> {
-        let deadline = Instant::now() + self.cluster.config.response_timeout;
+        // From the request sent: the first read's timer deadline (no clock read of
+        // its own); later reads of a head that came in pieces get what is left.
+        let mut deadline: Option<Instant> = None;
         let is_head = self.head.method == Method::Head;
         bufs.resp.clear();
         bufs.resp.resize(HEADROOM, 0);
@@ -389,7 +391,10 @@ impl Exchange<'_> {
                     Err(e) => return Err(p.fail(ProxyError::BadResponse(e))),
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = match deadline {
+                None => self.cluster.config.response_timeout,
+                Some(at) => at.saturating_duration_since(Instant::now()),
+            };
             let mut up_io = Io::new(up, &mut d.up_timer, left);
             match relay::read_into(&mut up_io, &mut bufs.resp).await {
                 Ok(0) | Err(Fail::Closed) => {
@@ -397,7 +402,10 @@ impl Exchange<'_> {
                         op: "read response head",
                     }))
                 }
-                Ok(_) => p.got_response = true,
+                Ok(_) => {
+                    p.got_response = true;
+                    deadline = deadline.or(d.up_timer.last_deadline());
+                }
                 Err(Fail::Timeout) => return Err(p.fail(ProxyError::ResponseTimeout)),
                 Err(Fail::Io(source)) => {
                     return Err(p.fail(ProxyError::Upstream {
