@@ -161,9 +161,7 @@ impl Timer {
         clock.deadlines.borrow_mut().disarm(self.slot);
         out
     }
-}
 
-impl Timer {
     /// When the last operation run under this timer would have timed out.
     pub fn last_deadline(&self) -> Option<Instant> {
         self.last

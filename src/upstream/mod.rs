@@ -417,7 +417,7 @@ impl Exchange<'_> {
         }
     }
 
-    /// A Content-Length body that fits in the buffer behind its head is read whole
+    /// A Content-Length body that fits in a 16 KiB buffer behind its head is read whole
     /// before anything goes to the client, so head and body leave in one write
     /// (backends often send them in separate segments: nginx's sendfile does). Costs
     /// no extra read: the relay would make the same ones after the first write. If
@@ -435,8 +435,11 @@ impl Exchange<'_> {
             return Ok(());
         };
         let start = HEADROOM + r.head_len;
+        // A fixed bound, whatever the pooled buffer's capacity (16 or 64 KiB): larger
+        // bodies are streamed from their first bytes.
+        let room = crate::worker::BUF_SIZE.min(bufs.resp.capacity());
         let end = match usize::try_from(n).ok().and_then(|n| start.checked_add(n)) {
-            Some(end) if end <= bufs.resp.capacity() => end,
+            Some(end) if end <= room => end,
             _ => return Ok(()),
         };
         let timeout = self.cluster.config.response_timeout;

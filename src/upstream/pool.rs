@@ -170,21 +170,28 @@ mod tests {
         });
     }
 
+    /// A connection whose peer has closed, once the FIN is visible to a probe.
+    async fn closed_by_peer(
+        listener: &std::net::TcpListener,
+        addr: std::net::SocketAddr,
+    ) -> TcpStream {
+        let c = TcpStream::connect(addr).await.unwrap();
+        drop(listener.accept().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_open_and_quiet(&c) {
+            assert!(Instant::now() < deadline, "FIN never arrived");
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        c
+    }
+
     #[test]
     fn probes_only_long_idle_connections_unless_asked() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         block_on(async move {
             let pool = Pool::new([(4, Duration::from_secs(30))]);
-            let c = TcpStream::connect(addr).await.unwrap();
-            let (peer, _) = listener.accept().unwrap();
-            drop(peer);
-            // Wait until the FIN is visible to a probe.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while is_open_and_quiet(&c) {
-                assert!(Instant::now() < deadline, "FIN never arrived");
-                monoio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let c = closed_by_peer(&listener, addr).await;
             let now = Instant::now();
             pool.checkin(0, c, now);
             // Recently used, retryable request: handed out without a probe.
@@ -193,12 +200,7 @@ mod tests {
             // A non-idempotent request probes, and the closed connection is dropped.
             assert!(pool.checkout(0, now, true).is_none());
             // Idle past PROBE_AFTER: probed even for a retryable request.
-            let c = TcpStream::connect(addr).await.unwrap();
-            drop(listener.accept().unwrap());
-            while is_open_and_quiet(&c) {
-                assert!(Instant::now() < deadline, "FIN never arrived");
-                monoio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let c = closed_by_peer(&listener, addr).await;
             pool.checkin(0, c, now);
             assert!(pool.checkout(0, now + PROBE_AFTER, false).is_none());
         });
