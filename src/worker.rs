@@ -92,19 +92,39 @@ impl Worker {
 
     /// Appends a random UUID (version 4 layout) to `out`.
     pub fn write_request_id(&self, out: &mut Vec<u8>) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let hi = self.next_u64() & !0xf000 | 0x4000;
         let lo = self.next_u64() & !(0xc << 60) | (0x8 << 60);
-        // Where each of the 16 bytes' two hex digits go in 8-4-4-4-12.
-        const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-        let bytes = (u128::from(hi) << 64 | u128::from(lo)).to_be_bytes();
-        let mut text = [b'-'; 36];
-        for (b, at) in bytes.iter().zip(AT) {
-            text[at] = HEX[usize::from(b >> 4)];
-            text[at + 1] = HEX[usize::from(b & 0xf)];
-        }
-        out.extend_from_slice(&text);
+        out.extend_from_slice(&uuid_text(hi, lo));
     }
+}
+
+/// The 8-4-4-4-12 lower-case hex text of the 128-bit value `hi:lo`.
+fn uuid_text(hi: u64, lo: u64) -> [u8; 36] {
+    let h = [
+        hex8((hi >> 32) as u32),
+        hex8(hi as u32),
+        hex8((lo >> 32) as u32),
+        hex8(lo as u32),
+    ];
+    let mut text = [b'-'; 36];
+    text[0..8].copy_from_slice(&h[0]);
+    text[9..13].copy_from_slice(&h[1][..4]);
+    text[14..18].copy_from_slice(&h[1][4..]);
+    text[19..23].copy_from_slice(&h[2][..4]);
+    text[24..28].copy_from_slice(&h[2][4..]);
+    text[28..36].copy_from_slice(&h[3]);
+    text
+}
+
+/// Eight hex digits of `x`, computed in one word: each nibble spread into its own
+/// byte, then '0' added, and 'a' - '0' - 10 more where the nibble is 10 or more.
+fn hex8(x: u32) -> [u8; 8] {
+    let mut v = u64::from(x);
+    v = (v | v << 16) & 0x0000_ffff_0000_ffff;
+    v = (v | v << 8) & 0x00ff_00ff_00ff_00ff;
+    v = (v | v << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+    let letters = ((v + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (v + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64).to_be_bytes()
 }
 
 fn seed(id: usize) -> u64 {
@@ -355,6 +375,34 @@ mod tests {
         drop(g2);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(closed.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn uuid_text_is_the_hex_of_the_value() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut values = vec![
+            (0, 0),
+            (u64::MAX, u64::MAX),
+            (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210),
+        ];
+        for _ in 0..1000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            values.push((x, x.rotate_left(17) ^ 0x5555));
+        }
+        for (hi, lo) in values {
+            let hex = format!("{hi:016x}{lo:016x}");
+            let want = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            );
+            assert_eq!(std::str::from_utf8(&uuid_text(hi, lo)).unwrap(), want);
+        }
     }
 
     #[test]

@@ -102,26 +102,38 @@ pub enum HeaderKind {
 }
 
 impl HeaderKind {
+    /// One length dispatch, one first-letter dispatch where a length has several
+    /// candidates, then one case-folded word compare: this runs for every header
+    /// line of every request and response. `name` is a token (RFC 9110 §5.6.2), as
+    /// httparse guarantees.
+    #[inline]
     fn of(name: &[u8]) -> HeaderKind {
-        let eq = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-        match name.len() {
-            2 if eq("te") => HeaderKind::Te,
-            4 if eq("host") => HeaderKind::Host,
-            4 if eq("date") => HeaderKind::Date,
-            6 if eq("cookie") => HeaderKind::Cookie,
-            6 if eq("expect") => HeaderKind::Expect,
-            7 if eq("trailer") => HeaderKind::Trailer,
-            7 if eq("upgrade") => HeaderKind::Upgrade,
-            10 if eq("connection") => HeaderKind::Connection,
-            10 if eq("keep-alive") => HeaderKind::KeepAlive,
-            14 if eq("content-length") => HeaderKind::ContentLength,
-            15 if eq("x-forwarded-for") => HeaderKind::XForwardedFor,
-            16 if eq("proxy-connection") => HeaderKind::ProxyConnection,
-            16 if eq("x-forwarded-host") => HeaderKind::XForwardedHost,
-            16 if eq("x-forwarded-port") => HeaderKind::XForwardedPort,
-            17 if eq("transfer-encoding") => HeaderKind::TransferEncoding,
-            17 if eq("x-forwarded-proto") => HeaderKind::XForwardedProto,
-            _ => HeaderKind::Other,
+        let first = name.first().map_or(0, |b| b | 0x20);
+        let (kind, lower): (HeaderKind, &[u8]) = match (name.len(), first) {
+            (2, b't') => (HeaderKind::Te, b"te"),
+            (4, b'h') => (HeaderKind::Host, b"host"),
+            (4, b'd') => (HeaderKind::Date, b"date"),
+            (6, b'c') => (HeaderKind::Cookie, b"cookie"),
+            (6, b'e') => (HeaderKind::Expect, b"expect"),
+            (7, b't') => (HeaderKind::Trailer, b"trailer"),
+            (7, b'u') => (HeaderKind::Upgrade, b"upgrade"),
+            (10, b'c') => (HeaderKind::Connection, b"connection"),
+            (10, b'k') => (HeaderKind::KeepAlive, b"keep-alive"),
+            (14, b'c') => (HeaderKind::ContentLength, b"content-length"),
+            (15, b'x') => (HeaderKind::XForwardedFor, b"x-forwarded-for"),
+            (16, b'p') => (HeaderKind::ProxyConnection, b"proxy-connection"),
+            (16, b'x') => match name[12] | 0x20 {
+                b'h' => (HeaderKind::XForwardedHost, b"x-forwarded-host"),
+                _ => (HeaderKind::XForwardedPort, b"x-forwarded-port"),
+            },
+            (17, b't') => (HeaderKind::TransferEncoding, b"transfer-encoding"),
+            (17, b'x') => (HeaderKind::XForwardedProto, b"x-forwarded-proto"),
+            _ => return HeaderKind::Other,
+        };
+        if folded_eq(name, lower) {
+            kind
+        } else {
+            HeaderKind::Other
         }
     }
 
@@ -256,7 +268,9 @@ pub fn parse_request(
     let mut fields = Fields::default();
     for h in req.headers.iter() {
         let span = classify(buf, h);
-        fields.note(&span, buf)?;
+        if span.kind != HeaderKind::Other {
+            fields.note(&span, buf)?;
+        }
         headers.push(span);
     }
     let host_header = match (fields.host_count, version) {
@@ -411,6 +425,35 @@ static HOST_BYTE: [bool; 256] = {
     t
 };
 
+/// `name` equals `lower` (same length; lower-case letters and '-') ignoring ASCII
+/// case, compared a word at a time. Or-ing 0x20 into a byte turns it into a given
+/// lower-case letter only from that letter or its capital, and into '-' only from
+/// '-' or CR, which a token cannot hold: exact for every valid name.
+fn folded_eq(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert_eq!(name.len(), lower.len());
+    let n = name.len();
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap());
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap());
+    const FOLD8: u64 = 0x2020_2020_2020_2020;
+    const FOLD4: u32 = 0x2020_2020;
+    if n >= 8 {
+        // Whole words, then the last word overlapping the one before.
+        let mut at = 0;
+        while at + 8 <= n {
+            if word(name, at) | FOLD8 != word(lower, at) {
+                return false;
+            }
+            at += 8;
+        }
+        at == n || word(name, n - 8) | FOLD8 == word(lower, n - 8)
+    } else if n >= 4 {
+        half(name, 0) | FOLD4 == half(lower, 0) && half(name, n - 4) | FOLD4 == half(lower, n - 4)
+    } else {
+        name.iter().zip(lower).all(|(a, b)| a | 0x20 == *b)
+    }
+}
+
+#[inline]
 fn classify(buf: &[u8], h: &httparse::Header) -> HeaderSpan {
     let name = h.name.as_bytes();
     HeaderSpan {
@@ -579,7 +622,9 @@ pub fn parse_response(
     let mut fields = Fields::default();
     for h in resp.headers.iter() {
         let span = classify(buf, h);
-        fields.note(&span, buf)?;
+        if span.kind != HeaderKind::Other {
+            fields.note(&span, buf)?;
+        }
         headers.push(span);
     }
     let framing =

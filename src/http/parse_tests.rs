@@ -345,3 +345,65 @@ fn host_byte_table_matches_rfc3986_reg_name_and_ip_literal_bytes() {
     assert!(!is_valid_host(&[b'a'; 1025]));
     assert!(!is_valid_host(b"a b"));
 }
+
+/// The word-compare classifier agrees with a plain case-insensitive compare for every
+/// name the proxy acts on, in every case mix, and for every one-byte change of them
+/// that is still a token (httparse passes no other names).
+#[test]
+fn header_kind_matches_a_plain_case_insensitive_compare() {
+    const NAMES: [(&str, HeaderKind); 16] = [
+        ("te", HeaderKind::Te),
+        ("host", HeaderKind::Host),
+        ("date", HeaderKind::Date),
+        ("cookie", HeaderKind::Cookie),
+        ("expect", HeaderKind::Expect),
+        ("trailer", HeaderKind::Trailer),
+        ("upgrade", HeaderKind::Upgrade),
+        ("connection", HeaderKind::Connection),
+        ("keep-alive", HeaderKind::KeepAlive),
+        ("content-length", HeaderKind::ContentLength),
+        ("x-forwarded-for", HeaderKind::XForwardedFor),
+        ("proxy-connection", HeaderKind::ProxyConnection),
+        ("x-forwarded-host", HeaderKind::XForwardedHost),
+        ("x-forwarded-port", HeaderKind::XForwardedPort),
+        ("transfer-encoding", HeaderKind::TransferEncoding),
+        ("x-forwarded-proto", HeaderKind::XForwardedProto),
+    ];
+    let reference = |name: &[u8]| {
+        NAMES
+            .iter()
+            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+            .map_or(HeaderKind::Other, |(_, k)| *k)
+    };
+    for (name, kind) in NAMES {
+        let name = name.as_bytes();
+        assert_eq!(HeaderKind::of(name), kind);
+        assert_eq!(HeaderKind::of(&name.to_ascii_uppercase()), kind);
+        for i in 0..name.len() {
+            let mut v = name.to_vec();
+            v[i] = v[i].to_ascii_uppercase();
+            assert_eq!(HeaderKind::of(&v), kind);
+            let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            for b in (0..=255u8).filter(|&b| tchar(b)) {
+                v[i] = b;
+                assert_eq!(HeaderKind::of(&v), reference(&v), "{:?}", v);
+            }
+        }
+        assert_eq!(HeaderKind::of(&name[1..]), reference(&name[1..]));
+        assert_eq!(HeaderKind::of(&[name, b"x"].concat()), HeaderKind::Other);
+    }
+    for other in [
+        "",
+        "a",
+        "accept",
+        "user-agent",
+        "content-type",
+        "x-forwarded-xxxx",
+    ] {
+        assert_eq!(
+            HeaderKind::of(other.as_bytes()),
+            HeaderKind::Other,
+            "{other}"
+        );
+    }
+}

@@ -78,6 +78,7 @@ pub fn write_request_head(
     let mut has_id = false;
     let mut has_xf = [false; 3]; // proto, host, port
     let mut te_trailers = false;
+    let mut run = LineRun::default();
 
     out.extend_from_slice(b"host: ");
     match (rw.host_rewrite, head.host()) {
@@ -123,8 +124,9 @@ pub fn write_request_head(
             continue;
         }
         has_id |= name.eq_ignore_ascii_case(id_name);
-        push_line(out, name, value);
+        run.push(out, buf, h);
     }
+    run.flush(out, buf);
 
     match head.framing {
         Framing::Length(n) => push_length(out, n),
@@ -201,6 +203,7 @@ pub fn write_response_head(
 ) {
     let (edits, framing) = (rw.edits, rw.framing);
     write_status_line(out, buf, resp);
+    let mut run = LineRun::default();
     for h in headers {
         let name = h.name.get(buf);
         match h.kind {
@@ -215,8 +218,9 @@ pub fn write_response_head(
         if edits.drops(name) {
             continue;
         }
-        push_line(out, name, h.value.get(buf));
+        run.push(out, buf, h);
     }
+    run.flush(out, buf);
     match framing {
         ClientFraming::Length(n) => push_length(out, n),
         ClientFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -261,9 +265,23 @@ fn push_length(out: &mut Vec<u8>, n: u64) {
 }
 
 /// Appends `n` in decimal (no `fmt` machinery: this runs for every response).
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    // Most values (ports, statuses, small lengths) have at most 5 digits: written as
+    // a fixed-size array, without the variable-length copy of a digit buffer.
+    let d = |k: u64| b'0' + (n / k % 10) as u8;
+    match n {
+        0..=9 => return out.push(d(1)),
+        10..=99 => return out.extend_from_slice(&[d(10), d(1)]),
+        100..=999 => return out.extend_from_slice(&[d(100), d(10), d(1)]),
+        1_000..=9_999 => return out.extend_from_slice(&[d(1_000), d(100), d(10), d(1)]),
+        10_000..=99_999 => {
+            return out.extend_from_slice(&[d(10_000), d(1_000), d(100), d(10), d(1)])
+        }
+        _ => {}
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
+    let mut n = n;
     loop {
         i -= 1;
         digits[i] = b'0' + (n % 10) as u8;
@@ -280,6 +298,45 @@ fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Header lines forwarded as received, gathered into runs of adjacent lines so that a
+/// run is one copy rather than four appends per line. Only lines already in the form
+/// the proxy would write ("name: value" CRLF) join a run, so the output is the same
+/// as `push_line` on each.
+#[derive(Default)]
+struct LineRun {
+    start: usize,
+    end: usize,
+}
+
+impl LineRun {
+    fn push(&mut self, out: &mut Vec<u8>, buf: &[u8], h: &HeaderSpan) {
+        let name_start = h.name.start as usize;
+        let name_end = name_start + h.name.len as usize;
+        let value_start = h.value.start as usize;
+        let line_end = value_start + h.value.len as usize + 2;
+        let canonical = value_start == name_end + 2
+            && buf.get(name_end..value_start) == Some(b": ")
+            && buf.get(line_end - 2..line_end) == Some(b"\r\n");
+        if !canonical {
+            self.flush(out, buf);
+            push_line(out, h.name.get(buf), h.value.get(buf));
+        } else if self.end == name_start && self.end != self.start {
+            self.end = line_end;
+        } else {
+            self.flush(out, buf);
+            *self = LineRun {
+                start: name_start,
+                end: line_end,
+            };
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>, buf: &[u8]) {
+        out.extend_from_slice(&buf[self.start..self.end]);
+        self.start = self.end;
+    }
 }
 
 fn push_edits(out: &mut Vec<u8>, edits: &HeaderEdit) {

@@ -267,7 +267,10 @@ fn response_head_rewrite() {
 
 #[test]
 fn decimal_and_peer_text() {
-    for n in [0u64, 7, 10, 99, 12345, u64::MAX] {
+    let edges = [
+        0u64, 7, 9, 10, 99, 100, 999, 1_000, 9_999, 10_000, 12_345, 99_999, 100_000,
+    ];
+    for n in edges.into_iter().chain([1 << 32, u64::MAX]) {
         let mut out = b"x".to_vec();
         push_decimal(&mut out, n);
         assert_eq!(out, format!("x{n}").as_bytes());
@@ -285,4 +288,38 @@ fn decimal_and_peer_text() {
     for (ip, text) in cases {
         assert_eq!(Peer::new(ip.parse().unwrap()).text(), text.as_bytes());
     }
+}
+
+/// Lines forwarded in one copy come out exactly as line-by-line writing would make
+/// them: runs break at dropped lines, and lines not already in "name: value" CRLF form
+/// (no space, extra spaces, a tab, a bare LF, an empty value) are normalised.
+#[test]
+fn forwarded_lines_are_normalised_whether_copied_in_runs_or_not() {
+    let req = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nConnection: x\r\nC: 3\r\nD:4\r\nE:  5 \r\n\
+               F:\t6\r\nG: 7\nH: 8\r\nI: \r\nJ:\r\nK: 9\r\nHost: h\r\nL: 10\r\n\r\n";
+    let out = rewrite(
+        req,
+        "192.0.2.1",
+        XffMode::Overwrite,
+        &HeaderEdit::default(),
+        None,
+    );
+    assert!(
+        out.starts_with(
+            "GET / HTTP/1.1\r\nhost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\n\
+             G: 7\r\nH: 8\r\nI: \r\nJ: \r\nK: 9\r\nL: 10\r\nx-forwarded-for: 192.0.2.1\r\n"
+        ),
+        "{out}"
+    );
+    let resp = response(
+        "HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nKeep-Alive: x\r\nC: 3\r\nD: 4\r\n\r\n",
+        false,
+        ClientFraming::None { keep_length: false },
+        ConnHeader::KeepAlive,
+        &HeaderEdit::default(),
+    );
+    assert_eq!(
+        resp,
+        "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\ndate: DATE\r\nconnection: keep-alive\r\n\r\n"
+    );
 }
