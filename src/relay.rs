@@ -23,8 +23,9 @@ use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Buffer size for relaying a body that does not fit in the first buffer.
@@ -134,8 +135,10 @@ impl Timer {
     }
 
     /// Runs `op` until it completes (`Some`) or `timeout` passes (`None`; `op` is
-    /// dropped, which cancels it).
-    pub async fn run<F: Future>(&mut self, timeout: Duration, op: F) -> Option<F::Output> {
+    /// dropped, which cancels it). A named future rather than an `async fn`: `op` is
+    /// stored once, in place, instead of once as an argument and again pinned, which
+    /// keeps the futures of idle connections and each operation's moves smaller.
+    pub fn run<F: Future>(&mut self, timeout: Duration, op: F) -> Timed<'_, F> {
         let deadline = Instant::now() + timeout;
         self.last = Some(deadline);
         let clock = &*self.clock;
@@ -146,20 +149,7 @@ impl Timer {
                 w.wake_by_ref();
             }
         }
-        let slot = self.slot;
-        let mut op = std::pin::pin!(op);
-        let out = std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = op.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
-            }
-            if clock.deadlines.borrow_mut().check(slot, cx.waker()) {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await;
-        clock.deadlines.borrow_mut().disarm(self.slot);
-        out
+        Timed { timer: self, op }
     }
 
     /// When the last operation run under this timer would have timed out.
@@ -177,6 +167,39 @@ impl Drop for Timer {
 impl Default for Timer {
     fn default() -> Timer {
         Timer::new()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An operation under a [`Timer`]: see [`Timer::run`].
+    pub struct Timed<'a, F> {
+        timer: &'a mut Timer,
+        #[pin]
+        op: F,
+    }
+}
+
+impl<F: Future> Future for Timed<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let timer = &**this.timer;
+        let out = match this.op.poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending
+                if timer
+                    .clock
+                    .deadlines
+                    .borrow_mut()
+                    .check(timer.slot, cx.waker()) =>
+            {
+                None
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        timer.clock.deadlines.borrow_mut().disarm(timer.slot);
+        Poll::Ready(out)
     }
 }
 
