@@ -137,7 +137,8 @@ impl Timer {
     /// Runs `op` until it completes (`Some`) or `timeout` passes (`None`; `op` is
     /// dropped, which cancels it). A named future rather than an `async fn`: `op` is
     /// stored once, in place, instead of once as an argument and again pinned, which
-    /// keeps the futures of idle connections and each operation's moves smaller.
+    /// keeps the futures of idle connections and each operation's moves smaller. The
+    /// deadline is armed here, when `run` is called: await the result at once.
     pub fn run<F: Future>(&mut self, timeout: Duration, op: F) -> Timed<'_, F> {
         let deadline = Instant::now() + timeout;
         self.last = Some(deadline);

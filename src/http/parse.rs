@@ -106,7 +106,6 @@ impl HeaderKind {
     /// candidates, then one case-folded word compare: this runs for every header
     /// line of every request and response. `name` is a token (RFC 9110 §5.6.2), as
     /// httparse guarantees.
-    #[inline]
     fn of(name: &[u8]) -> HeaderKind {
         let first = name.first().map_or(0, |b| b | 0x20);
         let (kind, lower): (HeaderKind, &[u8]) = match (name.len(), first) {
@@ -453,7 +452,6 @@ fn folded_eq(name: &[u8], lower: &[u8]) -> bool {
     }
 }
 
-#[inline]
 fn classify(buf: &[u8], h: &httparse::Header) -> HeaderSpan {
     let name = h.name.as_bytes();
     HeaderSpan {
