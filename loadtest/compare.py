@@ -12,7 +12,8 @@ Figures, for each proxy and scenario:
   timed   CPU microseconds per request at a fixed offered load below saturation
           (median of clean runs; runs with host CPU steal over 3 % discarded, counted);
   info    rps and p50/p99/p99.9 latency at saturation (median of clean runs);
-  memory  RSS per idle keep-alive client connection.
+  memory  RSS per idle keep-alive client connection (all of it, and the marginal cost
+          of the second half of the connections).
 """
 
 import argparse
@@ -428,27 +429,40 @@ def cachegrind(px, sc, d):
 IDLE_CLIENT = os.path.join(ROOT, "loadtest", "idle.py")
 
 
+# Seconds between the last idle connection's response and the RSS reading: the
+# proxies' idle state, after their periodic housekeeping (Ringway sweeps its pools
+# once a second) has run; a connection opening burst is not idleness.
+IDLE_SETTLE = 3.0
+
+
 def idle_memory(px, conns):
+    """RSS per idle connection: (RSS with `conns` open - RSS before) / conns, and the
+    marginal cost, from the second half alone (fixed costs such as pools and
+    preallocated tables drop out of it)."""
     client = PROCS.start(["taskset", "-c", "0", sys.executable, IDLE_CLIENT, str(px.port), str(conns)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def open_more(n):
+        client.stdin.write(f"open {n}\n")
+        client.stdin.flush()
+        line = client.stdout.readline().split()
+        if not line or line[0] != "ready":
+            raise RuntimeError(f"idle client failed: {line}")
+        time.sleep(IDLE_SETTLE)
+        return int(line[1]), rss_kib(px.pid)
+
     before = rss_kib(px.pid)
-    client.stdin.write("open\n")
-    client.stdin.flush()
-    line = client.stdout.readline().split()
-    if not line or line[0] != "ready":
-        raise RuntimeError(f"idle client failed: {line}")
-    opened = int(line[1])
-    time.sleep(0.5)  # let the proxy finish its side of the last responses
-    during = rss_kib(px.pid)
+    half, mid = open_more(conns // 2)
+    opened, during = open_more(conns - conns // 2)
     client.stdin.write("close\n")
     client.stdin.flush()
     client.wait(60)
     PROCS.live.remove(client)
-    return {"connections": opened, "rss_before_kib": before, "rss_idle_kib": during,
-            "bytes_per_conn": (during - before) * 1024 / opened if opened else None}
+    return {"connections": opened, "rss_before_kib": before, "rss_half_kib": mid,
+            "rss_idle_kib": during, "settle_s": IDLE_SETTLE,
+            "bytes_per_conn": (during - before) * 1024 / opened if opened else None,
+            "marginal_bytes_per_conn": (during - mid) * 1024 / (opened - half) if opened > half else None}
 
-
-# ----------------------------------------------------------------------------- report
 
 def median_clean(runs, key):
     clean = [r[key] for r in runs if r["steal_pct"] <= STEAL_LIMIT and r[key] is not None]
@@ -481,6 +495,7 @@ def report(results, names):
         ("p99 ms (info)", lambda r: r.get("sat", {}).get("median_p99_ms")),
         ("p99.9 ms (info)", lambda r: r.get("sat", {}).get("median_p999_ms")),
         ("RSS bytes/idle conn", lambda r: r.get("idle", {}).get("bytes_per_conn")),
+        ("RSS bytes/idle conn, marginal", lambda r: r.get("idle", {}).get("marginal_bytes_per_conn")),
     ]
     for sc_name, per_proxy in results["scenarios"].items():
         for label, get in metrics:

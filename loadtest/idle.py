@@ -3,7 +3,8 @@
 
 usage: idle.py PORT COUNT
 On "open" (stdin): opens COUNT connections, sends one GET on each and reads its whole
-response, then prints "ready OPENED" and keeps them all open. On "close": closes them.
+response, then prints "ready OPENED" (the total so far) and keeps them all open; "open N"
+opens N more the same way. On "close" (or end of input): closes them all and exits.
 """
 
 import asyncio
@@ -32,12 +33,14 @@ async def main():
     port, count = int(sys.argv[1]), int(sys.argv[2])
     loop = asyncio.get_running_loop()
     conns = []
-    if (await loop.run_in_executor(None, sys.stdin.readline)).strip() != "open":
-        return
     sem = asyncio.Semaphore(256)
-    await asyncio.gather(*(one(port, conns, sem) for _ in range(count)))
-    print(f"ready {len(conns)}", flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)
+    while True:
+        words = (await loop.run_in_executor(None, sys.stdin.readline)).split()
+        if not words or words[0] != "open":
+            break
+        n = int(words[1]) if len(words) > 1 else count
+        await asyncio.gather(*(one(port, conns, sem) for _ in range(n)))
+        print(f"ready {len(conns)}", flush=True)
     for w in conns:
         w.close()
 

@@ -29,35 +29,44 @@ use crate::upstream;
 use crate::worker::Worker;
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Request bodies up to this size are read and discarded before a direct answer,
 /// so the connection can stay open; larger ones close it instead.
 const MAX_DISCARD: u64 = 64 * 1024;
 
-/// The downstream connection's state, shared with `upstream::forward`.
-pub struct Downstream {
+/// A connection between bursts: all it keeps while idle (see the module docs).
+pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    /// The peer's address as X-Forwarded-For writes it.
-    pub peer_ip: Peer,
     pub local_port: u16,
-    pub listener: usize,
+    /// Index of the listener that accepted it (u32 keeps the struct in a smaller
+    /// allocation class).
+    listener: u32,
+    /// Timeouts of client-side operations.
+    pub timer: Timer,
+}
+
+/// A connection in a burst: the connection, and the buffer and scratch space of the
+/// requests it serves (they live in the burst's future, not in the idle
+/// connection); shared with `upstream::forward`.
+pub struct Downstream<'c> {
+    pub conn: &'c mut Conn,
+    /// The client's address, its text form for X-Forwarded-For made once a burst.
+    pub peer: Peer,
     /// Bytes read from the client; the current request starts at 0.
     pub rbuf: Vec<u8>,
     /// End of what this request consumed of `rbuf` (head, then body).
     pub pos: usize,
     pub headers: Vec<HeaderSpan>,
     pub resp_headers: Vec<HeaderSpan>,
-    /// Timeouts of client-side operations.
-    pub timer: Timer,
     /// Timeouts of operations on this connection's upstream connections.
     pub up_timer: Timer,
-    /// Cancels the wait for the next request when the buffer is released (made
-    /// by a burst, dropped while idle).
+    /// Cancels the wait for the next request when the buffer is released.
     canceller: Option<Canceller>,
-    accepted: Instant,
 }
 
 /// How a burst ended.
@@ -93,66 +102,90 @@ pub struct Failure {
     pub request_consumed: bool,
 }
 
-impl Downstream {
+impl Conn {
+    pub fn listener(&self) -> usize {
+        self.listener as usize
+    }
+
     /// A just-accepted connection. Boxed: the connection's task then holds a
     /// pointer, not three copies of the state (async blocks keep their captures
     /// beside the futures they move them into).
     pub fn new(stream: TcpStream, peer: SocketAddr, local_port: u16, listener: usize) -> Box<Self> {
-        Box::new(Downstream {
+        Box::new(Conn {
             stream,
             peer,
-            peer_ip: Peer::new(peer.ip()),
             local_port,
-            listener,
-            rbuf: Vec::new(),
-            pos: 0,
-            headers: Vec::new(),
-            resp_headers: Vec::new(),
+            listener: listener as u32,
             timer: Timer::new(),
-            up_timer: Timer::new(),
-            canceller: None,
-            accepted: Instant::now(),
         })
     }
 }
 
-pub async fn serve(worker: &Worker, mut d: Box<Downstream>) {
-    let _guard = worker.lifecycle.track();
-    let (accepted, listener) = (d.accepted, d.listener);
-    let cfg = &worker.snapshot.listeners[listener];
-    // The first request must start within header_timeout of the accept, later ones
-    // within idle_timeout of going idle.
-    let (mut since, mut limit, mut first) = (accepted, cfg.header_timeout, true);
-    loop {
-        let left = (since + limit).saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        match d.timer.run(left, d.stream.readable(false)).await {
+/// Serves a just-accepted connection until it closes. Not an `async fn`: that would
+/// keep its arguments twice in the connection's future, as captures and again as
+/// locals. Only what the idle wait needs lives across it (the future of an idle
+/// connection is the bulk of its memory); a burst's state is boxed apart.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
+    async move {
+        // The first request must start within header_timeout of the accept (this
+        // task starts as the connection is accepted), later ones within
+        // idle_timeout of going idle. (Nothing carried from one wait to the next
+        // is kept across the burst: the idle future stays small.)
+        let header_timeout = worker.snapshot.listeners[c.listener()].header_timeout;
+        match c.timer.run(header_timeout, c.stream.readable(false)).await {
             Some(Ok(())) => {}
             Some(Err(_)) | None => return,
         }
-        d.rbuf = worker.bufs.take();
-        let burst = Box::pin(d.burst(worker, first.then_some(accepted))).await;
-        worker.bufs.give(std::mem::take(&mut d.rbuf));
-        match burst {
-            Burst::Close => return,
-            Burst::Idle(at) => {
-                // Scratch space of a request: allocated again by the next burst.
-                d.headers = Vec::new();
-                d.resp_headers = Vec::new();
-                d.canceller = None;
-                (since, limit, first) = (at, cfg.idle_timeout, false);
+        let mut first = true;
+        loop {
+            // The first head must be complete by the first wait's deadline.
+            let head_deadline = if first { c.timer.last_deadline() } else { None };
+            let Burst::Idle(at) = Box::pin(burst(&worker, &mut c, head_deadline)).await else {
+                return;
+            };
+            first = false;
+            // (A block: `wait` must not outlive the call, or the future keeps it.)
+            let readable = {
+                let idle_timeout = worker.snapshot.listeners[c.listener()].idle_timeout;
+                let wait = (at + idle_timeout).saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    return;
+                }
+                c.timer.run(wait, c.stream.readable(false))
+            };
+            match readable.await {
+                Some(Ok(())) => {}
+                Some(Err(_)) | None => return,
             }
         }
     }
 }
 
-impl Downstream {
+/// One burst: takes a buffer and scratch space, serves requests while they keep
+/// coming, and gives the buffer back.
+async fn burst(w: &Worker, conn: &mut Conn, head_deadline: Option<Instant>) -> Burst {
+    let mut d = Downstream {
+        peer: Peer::of(conn.peer),
+        conn,
+        rbuf: w.bufs.take(),
+        pos: 0,
+        headers: Vec::new(),
+        resp_headers: Vec::new(),
+        up_timer: Timer::new(),
+        canceller: None,
+    };
+    let end = d.requests(w, head_deadline).await;
+    w.bufs.give(std::mem::take(&mut d.rbuf));
+    end
+}
+
+impl Downstream<'_> {
     /// Serves requests while they keep coming (see the module docs).
-    async fn burst(&mut self, worker: &Worker, mut accepted: Option<Instant>) -> Burst {
+    /// `head_deadline`: when the first head must be complete (a new connection's).
+    async fn requests(&mut self, worker: &Worker, mut head_deadline: Option<Instant>) -> Burst {
         loop {
-            let head = match self.read_head(worker, accepted.take()).await {
+            let head = match self.read_head(worker, head_deadline.take()).await {
                 Ok(Head::Ready(head)) => head,
                 Ok(Head::Closed) => return Burst::Close,
                 Ok(Head::Idle(at)) => return Burst::Idle(at),
@@ -178,12 +211,13 @@ impl Downstream {
         }
     }
 
-    /// Reads until a complete request head is buffered. `accepted`: when the
-    /// connection was accepted, for its first request.
+    /// Reads until a complete request head is buffered, by `deadline` when given
+    /// (a new connection's first head), else within `header_timeout` of its first
+    /// byte.
     async fn read_head(
         &mut self,
         w: &Worker,
-        accepted: Option<Instant>,
+        mut deadline: Option<Instant>,
     ) -> Result<Head, ProxyError> {
         // Move a pipelined request's bytes to the front.
         if self.pos > 0 {
@@ -191,10 +225,7 @@ impl Downstream {
             self.rbuf.truncate(self.rbuf.len() - self.pos);
             self.pos = 0;
         }
-        let cfg = &w.snapshot.listeners[self.listener];
-        // A new connection's first head must be complete `header_timeout` after
-        // accept; later heads, `header_timeout` after their first byte.
-        let mut deadline = accepted.map(|at| at + cfg.header_timeout);
+        let cfg = &w.snapshot.listeners[self.conn.listener()];
         loop {
             // A timed-out read takes the buffer with it: note first whether the
             // request had started.
@@ -210,7 +241,11 @@ impl Downstream {
                     // Nothing of the next request yet. While draining, idle
                     // connections stay open: a further request is still served,
                     // with `Connection: close` (the drain deadline ends the rest).
-                    let mut io = Io::new(&mut self.stream, &mut self.timer, cfg.idle_timeout);
+                    let mut io = Io::new(
+                        &mut self.conn.stream,
+                        &mut self.conn.timer,
+                        cfg.idle_timeout,
+                    );
                     let hold = cfg.release_buffers_after;
                     let canceller = self.canceller.get_or_insert_with(Canceller::new);
                     match relay::read_or_release(&mut io, &mut self.rbuf, hold, canceller).await {
@@ -229,7 +264,7 @@ impl Downstream {
                     if left.is_zero() {
                         return Err(ProxyError::HeadTimeout);
                     }
-                    let mut io = Io::new(&mut self.stream, &mut self.timer, left);
+                    let mut io = Io::new(&mut self.conn.stream, &mut self.conn.timer, left);
                     relay::read_into(&mut io, &mut self.rbuf).await
                 }
             };
@@ -281,7 +316,7 @@ impl Downstream {
         if head.method == Method::Connect {
             return Err(fail(ProxyError::MethodNotAllowed, !head.has_body()));
         }
-        let limits = &w.snapshot.listeners[self.listener].limits;
+        let limits = &w.snapshot.listeners[self.conn.listener()].limits;
         if let (Framing::Length(n), Some(max)) = (head.framing, limits.max_body_bytes) {
             if n > max {
                 return Err(fail(ProxyError::BodyTooLarge, false));
@@ -294,7 +329,7 @@ impl Downstream {
             path: head.path.get(&self.rbuf),
             query: head.query.map(|q| q.get(&self.rbuf)),
             headers: &self.headers,
-            listener: self.listener,
+            listener: self.conn.listener(),
         };
         let Some(index) = w.snapshot.routes.lookup(&view) else {
             let consumed = self.discard_body(w, head).await;
@@ -325,14 +360,18 @@ impl Downstream {
             Framing::Length(n) if n > MAX_DISCARD => return false,
             _ => {}
         }
-        let cfg = &w.snapshot.listeners[self.listener];
+        let cfg = &w.snapshot.listeners[self.conn.listener()];
         let mut body = Body::new(
             head.framing,
             Some(MAX_DISCARD),
             cfg.limits.max_head_bytes,
             false,
         );
-        let mut io = Io::new(&mut self.stream, &mut self.timer, cfg.idle_timeout);
+        let mut io = Io::new(
+            &mut self.conn.stream,
+            &mut self.conn.timer,
+            cfg.idle_timeout,
+        );
         body.relay(&mut io, None, &mut self.rbuf, &mut self.pos)
             .await
             .is_ok()
@@ -360,9 +399,9 @@ impl Downstream {
         let mut out = w.bufs.take();
         w.date
             .with(|date| answer.render_into(&mut out, date, conn, with_body));
-        let timeout = w.snapshot.listeners[self.listener].idle_timeout;
+        let timeout = w.snapshot.listeners[self.conn.listener()].idle_timeout;
         let len = out.len();
-        let mut io = Io::new(&mut self.stream, &mut self.timer, timeout);
+        let mut io = Io::new(&mut self.conn.stream, &mut self.conn.timer, timeout);
         let ok = relay::write_range(&mut io, &mut out, 0..len).await.is_ok();
         w.bufs.give(out);
         if ok {
@@ -374,7 +413,7 @@ impl Downstream {
 
     /// Client-side I/O timeout (body reads, response writes).
     pub fn client_timeout(&self, w: &Worker) -> Duration {
-        w.snapshot.listeners[self.listener].idle_timeout
+        w.snapshot.listeners[self.conn.listener()].idle_timeout
     }
 }
 

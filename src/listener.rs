@@ -55,16 +55,9 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let worker = worker.clone();
-                let conn = crate::conn::Downstream::new(stream, peer, port, index);
-                monoio::spawn(async move {
-                    // A stop drops the connection's future, closing its sockets.
-                    monoio::select! {
-                        // Polled in this order (no random pick per wake-up).
-                        biased;
-                        _ = crate::conn::serve(&worker, conn) => {}
-                        _ = worker.lifecycle.stopped() => {}
-                    }
-                });
+                let conn = crate::conn::Conn::new(stream, peer, port, index);
+                let serving = crate::conn::serve(worker.clone(), conn);
+                monoio::spawn(crate::worker::conn_task(worker.clone(), serving));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning.

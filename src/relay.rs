@@ -117,8 +117,6 @@ async fn drive(clock: Rc<Clock>) {
 pub struct Timer {
     clock: Rc<Clock>,
     slot: u32,
-    /// The deadline of the last `run`, for callers that budget several operations.
-    last: Option<Instant>,
 }
 
 impl Timer {
@@ -127,11 +125,7 @@ impl Timer {
         let clock = CLOCK.with(Rc::clone);
         clock.ensure_driver();
         let slot = clock.deadlines.borrow_mut().add();
-        Timer {
-            clock,
-            slot,
-            last: None,
-        }
+        Timer { clock, slot }
     }
 
     /// Runs `op` until it completes (`Some`) or `timeout` passes (`None`; `op` is
@@ -141,7 +135,6 @@ impl Timer {
     /// deadline is armed here, when `run` is called: await the result at once.
     pub fn run<F: Future>(&mut self, timeout: Duration, op: F) -> Timed<'_, F> {
         let deadline = Instant::now() + timeout;
-        self.last = Some(deadline);
         let clock = &*self.clock;
         if clock.deadlines.borrow_mut().arm(self.slot, deadline)
             && clock.sleeps_until.get().is_none_or(|t| deadline < t)
@@ -155,7 +148,7 @@ impl Timer {
 
     /// When the last operation run under this timer would have timed out.
     pub fn last_deadline(&self) -> Option<Instant> {
-        self.last
+        self.clock.deadlines.borrow().last(self.slot)
     }
 }
 

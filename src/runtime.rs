@@ -55,6 +55,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
+        crate::buf::map_large_allocations(crate::worker::BUF_SIZE);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let count = match config.runtime.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -294,7 +295,10 @@ async fn run(
     monoio::spawn(async move {
         loop {
             monoio::select! {
-                _ = monoio::time::sleep(Duration::from_secs(1)) => sweeper.pool.sweep(std::time::Instant::now()),
+                _ = monoio::time::sleep(Duration::from_secs(1)) => {
+                    sweeper.pool.sweep(std::time::Instant::now());
+                    sweeper.bufs.sweep();
+                }
                 _ = sweeper.lifecycle.draining() => return,
             }
         }

@@ -13,10 +13,14 @@ use crate::upstream::pool::Pool;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// Size of per-request buffers (upstream reads, rewritten heads).
 pub const BUF_SIZE: usize = 16 * 1024;
+/// Buffers kept in the pool however long it stays idle (a sweep frees the rest of
+/// what went unused for a whole period): enough for a few requests at once.
+const BUFS_FLOOR: usize = 16;
 
 pub struct Snapshot {
     pub routes: RouteTable,
@@ -75,7 +79,7 @@ impl Worker {
                 errors: ErrorAnswers::new(),
             },
             pool,
-            bufs: BufPool::new(BUF_SIZE, 256),
+            bufs: BufPool::new(BUF_SIZE, 256, BUFS_FLOOR),
             date: DateCache::new(),
             lifecycle: Lifecycle::default(),
             rng: Cell::new(seed(id)),
@@ -200,8 +204,7 @@ impl Lifecycle {
         PhaseWait {
             lifecycle: self,
             until: Phase::Draining,
-            key: None,
-            registered: None,
+            key: NO_KEY,
         }
     }
 
@@ -210,8 +213,7 @@ impl Lifecycle {
         PhaseWait {
             lifecycle: self,
             until: Phase::Stopped,
-            key: None,
-            registered: None,
+            key: NO_KEY,
         }
     }
 
@@ -219,6 +221,17 @@ impl Lifecycle {
     pub fn track(&self) -> ConnGuard<'_> {
         self.active.set(self.active.get() + 1);
         ConnGuard { lifecycle: self }
+    }
+
+    /// Ends the count of one connection.
+    fn untrack(&self) {
+        let n = self.active.get() - 1;
+        self.active.set(n);
+        if n == 0 {
+            if let Some(w) = self.all_closed.borrow_mut().take() {
+                w.wake();
+            }
+        }
     }
 
     /// Resolves when no connection is active.
@@ -240,13 +253,7 @@ pub struct ConnGuard<'a> {
 
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
-        let n = self.lifecycle.active.get() - 1;
-        self.lifecycle.active.set(n);
-        if n == 0 {
-            if let Some(w) = self.lifecycle.all_closed.borrow_mut().take() {
-                w.wake();
-            }
-        }
+        self.lifecycle.untrack();
     }
 }
 
@@ -254,66 +261,131 @@ impl Drop for ConnGuard<'_> {
 #[derive(Default)]
 struct WakerSlab {
     slots: Vec<Option<Waker>>,
-    free: Vec<usize>,
+    free: Vec<u32>,
 }
 
+/// A [`PhaseWait`] that has no slot yet.
+const NO_KEY: u32 = u32::MAX;
+
+/// Waits for a phase. Small (16 bytes), since every connection's task holds one: the
+/// waker lives in the slab only. A connection's task polls this on every wake-up,
+/// mostly with the same waker, which then stays; a phase change takes every waker
+/// out of the slab, so a waiter for a later phase puts its own back.
 pub struct PhaseWait<'a> {
     lifecycle: &'a Lifecycle,
     until: Phase,
-    key: Option<usize>,
-    /// The waker last put in the slab, and the phase then: a connection's task
-    /// polls this on every wake-up, mostly with the same waker, and while the
-    /// phase is unchanged the slab still holds it (a phase change empties it).
-    registered: Option<(Waker, Phase)>,
+    key: u32,
 }
 
 impl Future for PhaseWait<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.lifecycle.phase.get() >= self.until {
-            return Poll::Ready(());
-        }
-        let phase = self.lifecycle.phase.get();
-        if self
-            .registered
-            .as_ref()
-            .is_some_and(|(w, p)| *p == phase && w.will_wake(cx.waker()))
-        {
-            return Poll::Pending;
-        }
-        self.registered = Some((cx.waker().clone(), phase));
-        let lifecycle = self.lifecycle;
-        let mut slab = lifecycle.waiters.borrow_mut();
-        let waker = Some(cx.waker().clone());
-        match self.key {
-            Some(k) => slab.slots[k] = waker,
-            None => {
-                let k = match slab.free.pop() {
-                    Some(k) => {
-                        slab.slots[k] = waker;
-                        k
-                    }
-                    None => {
-                        slab.slots.push(waker);
-                        slab.slots.len() - 1
-                    }
-                };
-                drop(slab);
-                self.key = Some(k);
-            }
-        }
-        Poll::Pending
+        let (lifecycle, until) = (self.lifecycle, self.until);
+        lifecycle.poll_phase(until, &mut self.key, cx)
     }
 }
 
 impl Drop for PhaseWait<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self.key {
-            let mut slab = self.lifecycle.waiters.borrow_mut();
-            slab.slots[k] = None;
-            slab.free.push(k);
+        self.lifecycle.forget(self.key);
+    }
+}
+
+impl Lifecycle {
+    /// Ready once the phase is `until` or later; else keeps `cx`'s waker in the
+    /// slab under `key` (taking a slot when `key` is NO_KEY).
+    fn poll_phase(&self, until: Phase, key: &mut u32, cx: &mut Context<'_>) -> Poll<()> {
+        if self.phase.get() >= until {
+            return Poll::Ready(());
         }
+        let mut slab = self.waiters.borrow_mut();
+        if *key != NO_KEY {
+            let slot = &mut slab.slots[*key as usize];
+            match slot {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        let waker = Some(cx.waker().clone());
+        *key = match slab.free.pop() {
+            Some(k) => {
+                slab.slots[k as usize] = waker;
+                k
+            }
+            None => {
+                slab.slots.push(waker);
+                (slab.slots.len() - 1) as u32
+            }
+        };
+        Poll::Pending
+    }
+
+    /// Frees a waiter's slot.
+    fn forget(&self, key: u32) {
+        if key != NO_KEY {
+            let mut slab = self.waiters.borrow_mut();
+            slab.slots[key as usize] = None;
+            slab.free.push(key);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task: counted as active while it lives, and running its
+    /// future until that ends or the core stops, whichever comes first (a stop drops
+    /// the future, closing its sockets). One small future instead of a `select!`
+    /// over the connection's future and a [`PhaseWait`], which would keep the
+    /// connection's captures twice.
+    pub struct ConnTask<F> {
+        #[pin]
+        fut: F,
+        stop: TaskGuard,
+    }
+}
+
+struct TaskGuard {
+    worker: Rc<Worker>,
+    key: u32,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.worker.lifecycle.forget(self.key);
+        self.worker.lifecycle.untrack();
+    }
+}
+
+/// The task of a connection of `worker`'s core (see [`ConnTask`]).
+pub fn conn_task<F: Future<Output = ()>>(worker: Rc<Worker>, fut: F) -> ConnTask<F> {
+    worker
+        .lifecycle
+        .active
+        .set(worker.lifecycle.active.get() + 1);
+    ConnTask {
+        fut,
+        stop: TaskGuard {
+            worker,
+            key: NO_KEY,
+        },
+    }
+}
+
+impl<F: Future<Output = ()>> Future for ConnTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        // The connection first: a response that completes as the core stops still
+        // ends its future normally.
+        if this.fut.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let stop = this.stop;
+        stop.worker
+            .lifecycle
+            .poll_phase(Phase::Stopped, &mut stop.key, cx)
     }
 }
 

@@ -9,30 +9,46 @@ use crate::http::answer::ConnHeader;
 use crate::http::parse::{
     is_named_by_connection, Framing, HeaderKind, HeaderSpan, RequestHead, ResponseHead,
 };
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-/// The client's address and its text form for X-Forwarded-For, formatted once per
-/// connection rather than per request.
+/// The client's address, with the address's text form for X-Forwarded-For formatted
+/// once per connection rather than per request. Displays as `ip:port` (for logs).
 pub struct Peer {
     pub ip: IpAddr,
+    pub port: u16,
     text: [u8; 46],
     len: u8,
 }
 
 impl Peer {
     pub fn new(ip: IpAddr) -> Peer {
+        Peer::of(SocketAddr::new(ip, 0))
+    }
+
+    pub fn of(addr: SocketAddr) -> Peer {
         use std::io::Write;
-        let ip = ip.to_canonical();
+        let ip = addr.ip().to_canonical();
         let mut text = [0u8; 46];
         let mut cursor = &mut text[..];
         // An IPv6 address is at most 45 characters, so this always fits.
         let _ = write!(cursor, "{ip}");
         let len = (46 - cursor.len()) as u8;
-        Peer { ip, text, len }
+        Peer {
+            ip,
+            port: addr.port(),
+            text,
+            len,
+        }
     }
 
     pub fn text(&self) -> &[u8] {
         &self.text[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        SocketAddr::new(self.ip, self.port).fmt(f)
     }
 }
 

@@ -290,6 +290,28 @@ fn decimal_and_peer_text() {
     }
 }
 
+#[test]
+fn peer_displays_as_a_socket_address_with_its_canonical_ip() {
+    let cases = [
+        ("10.0.0.1:5000", "10.0.0.1:5000"),
+        ("[::ffff:10.1.2.3]:80", "10.1.2.3:80"),
+        ("[2001:db8::1]:65535", "[2001:db8::1]:65535"),
+    ];
+    for (addr, shown) in cases {
+        let peer = Peer::of(addr.parse().unwrap());
+        assert_eq!(peer.to_string(), shown);
+        assert_eq!(
+            peer.text(),
+            shown
+                .rsplit_once(':')
+                .unwrap()
+                .0
+                .trim_matches(['[', ']'])
+                .as_bytes()
+        );
+    }
+}
+
 /// Lines forwarded in one copy come out exactly as line-by-line writing would make
 /// them: runs break at dropped lines, and lines not already in "name: value" CRLF form
 /// (no space, extra spaces, a tab, a bare LF, an empty value) are normalised.

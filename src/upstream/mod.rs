@@ -19,7 +19,7 @@ use crate::http::rewrite::{
     write_interim_head, write_request_head, write_response_head, ClientFraming, RequestRewrite,
     ResponseRewrite,
 };
-use crate::relay::{self, Body, Fail, Io, RelayError};
+use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
 use crate::route::Route;
 use crate::worker::{ClusterRt, Worker};
 use monoio::net::TcpStream;
@@ -34,7 +34,7 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const HEADROOM: usize = 512;
 
 pub async fn forward(
-    d: &mut Downstream,
+    d: &mut Downstream<'_>,
     w: &Worker,
     head: &RequestHead,
     route: &Route,
@@ -46,8 +46,8 @@ pub async fn forward(
         resp: w.bufs.take(),
     };
     let rewrite = RequestRewrite {
-        peer: &d.peer_ip,
-        local_port: d.local_port,
+        peer: &d.peer,
+        local_port: d.conn.local_port,
         forwarding: &w.snapshot.forwarding,
         edits: &route.request_headers,
         host_rewrite: route.host_rewrite.as_deref(),
@@ -70,7 +70,7 @@ struct Bufs {
 }
 
 async fn attempt_all(
-    d: &mut Downstream,
+    d: &mut Downstream<'_>,
     w: &Worker,
     head: &RequestHead,
     route: &Route,
@@ -109,7 +109,13 @@ async fn attempt_all(
         let reused = pooled.is_some();
         let up = match pooled {
             Some(s) => s,
-            None => match connect(endpoint.addr, cluster.config.connect_timeout).await {
+            None => match connect(
+                endpoint.addr,
+                &mut d.up_timer,
+                cluster.config.connect_timeout,
+            )
+            .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
@@ -141,14 +147,20 @@ async fn attempt_all(
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
-    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(s)) => {
+/// Connects under the connection's upstream timer (a monoio `timeout` would put a
+/// 640-byte, 128-byte-aligned `Sleep` in every burst's future).
+async fn connect(
+    addr: SocketAddr,
+    timer: &mut Timer,
+    timeout: Duration,
+) -> Result<TcpStream, ProxyError> {
+    match timer.run(timeout, TcpStream::connect_addr(addr)).await {
+        Some(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Ok(Err(source)) => Err(ProxyError::Connect { addr, source }),
-        Err(_) => Err(ProxyError::ConnectTimeout { addr }),
+        Some(Err(source)) => Err(ProxyError::Connect { addr, source }),
+        None => Err(ProxyError::ConnectTimeout { addr }),
     }
 }
 
@@ -211,7 +223,7 @@ impl Progress {
 impl Exchange<'_> {
     async fn run(
         mut self,
-        d: &mut Downstream,
+        d: &mut Downstream<'_>,
         mut up: TcpStream,
         bufs: &mut Bufs,
     ) -> Result<Next, ExchangeError> {
@@ -278,7 +290,7 @@ impl Exchange<'_> {
             .consume(&mut bufs.resp, &mut pos)
             .map_err(|e| p.fail(body_error(e)))?;
         let head_len = bufs.head.len();
-        let mut client = Io::new(&mut d.stream, &mut d.timer, client_timeout);
+        let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
         let sent = if head_len <= first.start {
             let start = first.start - head_len;
             bufs.resp[start..first.start].copy_from_slice(&bufs.head);
@@ -307,7 +319,7 @@ impl Exchange<'_> {
 
     async fn send_body(
         &mut self,
-        d: &mut Downstream,
+        d: &mut Downstream<'_>,
         up: &mut TcpStream,
         p: &mut Progress,
         client_timeout: Duration,
@@ -321,21 +333,21 @@ impl Exchange<'_> {
             // The proxy answers the expectation itself and strips Expect upstream
             // (RFC 9110 §10.1.1), like nginx.
             *self.sent_continue = true;
-            let mut client = Io::new(&mut d.stream, &mut d.timer, client_timeout);
+            let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
             if let Err(f) = relay::write_static(&mut client, b"HTTP/1.1 100 Continue\r\n\r\n").await
             {
                 p.read_client = true;
                 return Err(p.fail(client_write_error(f)));
             }
         }
-        let limits = &self.w.snapshot.listeners[d.listener].limits;
+        let limits = &self.w.snapshot.listeners[d.conn.listener()].limits;
         let mut body = Body::new(
             self.head.framing,
             limits.max_body_bytes,
             limits.max_head_bytes,
             false,
         );
-        let mut client = Io::new(&mut d.stream, &mut d.timer, client_timeout);
+        let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
         let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
         match body
             .relay(&mut client, Some(&mut up_io), &mut d.rbuf, &mut d.pos)
@@ -356,7 +368,7 @@ impl Exchange<'_> {
 
     async fn read_response_head(
         &self,
-        d: &mut Downstream,
+        d: &mut Downstream<'_>,
         up: &mut TcpStream,
         bufs: &mut Bufs,
         p: &mut Progress,
@@ -425,7 +437,7 @@ impl Exchange<'_> {
     /// truncated response.
     async fn read_small_body(
         &self,
-        d: &mut Downstream,
+        d: &mut Downstream<'_>,
         up: &mut TcpStream,
         bufs: &mut Bufs,
         r: &ResponseHead,
@@ -458,7 +470,7 @@ impl Exchange<'_> {
     /// from the buffer (RFC 9110 §15.2).
     async fn forward_interim(
         &self,
-        d: &mut Downstream,
+        d: &mut Downstream<'_>,
         bufs: &mut Bufs,
         r: &ResponseHead,
         p: &mut Progress,
@@ -468,7 +480,7 @@ impl Exchange<'_> {
             write_interim_head(&mut bufs.head, &bufs.resp[HEADROOM..], r, &d.resp_headers);
             let len = bufs.head.len();
             let timeout = d.client_timeout(self.w);
-            let mut client = Io::new(&mut d.stream, &mut d.timer, timeout);
+            let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, timeout);
             if let Err((f, _)) = relay::write_range(&mut client, &mut bufs.head, 0..len).await {
                 return Err(p.fail(client_write_error(f)));
             }
