@@ -16,7 +16,7 @@
 //! `release_buffers_after`, the pending read is cancelled, the buffer goes back to the
 //! pool, the burst future is freed and the connection waits for readability again.
 //! An idle keep-alive connection then costs its task (a few hundred bytes), not a
-//! 16 KiB buffer and a 3.5 KB future. A busy connection stays in one burst: no
+//! 16 KiB buffer and a 2.5 KB future. A busy connection stays in one burst: no
 //! allocation per request.
 
 use crate::error::ProxyError;
