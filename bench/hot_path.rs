@@ -232,7 +232,7 @@ response_headers = { add = { "strict-transport-security" = "max-age=31536000" },
     );
     let table = RouteTable::build(&cfg);
     let route = table.route(0);
-    let peer = Peer::new("192.0.2.33".parse().unwrap());
+    let peer = Peer::of("192.0.2.33:40000".parse().unwrap());
     let mut g = c.benchmark_group("rewrite");
     for (name, req) in [("small_get", SMALL_GET), ("browser_get", BROWSER_GET)] {
         let mut headers = Vec::new();

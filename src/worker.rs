@@ -217,14 +217,13 @@ impl Lifecycle {
         }
     }
 
-    /// Counts a connection until the guard is dropped.
-    pub fn track(&self) -> ConnGuard<'_> {
+    /// Counts one more active connection (its task's guard calls `leave`).
+    fn enter(&self) {
         self.active.set(self.active.get() + 1);
-        ConnGuard { lifecycle: self }
     }
 
     /// Ends the count of one connection.
-    fn untrack(&self) {
+    fn leave(&self) {
         let n = self.active.get() - 1;
         self.active.set(n);
         if n == 0 {
@@ -244,16 +243,6 @@ impl Lifecycle {
                 Poll::Pending
             }
         })
-    }
-}
-
-pub struct ConnGuard<'a> {
-    lifecycle: &'a Lifecycle,
-}
-
-impl Drop for ConnGuard<'_> {
-    fn drop(&mut self) {
-        self.lifecycle.untrack();
     }
 }
 
@@ -353,16 +342,13 @@ struct TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.worker.lifecycle.forget(self.key);
-        self.worker.lifecycle.untrack();
+        self.worker.lifecycle.leave();
     }
 }
 
 /// The task of a connection of `worker`'s core (see [`ConnTask`]).
 pub fn conn_task<F: Future<Output = ()>>(worker: Rc<Worker>, fut: F) -> ConnTask<F> {
-    worker
-        .lifecycle
-        .active
-        .set(worker.lifecycle.active.get() + 1);
+    worker.lifecycle.enter();
     ConnTask {
         fut,
         stop: TaskGuard {
@@ -433,18 +419,18 @@ mod tests {
     }
 
     #[test]
-    fn all_closed_resolves_when_last_guard_drops() {
+    fn all_closed_resolves_when_the_last_connection_leaves() {
         let lc = Lifecycle::default();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
-        let g1 = lc.track();
-        let g2 = lc.track();
+        lc.enter();
+        lc.enter();
         let mut closed = Box::pin(lc.all_closed());
         assert!(closed.as_mut().poll(&mut cx).is_pending());
-        drop(g1);
+        lc.leave();
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
-        drop(g2);
+        lc.leave();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(closed.as_mut().poll(&mut cx).is_ready());
     }

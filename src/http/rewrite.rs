@@ -21,10 +21,6 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(ip: IpAddr) -> Peer {
-        Peer::of(SocketAddr::new(ip, 0))
-    }
-
     pub fn of(addr: SocketAddr) -> Peer {
         use std::io::Write;
         let ip = addr.ip().to_canonical();

@@ -27,7 +27,7 @@ fn rewrite(
         .unwrap()
         .unwrap();
     let f = forwarding(mode);
-    let peer = Peer::new(peer.parse().unwrap());
+    let peer = Peer::of(SocketAddr::new(peer.parse().unwrap(), 0));
     let rw = RequestRewrite {
         peer: &peer,
         local_port: 8080,
@@ -286,7 +286,10 @@ fn decimal_and_peer_text() {
         ),
     ];
     for (ip, text) in cases {
-        assert_eq!(Peer::new(ip.parse().unwrap()).text(), text.as_bytes());
+        assert_eq!(
+            Peer::of(SocketAddr::new(ip.parse().unwrap(), 0)).text(),
+            text.as_bytes()
+        );
     }
 }
 
