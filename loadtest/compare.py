@@ -14,6 +14,10 @@ Figures, for each proxy and scenario:
   info    rps and p50/p99/p99.9 latency at saturation (median of clean runs);
   memory  RSS per idle keep-alive client connection (all of it, and the marginal cost
           of the second half of the connections).
+
+"floor" is bench/floor.rs's bare relay (small GET only): monoio 0.2.4 with Ringway's
+ring flags and httparse on both heads, nothing else. It is the least a proxy built on
+this runtime costs per request, so it shows how much of Ringway's cost is its own.
 """
 
 import argparse
@@ -33,7 +37,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_PORT = 18080
-PORTS = {"nginx": 18081, "haproxy": 18082, "ringway": 18083}
+PORTS = {"nginx": 18081, "haproxy": 18082, "ringway": 18083, "floor": 18079}
 PERF_EVENTS = [
     "raw_syscalls:sys_enter",
     "context-switches",
@@ -244,6 +248,8 @@ class Proxy:
         return path
 
     def argv(self, valgrind):
+        if self.kind == "floor":
+            return [self.binary, "relay", f"127.0.0.1:{self.port}", f"127.0.0.1:{BACKEND_PORT}", "parse"]
         cfg = self.write_config(valgrind)
         if self.kind == "nginx":
             return ["nginx", "-p", self.dir, "-c", cfg]
@@ -426,6 +432,17 @@ def cachegrind(px, sc, d):
     return {"ir": irs, "counts": list(sc.cg), "per_request": (irs[1] - irs[0]) / (n2 - n1)}
 
 
+def floor_binary():
+    """Builds bench/floor.rs (release profile) and returns its executable."""
+    out = subprocess.run(["cargo", "bench", "--bench", "floor", "--no-run", "--quiet",
+                          "--message-format=json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for line in out.stdout.splitlines():
+        msg = json.loads(line) if line.startswith("{") else {}
+        if msg.get("target", {}).get("name") == "floor" and msg.get("executable"):
+            return msg["executable"]
+    raise RuntimeError("cargo built no floor executable")
+
+
 IDLE_CLIENT = os.path.join(ROOT, "loadtest", "idle.py")
 
 
@@ -529,6 +546,8 @@ def main():
     ap.add_argument("--rounds", type=int, help="interleaved rounds for the timed figures")
     ap.add_argument("--idle-conns", type=int, default=10_000)
     ap.add_argument("--no-cachegrind", action="store_true")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="leave out the bare monoio relay of bench/floor.rs (small GET only)")
     ap.add_argument("--out", help="JSON output file (default loadtest/results/compare-<time>.json)")
     args = ap.parse_args()
 
@@ -551,6 +570,8 @@ def main():
         binary, *settings = spec.split(";")
         proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(binary),
                              settings))
+    if not args.no_floor:
+        proxies.append(Proxy("floor", "floor", PORTS["floor"], d, floor_binary()))
     proxies.append(Proxy("nginx", "nginx", PORTS["nginx"], d))
     proxies.append(Proxy("haproxy", "haproxy", PORTS["haproxy"], d))
     if args.proxies:
@@ -584,26 +605,28 @@ def main():
             res = results["scenarios"].setdefault(sc.name, {})
             # Quick mode: every figure for the small GET, exact counts for the rest.
             full = not args.quick or sc.name == "small"
+            # The floor relay knows only bodiless requests and small responses.
+            pxs = [p for p in proxies if p.kind != "floor" or sc.name == "small"]
             print(f"== {sc.title}", file=sys.stderr, flush=True)
-            for px in proxies:
+            for px in pxs:
                 px.start()
                 h2load(px.port, sc, n=max(1000, sc.n // 20))  # warm-up: pools, caches
                 res.setdefault(px.name, {})["perf"] = perf_counts(px, sc, d)
                 px.stop()
                 print(f"   {px.name}: perf {res[px.name]['perf']['per_request']}", file=sys.stderr, flush=True)
             if full:
-                for px in proxies:
+                for px in pxs:
                     px.start()
                     h2load(px.port, sc, n=max(1000, sc.n // 20))
                     res[px.name]["cpu_runs"] = []
                     res[px.name]["sat_runs"] = []
                 # Interleaved: A B C A B C ...
                 for _ in range(rounds):
-                    for px in proxies:
+                    for px in pxs:
                         res[px.name]["cpu_runs"].append(fixed_load_cpu(px, sc))
-                    for px in proxies:
+                    for px in pxs:
                         res[px.name]["sat_runs"].append(saturation(px, sc, d))
-                for px in proxies:
+                for px in pxs:
                     px.stop()
                     r = res[px.name]
                     med, discarded = median_clean(r["cpu_runs"], "us_per_req")
@@ -618,14 +641,16 @@ def main():
                     print(f"   {px.name}: cpu {med} us/req ({discarded} discarded), rps {sat['median_rps']}",
                           file=sys.stderr, flush=True)
                 if not args.no_cachegrind:
-                    for px in proxies:
+                    # The floor relay cannot be stopped under valgrind (bench/floor.rs);
+                    # tuning.md section 2 counts it with callgrind instead.
+                    for px in [p for p in pxs if p.kind != "floor"]:
                         res[px.name]["cachegrind"] = cachegrind(px, sc, d)
                         print(f"   {px.name}: {res[px.name]['cachegrind']['per_request']:.0f} instr/req",
                               file=sys.stderr, flush=True)
         if "idle" in wanted:
             print(f"== {idle_conns} idle keep-alive connections", file=sys.stderr, flush=True)
             res = results["scenarios"].setdefault("idle", {})
-            for px in proxies:
+            for px in [p for p in proxies if p.kind != "floor"]:
                 px.start()
                 n = min(idle_conns, HAPROXY_MAXCONN - 100) if px.kind == "haproxy" else idle_conns
                 res.setdefault(px.name, {})["idle"] = idle_memory(px, n)
