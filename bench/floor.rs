@@ -15,11 +15,13 @@
 //! (`parse` runs httparse on both heads; without it the heads are found with a
 //! memchr search.) SIGTERM ends it. Under callgrind, dump the counts first
 //! (`callgrind_control -d`): valgrind does not deliver a signal to a process whose
-//! only busy thread waits in `io_uring_enter`. Without `relay`, it measures itself: a backend thread, the relay
-//! and a client doing requests over one connection on loopback, checking every
-//! response; `cargo test` runs that with few requests.
+//! only busy thread waits in `io_uring_enter`.
+//!
+//! Without `relay`, it measures itself: a backend thread, the relay and a client
+//! doing requests over one connection on loopback, checking every response;
+//! `cargo test` runs that with few requests.
 
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 use std::io::{Read, Write};
@@ -97,13 +99,13 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, parse: bool) -> Opti
     let mut resp = Vec::with_capacity(16 * 1024);
     loop {
         let n = read_message(&mut client, &mut req, parse, false).await?;
-        let (res, r) = up.write_all(req).await;
-        req = r;
+        let (res, r) = up.write_all(req.slice(..n)).await;
+        req = r.into_inner();
         res.ok()?;
         req.drain(..n); // pipelined bytes (none from h2load or wrk) stay
         let n = read_message(&mut up, &mut resp, parse, true).await?;
-        let (res, r) = client.write_all(resp).await;
-        resp = r;
+        let (res, r) = client.write_all(resp.slice(..n)).await;
+        resp = r.into_inner();
         res.ok()?;
         resp.drain(..n);
     }
