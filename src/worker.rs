@@ -311,6 +311,13 @@ impl Lifecycle {
         Poll::Pending
     }
 
+    /// Whether the slot `key` holds a waker that wakes like `waker`.
+    fn holds(&self, key: u32, waker: &Waker) -> bool {
+        self.waiters.borrow().slots[key as usize]
+            .as_ref()
+            .is_some_and(|w| w.will_wake(waker))
+    }
+
     /// Frees a waiter's slot.
     fn forget(&self, key: u32) {
         if key != NO_KEY {
@@ -337,6 +344,10 @@ pin_project_lite::pin_project! {
 struct TaskGuard {
     worker: Rc<Worker>,
     key: u32,
+    /// The phase when the waker was last put in the slab under `key`: while the
+    /// phase is still that, the slot still holds it (only a phase change empties
+    /// slots), so a poll need not look.
+    registered_in: Phase,
 }
 
 impl Drop for TaskGuard {
@@ -354,6 +365,7 @@ pub fn conn_task<F: Future<Output = ()>>(worker: Rc<Worker>, fut: F) -> ConnTask
         stop: TaskGuard {
             worker,
             key: NO_KEY,
+            registered_in: Phase::Running,
         },
     }
 }
@@ -369,9 +381,18 @@ impl<F: Future<Output = ()>> Future for ConnTask<F> {
             return Poll::Ready(());
         }
         let stop = this.stop;
-        stop.worker
-            .lifecycle
-            .poll_phase(Phase::Stopped, &mut stop.key, cx)
+        let lifecycle = &stop.worker.lifecycle;
+        let phase = lifecycle.phase.get();
+        // Polled on every wake-up of the connection: the usual case is a waker
+        // already in the slab since a phase that has not changed. The waker cannot
+        // have changed either: this is the root future of its task (`conn_task` is
+        // only spawned), and a task's waker is always its own.
+        if stop.key != NO_KEY && phase == stop.registered_in {
+            debug_assert!(lifecycle.holds(stop.key, cx.waker()));
+            return Poll::Pending;
+        }
+        stop.registered_in = phase;
+        lifecycle.poll_phase(Phase::Stopped, &mut stop.key, cx)
     }
 }
 

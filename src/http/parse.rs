@@ -427,7 +427,8 @@ static HOST_BYTE: [bool; 256] = {
 /// `name` equals `lower` (same length; lower-case letters and '-') ignoring ASCII
 /// case, compared a word at a time. Or-ing 0x20 into a byte turns it into a given
 /// lower-case letter only from that letter or its capital, and into '-' only from
-/// '-' or CR, which a token cannot hold: exact for every valid name.
+/// '-' or CR, which neither a token nor a field value can hold: exact for every
+/// valid name, and for field values.
 fn folded_eq(name: &[u8], lower: &[u8]) -> bool {
     debug_assert_eq!(name.len(), lower.len());
     let n = name.len();
@@ -487,7 +488,15 @@ impl Fields {
             }
             HeaderKind::ContentLength => {
                 // RFC 9110 §8.6: a list of identical values may be taken as one;
-                // differing values are unrecoverable.
+                // differing values are unrecoverable. Usually one plain number:
+                // read without splitting (same result as the loop below).
+                if let Some(n) = plain_decimal(value) {
+                    if self.content_length.is_some_and(|old| old != n) {
+                        return Err(ParseError::Malformed("differing Content-Length values"));
+                    }
+                    self.content_length = Some(n);
+                    return Ok(());
+                }
                 for item in value.split(|&b| b == b',') {
                     let n = parse_content_length(trim(item))?;
                     if self.content_length.is_some_and(|old| old != n) {
@@ -515,15 +524,11 @@ impl Fields {
                 }
             }
             HeaderKind::Connection => {
-                for token in value.split(|&b| b == b',') {
-                    let token = trim(token);
-                    if token.eq_ignore_ascii_case(b"close") {
-                        self.conn_close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        self.conn_keep_alive = true;
-                    } else if !token.is_empty() {
-                        self.conn_names_headers = true;
-                    }
+                // Usually a single option: compared without splitting.
+                match value.len() {
+                    5 if folded_eq(value, b"close") => self.conn_close = true,
+                    10 if folded_eq(value, b"keep-alive") => self.conn_keep_alive = true,
+                    _ => self.note_connection_list(value),
                 }
             }
             HeaderKind::Expect if trim(value).eq_ignore_ascii_case(b"100-continue") => {
@@ -534,6 +539,36 @@ impl Fields {
         }
         Ok(())
     }
+
+    /// Connection options (RFC 9110 §7.6.1), as a comma-separated list.
+    fn note_connection_list(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',') {
+            let token = trim(token);
+            if token.eq_ignore_ascii_case(b"close") {
+                self.conn_close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.conn_keep_alive = true;
+            } else if !token.is_empty() {
+                self.conn_names_headers = true;
+            }
+        }
+    }
+}
+
+/// A value that is nothing but 1 to 19 digits (no list, no whitespace), as a number.
+fn plain_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &b in v {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    Some(n)
 }
 
 /// RFC 9112 §6.1-6.3 for requests.
@@ -563,10 +598,7 @@ fn request_framing(f: &Fields, version: Version) -> Result<Framing, ParseError> 
 }
 
 fn parse_content_length(v: &[u8]) -> Result<u64, ParseError> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return Err(ParseError::Malformed("invalid Content-Length"));
-    }
-    Ok(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+    plain_decimal(v).ok_or(ParseError::Malformed("invalid Content-Length"))
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -610,9 +642,15 @@ pub fn parse_response(
         _ => Version::Http11,
     };
     let status = resp.code.expect("complete response has a status");
-    // The status line after the version: "200 OK" (reason may be empty).
-    let line_end = memchr::memchr(b'\n', buf).expect("complete head has a line end");
-    let line = &buf[..line_end];
+    // The status line after the version: "200 OK", or "200" (no reason). It is the
+    // first line that is not empty (empty lines before it are skipped).
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .expect("complete head has a status line");
+    let line_end =
+        start + memchr::memchr(b'\n', &buf[start..]).expect("complete head has a line end");
+    let line = &buf[start..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let status_line = &line[9.min(line.len())..];
 

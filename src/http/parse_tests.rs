@@ -297,6 +297,53 @@ fn response_framing() {
     let r = resp(input, false).unwrap();
     assert_eq!(r.status_line.get(input.as_bytes()), b"404 Not Found");
     assert!(r.has_date);
+    let input = "\n\r\nHTTP/1.1 200\r\n\r\n";
+    let r = resp(input, false).unwrap();
+    assert_eq!(r.status_line.get(input.as_bytes()), b"200");
+}
+
+#[test]
+fn single_valued_fields_read_like_lists() {
+    // The one-value fast paths give what the list parsing gives.
+    let cases = [
+        ("Content-Length: 42", Ok(Framing::Length(42))),
+        ("Content-Length: 42, 42", Ok(Framing::Length(42))),
+        ("Content-Length: 042", Ok(Framing::Length(42))),
+        (
+            "Content-Length: 9999999999999999999",
+            Ok(Framing::Length(9_999_999_999_999_999_999)),
+        ),
+        ("Content-Length: 10000000000000000000", Err(())),
+        ("Content-Length: 4 2", Err(())),
+        ("Content-Length: +42", Err(())),
+        ("Content-Length: 42\r\nContent-Length: 43", Err(())),
+        (
+            "Content-Length: 42\r\nContent-Length: 42",
+            Ok(Framing::Length(42)),
+        ),
+    ];
+    for (field, want) in cases {
+        let input = format!("HTTP/1.1 200 OK\r\n{field}\r\n\r\n");
+        let got = resp(&input, false).map(|r| r.framing).map_err(|_| ());
+        assert_eq!(got, want, "{field}");
+    }
+    let cases = [
+        ("Connection: close", false, false),
+        ("Connection: CLOSE", false, false),
+        ("Connection: Keep-Alive", true, false),
+        ("Connection: keep-alivf", false, true),
+        ("Connection: closer", false, true),
+        ("Connection: close, x-a", false, true),
+    ];
+    for (field, keep_alive, names) in cases {
+        let input = format!("HTTP/1.0 200 OK\r\n{field}\r\nContent-Length: 0\r\n\r\n");
+        let r = resp(&input, false).unwrap();
+        assert_eq!(
+            (r.keep_alive, r.connection_names_headers),
+            (keep_alive, names),
+            "{field}"
+        );
+    }
 }
 
 #[test]

@@ -261,13 +261,12 @@ pub fn write_interim_head(
 }
 
 fn write_status_line(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead) {
+    // "200 OK" as received: the status code's three digits, then a space and the
+    // reason, or nothing (the space is added then, RFC 9112 §4).
     let line = resp.status_line.get(buf);
-    let reason = line.get(4..).unwrap_or_default();
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(resp.status));
-    out.push(b' ');
-    out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(line);
+    out.extend_from_slice(if line.len() > 3 { b"\r\n" } else { b" \r\n" });
 }
 
 fn push_length(out: &mut Vec<u8>, n: u64) {

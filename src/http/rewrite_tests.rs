@@ -255,6 +255,19 @@ fn response_head_rewrite() {
         out,
         "HTTP/1.1 404 \r\ncontent-length: 3\r\ndate: DATE\r\nconnection: keep-alive\r\n\r\n"
     );
+    // No reason at all: the status line keeps its required space; empty lines
+    // before the status line are not part of it.
+    let out = response(
+        "\r\nHTTP/1.1 503\r\nContent-Length: 3\r\n\r\n",
+        false,
+        ClientFraming::Length(3),
+        ConnHeader::None,
+        &HeaderEdit::default(),
+    );
+    assert_eq!(
+        out,
+        "HTTP/1.1 503 \r\ncontent-length: 3\r\ndate: DATE\r\n\r\n"
+    );
     let out = response(
         "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
         false,
