@@ -1,20 +1,81 @@
-//! Per-core clock: the IMF-fixdate for Date headers (RFC 9110 §5.6.7), formatted at
-//! most once per second per core; and [`Deadlines`], the per-core queue behind every
-//! socket timeout (`relay::Timer` drives it).
+//! Per-core clock: [`Moment`], the coarse clock every timeout is measured on; the
+//! IMF-fixdate for Date headers (RFC 9110 §5.6.7), formatted at most once per second
+//! per core; and [`Deadlines`], the per-core queue behind every socket timeout
+//! (`relay::Timer` drives it).
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::Add;
 use std::task::Waker;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+/// A time on the kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`), in
+/// milliseconds. Timeouts only: it advances once per kernel tick (1 to 10 ms), so a
+/// deadline taken from it may pass up to a tick early or late, as with nginx's
+/// cached time. Reading it costs a few loads in the vDSO, against a TSC read and a
+/// conversion for `Instant::now()` (which took about 260 instructions of every
+/// request at 7 reads each), and a deadline is one u64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Moment(u64);
+
+impl Moment {
+    pub fn now() -> Moment {
+        Moment(coarse_ms(libc::CLOCK_MONOTONIC_COARSE))
+    }
+
+    /// How long after `earlier` this is; zero if it is not later.
+    pub fn saturating_duration_since(self, earlier: Moment) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+
+    pub fn checked_sub(self, d: Duration) -> Option<Moment> {
+        self.0.checked_sub(ms_ceil(d)).map(Moment)
+    }
+
+    /// The same time on `Instant`'s clock (for monoio's timer wheel).
+    pub fn to_instant(self) -> Instant {
+        let (now, instant) = (Moment::now(), Instant::now());
+        match self.0.checked_sub(now.0) {
+            Some(ahead) => instant + Duration::from_millis(ahead),
+            None => instant,
+        }
+    }
+}
+
+impl Add<Duration> for Moment {
+    type Output = Moment;
+
+    /// Rounded up to a whole millisecond: never earlier than asked.
+    fn add(self, d: Duration) -> Moment {
+        Moment(self.0.saturating_add(ms_ceil(d)))
+    }
+}
+
+fn ms_ceil(d: Duration) -> u64 {
+    let ms = d.as_secs().saturating_mul(1000);
+    ms.saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)))
+}
+
+/// Milliseconds on a coarse clock (whole seconds are exact).
+#[allow(unsafe_code)]
+fn coarse_ms(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration. The coarse
+    // clocks exist on every Linux since 2.6.32; were the call to fail, `ts` stays zero
+    // (tested in `coarse_clocks_read_and_advance`).
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
 
 /// The timeouts of one core's sockets: a slot per socket (a deadline, the time of its
 /// heap entry, two flags and a waker: 56 bytes) and one min-heap of (time, slot)
 /// entries. An idle connection keeps its slot: with a monoio `Sleep` each (640 bytes,
 /// cache-padded for threads it never meets) a timer for each of 10,000 idle
-/// connections would cost more than the connections. (Times as u64 nanoseconds since
-/// an epoch made the slot 40 bytes, but the conversion of every deadline cost about
-/// 200 instructions per request: `Instant` has no cheaper way to a number.)
+/// connections would cost more than the connections.
 ///
 /// Deadlines move on every read and write, almost always later. Moving one later is
 /// a store: the slot's heap entry stays where it is, and when it comes due the slot's
@@ -26,15 +87,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct Deadlines {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    heap: BinaryHeap<Reverse<(Instant, u32)>>,
+    heap: BinaryHeap<Reverse<(Moment, u32)>>,
 }
 
 #[derive(Default)]
 struct Slot {
     /// When the last armed operation times out (None before the first).
-    deadline: Option<Instant>,
+    deadline: Option<Moment>,
     /// Time of this slot's valid heap entry.
-    queued: Option<Instant>,
+    queued: Option<Moment>,
     waker: Option<Waker>,
     /// An operation is armed: `deadline` fires.
     armed: bool,
@@ -61,7 +122,7 @@ impl Deadlines {
     /// Arms slot `i` to fire at `deadline`. True when that pushed a heap entry
     /// (the deadline is earlier than anything queued for the slot), so that whoever
     /// sleeps until the earliest entry may need waking.
-    pub fn arm(&mut self, i: u32, deadline: Instant) -> bool {
+    pub fn arm(&mut self, i: u32, deadline: Moment) -> bool {
         let slot = &mut self.slots[i as usize];
         slot.deadline = Some(deadline);
         slot.armed = true;
@@ -82,7 +143,7 @@ impl Deadlines {
     }
 
     /// The deadline slot `i` was last armed with, if it ever was.
-    pub fn last(&self, i: u32) -> Option<Instant> {
+    pub fn last(&self, i: u32) -> Option<Moment> {
         self.slots[i as usize].deadline
     }
 
@@ -100,7 +161,7 @@ impl Deadlines {
 
     /// Fires every armed slot whose deadline is at or before `now`, handing each
     /// one's waker to `wake`.
-    pub fn expire(&mut self, now: Instant, mut wake: impl FnMut(Waker)) {
+    pub fn expire(&mut self, now: Moment, mut wake: impl FnMut(Waker)) {
         while let Some(&Reverse((at, i))) = self.heap.peek() {
             if at > now {
                 break;
@@ -129,7 +190,7 @@ impl Deadlines {
     }
 
     /// The earliest queued time (stale entries at the top are dropped first).
-    pub fn earliest(&mut self) -> Option<Instant> {
+    pub fn earliest(&mut self) -> Option<Moment> {
         while let Some(&Reverse((at, i))) = self.heap.peek() {
             if self.slots[i as usize].queued == Some(at) {
                 return Some(at);
@@ -160,9 +221,8 @@ impl DateCache {
 
     /// Calls `f` with the current date line value, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
     pub fn with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        // The coarse wall clock: whole seconds are all a Date holds.
+        let now = coarse_ms(libc::CLOCK_REALTIME_COARSE) / 1000;
         if now != self.second.get() {
             self.second.set(now);
             format_imf_fixdate(now, &mut self.text.borrow_mut());
@@ -240,7 +300,7 @@ pub(crate) mod tests {
     fn deadlines_fire_once_and_moves_later_cost_no_entry() {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        let t0 = Instant::now();
+        let t0 = Moment::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut d = Deadlines::default();
         let (a, b) = (d.add(), d.add());
@@ -282,7 +342,7 @@ pub(crate) mod tests {
 
     #[test]
     fn removed_slots_are_reused_and_their_entries_go_stale() {
-        let t0 = Instant::now();
+        let t0 = Moment::now();
         let mut d = Deadlines::default();
         let a = d.add();
         assert_eq!(d.last(a), None);
@@ -293,6 +353,48 @@ pub(crate) mod tests {
         assert_eq!(d.last(b), None, "a reused slot starts afresh");
         assert_eq!(d.earliest(), None, "the freed slot's entry is stale");
         d.expire(t0 + Duration::from_secs(1), |_| panic!("nothing armed"));
+    }
+
+    #[test]
+    fn coarse_clocks_read_and_advance() {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let coarse = coarse_ms(libc::CLOCK_REALTIME_COARSE) / 1000;
+        assert!(coarse.abs_diff(wall) <= 1, "wall clock {coarse} vs {wall}");
+        let (m0, i0) = (Moment::now(), Instant::now());
+        assert!(m0.0 > 0, "the monotonic clock reads");
+        // It advances with real time (give it 5 s to pass 30 ms; ticks are <= 10 ms).
+        let m1 = loop {
+            let m = Moment::now();
+            if m.saturating_duration_since(m0) >= Duration::from_millis(30)
+                || i0.elapsed() > Duration::from_secs(5)
+            {
+                break m;
+            }
+            std::hint::spin_loop();
+        };
+        let fine = i0.elapsed();
+        let coarse = m1.saturating_duration_since(m0);
+        assert!(coarse >= Duration::from_millis(30), "advanced {coarse:?}");
+        assert!(
+            coarse <= fine + Duration::from_millis(20),
+            "{coarse:?} vs {fine:?}"
+        );
+        // Arithmetic: adding rounds up to a millisecond, never early.
+        assert_eq!(m0 + Duration::from_micros(1), Moment(m0.0 + 1));
+        assert_eq!(m0 + Duration::from_millis(1500), Moment(m0.0 + 1500));
+        assert_eq!(m0.checked_sub(Duration::from_millis(m0.0 + 1)), None);
+        assert_eq!(m0.saturating_duration_since(m1), Duration::ZERO);
+        let later = m0 + Duration::from_secs(3600);
+        let on_wheel = later.to_instant();
+        let ahead = on_wheel.saturating_duration_since(Instant::now());
+        assert!(ahead > Duration::from_secs(3590) && ahead <= Duration::from_secs(3600));
+        assert!(
+            m0.to_instant() <= Instant::now(),
+            "a past moment is due now"
+        );
     }
 
     #[test]

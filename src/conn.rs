@@ -19,6 +19,7 @@
 //! 16 KiB buffer and a 2.5 KB future. A busy connection stays in one burst: no
 //! allocation per request.
 
+use crate::clock::Moment;
 use crate::error::ProxyError;
 use crate::http::answer::{Answer, ConnHeader};
 use crate::http::parse::{parse_request, Framing, HeaderSpan, Method, RequestHead, Version};
@@ -32,7 +33,7 @@ use monoio::net::TcpStream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Request bodies up to this size are read and discarded before a direct answer,
 /// so the connection can stay open; larger ones close it instead.
@@ -74,7 +75,7 @@ enum Burst {
     Close,
     /// No request for `release_buffers_after`, with nothing buffered; the
     /// connection has been idle since then.
-    Idle(Instant),
+    Idle(Moment),
 }
 
 /// What waiting for a request head gave.
@@ -83,7 +84,7 @@ enum Head {
     /// Close quietly (client gone, idle timeout).
     Closed,
     /// Nothing arrived within the hold time (see [`Burst::Idle`]).
-    Idle(Instant),
+    Idle(Moment),
 }
 
 /// What to do with the connection after a response.
@@ -148,7 +149,7 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
             // (A block: `wait` must not outlive the call, or the future keeps it.)
             let readable = {
                 let idle_timeout = worker.snapshot.listeners[c.listener()].idle_timeout;
-                let wait = (at + idle_timeout).saturating_duration_since(Instant::now());
+                let wait = (at + idle_timeout).saturating_duration_since(Moment::now());
                 if wait.is_zero() {
                     return;
                 }
@@ -164,7 +165,7 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
 
 /// One burst: takes a buffer and scratch space, serves requests while they keep
 /// coming, and gives the buffer back.
-async fn burst(w: &Worker, conn: &mut Conn, head_deadline: Option<Instant>) -> Burst {
+async fn burst(w: &Worker, conn: &mut Conn, head_deadline: Option<Moment>) -> Burst {
     let mut d = Downstream {
         peer: Peer::of(conn.peer),
         conn,
@@ -183,7 +184,7 @@ async fn burst(w: &Worker, conn: &mut Conn, head_deadline: Option<Instant>) -> B
 impl Downstream<'_> {
     /// Serves requests while they keep coming (see the module docs).
     /// `head_deadline`: when the first head must be complete (a new connection's).
-    async fn requests(&mut self, worker: &Worker, mut head_deadline: Option<Instant>) -> Burst {
+    async fn requests(&mut self, worker: &Worker, mut head_deadline: Option<Moment>) -> Burst {
         loop {
             let head = match self.read_head(worker, head_deadline.take()).await {
                 Ok(Head::Ready(head)) => head,
@@ -217,7 +218,7 @@ impl Downstream<'_> {
     async fn read_head(
         &mut self,
         w: &Worker,
-        mut deadline: Option<Instant>,
+        mut deadline: Option<Moment>,
     ) -> Result<Head, ProxyError> {
         // Move a pipelined request's bytes to the front.
         if self.pos > 0 {
@@ -234,7 +235,7 @@ impl Downstream<'_> {
                 if let Some(head) = parse_request(&self.rbuf, &cfg.limits, &mut self.headers)? {
                     return Ok(Head::Ready(head));
                 }
-                deadline.get_or_insert_with(|| Instant::now() + cfg.header_timeout);
+                deadline.get_or_insert_with(|| Moment::now() + cfg.header_timeout);
             }
             let read = match deadline {
                 None => {
@@ -253,14 +254,14 @@ impl Downstream<'_> {
                         // Idle since the wait began, `hold` ago (no clock read per
                         // request for the rare case).
                         Ok(Waited::Released) => {
-                            let now = Instant::now();
+                            let now = Moment::now();
                             return Ok(Head::Idle(now.checked_sub(hold).unwrap_or(now)));
                         }
                         Err(e) => Err(e),
                     }
                 }
                 Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = deadline.saturating_duration_since(Moment::now());
                     if left.is_zero() {
                         return Err(ProxyError::HeadTimeout);
                     }

@@ -14,7 +14,7 @@
 //! cancels it) and its buffer is lost with it: after any timeout here the caller
 //! must close the connection, which it does.
 
-use crate::clock::Deadlines;
+use crate::clock::{Deadlines, Moment};
 use crate::http::body::{dechunk_in_place, BodyError, ChunkedDecoder};
 use crate::http::parse::Framing;
 use monoio::buf::{IoBuf, IoBufMut};
@@ -26,7 +26,7 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Buffer size for relaying a body that does not fit in the first buffer.
 pub const RELAY_BUF: usize = 64 * 1024;
@@ -46,7 +46,7 @@ struct Clock {
     deadlines: RefCell<Deadlines>,
     /// The driver task's waker, and the time it sleeps until (None: no deadline).
     driver: RefCell<Option<Waker>>,
-    sleeps_until: Cell<Option<Instant>>,
+    sleeps_until: Cell<Option<Moment>>,
     running: Cell<bool>,
 }
 
@@ -79,9 +79,11 @@ async fn drive(clock: Rc<Clock>) {
     let mut sleep = Box::pin(monoio::time::sleep(Duration::from_secs(3600)));
     // The deadline the sleep last fired for: everything up to it is due even if
     // the wheel (1 ms ticks) woke us a little early.
-    let mut fired_for: Option<Instant> = None;
+    let mut fired_for: Option<Moment> = None;
+    // The deadline the sleep is set for (its wheel time is derived from it).
+    let mut sleeping_for: Option<Moment> = None;
     std::future::poll_fn(move |cx| loop {
-        let mut now = Instant::now();
+        let mut now = Moment::now();
         if let Some(at) = fired_for.take() {
             now = now.max(at);
         }
@@ -101,9 +103,11 @@ async fn drive(clock: Rc<Clock>) {
         let Some(at) = next else {
             return Poll::<()>::Pending;
         };
-        let at_wheel = monoio::time::Instant::from_std(at);
-        if sleep.deadline() != at_wheel {
-            sleep.as_mut().reset(at_wheel);
+        if sleeping_for != Some(at) {
+            sleeping_for = Some(at);
+            sleep
+                .as_mut()
+                .reset(monoio::time::Instant::from_std(at.to_instant()));
         }
         if sleep.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
@@ -134,7 +138,7 @@ impl Timer {
     /// keeps the futures of idle connections and each operation's moves smaller. The
     /// deadline is armed here, when `run` is called: await the result at once.
     pub fn run<F: Future>(&mut self, timeout: Duration, op: F) -> Timed<'_, F> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Moment::now() + timeout;
         let clock = &*self.clock;
         if clock.deadlines.borrow_mut().arm(self.slot, deadline)
             && clock.sleeps_until.get().is_none_or(|t| deadline < t)
@@ -147,7 +151,7 @@ impl Timer {
     }
 
     /// When the last operation run under this timer would have timed out.
-    pub fn last_deadline(&self) -> Option<Instant> {
+    pub fn last_deadline(&self) -> Option<Moment> {
         self.clock.deadlines.borrow().last(self.slot)
     }
 }

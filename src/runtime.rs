@@ -296,7 +296,7 @@ async fn run(
         loop {
             monoio::select! {
                 _ = monoio::time::sleep(Duration::from_secs(1)) => {
-                    sweeper.pool.sweep(std::time::Instant::now());
+                    sweeper.pool.sweep(crate::clock::Moment::now());
                     sweeper.bufs.sweep();
                 }
                 _ = sweeper.lifecycle.draining() => return,

@@ -11,6 +11,7 @@
 pub mod balance;
 pub mod pool;
 
+use crate::clock::Moment;
 use crate::conn::{request_body_error, Downstream, Failure, Next};
 use crate::error::ProxyError;
 use crate::http::answer::ConnHeader;
@@ -24,7 +25,7 @@ use crate::route::Route;
 use crate::worker::{ClusterRt, Worker};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Largest upstream response head accepted (502 beyond).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -104,7 +105,7 @@ async fn attempt_all(
             None
         } else {
             w.pool
-                .checkout(slot, Instant::now(), !head.method.is_idempotent())
+                .checkout(slot, Moment::now(), !head.method.is_idempotent())
         };
         let reused = pooled.is_some();
         let up = match pooled {
@@ -312,7 +313,7 @@ impl Exchange<'_> {
         // 4. Keep the upstream connection if it is in sync: whole response read and
         // nothing after it.
         if resp.keep_alive && pos == bufs.resp.len() {
-            self.w.pool.checkin(self.slot, up, Instant::now());
+            self.w.pool.checkin(self.slot, up, Moment::now());
         }
         Ok(if close { Next::Close } else { Next::KeepAlive })
     }
@@ -375,7 +376,7 @@ impl Exchange<'_> {
     ) -> Result<ResponseHead, ExchangeError> {
         // From the request sent: the first read's timer deadline (no clock read of
         // its own); later reads of a head that came in pieces get what is left.
-        let mut deadline: Option<Instant> = None;
+        let mut deadline: Option<Moment> = None;
         let is_head = self.head.method == Method::Head;
         bufs.resp.clear();
         bufs.resp.resize(HEADROOM, 0);
@@ -405,7 +406,7 @@ impl Exchange<'_> {
             }
             let left = match deadline {
                 None => self.cluster.config.response_timeout,
-                Some(at) => at.saturating_duration_since(Instant::now()),
+                Some(at) => at.saturating_duration_since(Moment::now()),
             };
             let mut up_io = Io::new(up, &mut d.up_timer, left);
             match relay::read_into(&mut up_io, &mut bufs.resp).await {

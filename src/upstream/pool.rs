@@ -10,16 +10,17 @@
 //! A once-a-second sweep probes every idle connection and drops the expired and
 //! closed ones, so their descriptors do not linger in CLOSE_WAIT.
 
+use crate::clock::Moment;
 use monoio::net::TcpStream;
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Idle time from which a pooled connection is probed before reuse.
 pub const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 struct Idle {
     stream: TcpStream,
-    since: Instant,
+    since: Moment,
 }
 
 struct Slot {
@@ -51,7 +52,7 @@ impl Pool {
 
     /// The most recently used live connection to endpoint `slot`, if any. `probe`:
     /// peek at it whatever its idle time (the request cannot be retried).
-    pub fn checkout(&self, slot: usize, now: Instant, probe: bool) -> Option<TcpStream> {
+    pub fn checkout(&self, slot: usize, now: Moment, probe: bool) -> Option<TcpStream> {
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[slot];
         while let Some(idle) = slot.idle.pop() {
@@ -66,7 +67,7 @@ impl Pool {
     }
 
     /// Returns a connection after a complete exchange; dropped if the slot is full.
-    pub fn checkin(&self, slot: usize, stream: TcpStream, now: Instant) {
+    pub fn checkin(&self, slot: usize, stream: TcpStream, now: Moment) {
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[slot];
         if slot.idle.len() < slot.max_idle {
@@ -75,7 +76,7 @@ impl Pool {
     }
 
     /// Drops expired connections and those the backend closed.
-    pub fn sweep(&self, now: Instant) {
+    pub fn sweep(&self, now: Moment) {
         for slot in self.slots.borrow_mut().iter_mut() {
             let timeout = slot.idle_timeout;
             slot.idle.retain(|idle| {
@@ -119,6 +120,7 @@ fn is_open_and_quiet(stream: &TcpStream) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Instant;
 
     /// Runs `f` on a monoio runtime (legacy driver works everywhere tests run).
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -135,7 +137,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         block_on(async move {
             let pool = Pool::new([(4, Duration::from_secs(30))]);
-            let now = Instant::now();
+            let now = Moment::now();
             // Three connections: one stays open, one is closed by the peer, one gets stray bytes.
             let mut peers = Vec::new();
             for _ in 0..3 {
@@ -152,16 +154,16 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(5);
             let mut got = None;
             while Instant::now() < deadline {
-                pool.sweep(Instant::now());
+                pool.sweep(Moment::now());
                 if pool.idle_count() == 1 {
-                    got = pool.checkout(0, Instant::now(), true);
+                    got = pool.checkout(0, Moment::now(), true);
                     break;
                 }
                 monoio::time::sleep(Duration::from_millis(5)).await;
             }
             assert!(got.is_some(), "the open connection is handed out");
             assert_eq!(pool.idle_count(), 0);
-            assert!(pool.checkout(0, Instant::now(), true).is_none());
+            assert!(pool.checkout(0, Moment::now(), true).is_none());
             // Expiry.
             pool.checkin(0, got.unwrap(), now);
             assert!(pool
@@ -192,7 +194,7 @@ mod tests {
         block_on(async move {
             let pool = Pool::new([(4, Duration::from_secs(30))]);
             let c = closed_by_peer(&listener, addr).await;
-            let now = Instant::now();
+            let now = Moment::now();
             pool.checkin(0, c, now);
             // Recently used, retryable request: handed out without a probe.
             let c = pool.checkout(0, now, false).expect("no probe");
@@ -216,7 +218,7 @@ mod tests {
             for _ in 0..2 {
                 let c = TcpStream::connect(addr).await.unwrap();
                 keep.push(listener.accept().unwrap());
-                pool.checkin(0, c, Instant::now());
+                pool.checkin(0, c, Moment::now());
             }
             assert_eq!(pool.idle_count(), 1);
         });
