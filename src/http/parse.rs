@@ -5,6 +5,7 @@
 //! It never allocates after warm-up: the caller owns the reused `Vec<HeaderSpan>`.
 
 use crate::config::{Limits, MAX_HEADERS_CAP};
+use crate::http::scan::{scan_response, ScanError, StatusLine};
 use std::mem::MaybeUninit;
 
 /// A byte range inside the buffer a head was parsed from.
@@ -106,7 +107,7 @@ impl HeaderKind {
     /// candidates, then one case-folded word compare: this runs for every header
     /// line of every request and response. `name` is a token (RFC 9110 §5.6.2), as
     /// httparse guarantees.
-    fn of(name: &[u8]) -> HeaderKind {
+    pub fn of(name: &[u8]) -> HeaderKind {
         let first = name.first().map_or(0, |b| b | 0x20);
         let (kind, lower): (HeaderKind, &[u8]) = match (name.len(), first) {
             (2, b't') => (HeaderKind::Te, b"te"),
@@ -621,47 +622,25 @@ pub fn parse_response(
     request_is_head: bool,
     headers: &mut Vec<HeaderSpan>,
 ) -> Result<Option<ResponseHead>, ParseError> {
-    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS_CAP];
-    let mut resp = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
-    {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= max_head => {
-            return Err(ParseError::HeadTooLarge)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(ParseError::TooManyHeaders),
-        Err(_) => return Err(ParseError::Malformed("invalid response head")),
+    let scanned = match scan_response(buf, MAX_HEADERS_CAP, headers) {
+        Ok(Some(s)) => s,
+        Ok(None) if buf.len() >= max_head => return Err(ParseError::HeadTooLarge),
+        Ok(None) => return Ok(None),
+        Err(ScanError::TooManyHeaders) => return Err(ParseError::TooManyHeaders),
+        Err(ScanError::Invalid) => return Err(ParseError::Malformed("invalid response head")),
     };
+    let StatusLine {
+        version,
+        status,
+        line: status_line,
+        head_len,
+    } = scanned;
     if head_len > max_head {
         return Err(ParseError::HeadTooLarge);
     }
-    let version = match resp.version {
-        Some(0) => Version::Http10,
-        _ => Version::Http11,
-    };
-    let status = resp.code.expect("complete response has a status");
-    // The status line after the version: "200 OK", or "200" (no reason). It is the
-    // first line that is not empty (empty lines before it are skipped).
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .expect("complete head has a status line");
-    let line_end =
-        start + memchr::memchr(b'\n', &buf[start..]).expect("complete head has a line end");
-    let line = &buf[start..line_end];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let status_line = &line[9.min(line.len())..];
-
-    headers.clear();
     let mut fields = Fields::default();
-    for h in resp.headers.iter() {
-        let span = classify(buf, h);
-        if span.kind != HeaderKind::Other {
-            fields.note(&span, buf)?;
-        }
-        headers.push(span);
+    for h in headers.iter().filter(|h| h.kind != HeaderKind::Other) {
+        fields.note(h, buf)?;
     }
     let framing =
         if request_is_head || (100..200).contains(&status) || status == 204 || status == 304 {
@@ -693,7 +672,7 @@ pub fn parse_response(
     Ok(Some(ResponseHead {
         version,
         status,
-        status_line: Span::of(buf, status_line),
+        status_line,
         head_len,
         framing,
         keep_alive,
