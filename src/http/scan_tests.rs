@@ -192,3 +192,26 @@ fn mutated_heads_match_httparse() {
         check(&buf[..cut], max_headers);
     }
 }
+
+#[test]
+fn value_scan_agrees_with_a_byte_table_for_every_byte_anywhere() {
+    let value_byte = |b: u8| (b >= 0x20 || b == b'\t') && b != 0x7f;
+    for filler in [b'a', b' ', b'\t', b'~', 0x80, 0xff] {
+        for b in 0..=255u8 {
+            for at in 0..17 {
+                let mut buf = vec![filler; 19];
+                buf[at] = b;
+                for start in [0, 1, 7, 12] {
+                    let want = (start..buf.len())
+                        .find(|&j| !value_byte(buf[j]))
+                        .unwrap_or(buf.len());
+                    assert_eq!(
+                        field_end(&buf, start),
+                        want,
+                        "filler {filler:#x}, byte {b:#x} at {at}, from {start}"
+                    );
+                }
+            }
+        }
+    }
+}
