@@ -240,13 +240,14 @@ pub struct HeaderEdit {
 }
 
 impl HeaderEdit {
+    /// True when some header line may be dropped ([`HeaderEdit::drops`]): head
+    /// writers ask once per head, not once per line, since most routes edit nothing.
+    pub fn drops_any(&self) -> bool {
+        !self.remove.is_empty() || !self.set.is_empty()
+    }
+
     /// True when a header of this (lower-case) name must not be passed through.
-    #[inline]
     pub fn drops(&self, name: &[u8]) -> bool {
-        // Called for every header line passed on; most routes edit nothing.
-        if self.remove.is_empty() && self.set.is_empty() {
-            return false;
-        }
         self.remove
             .iter()
             .chain(self.set.iter().map(|(n, _)| n))

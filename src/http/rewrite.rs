@@ -90,6 +90,7 @@ pub fn write_request_head(
     let mut has_id = false;
     let mut has_xf = [false; 3]; // proto, host, port
     let mut te_trailers = false;
+    let may_drop = rw.edits.drops_any();
     let mut run = LineRun::default();
 
     out.extend_from_slice(b"host: ");
@@ -132,7 +133,7 @@ pub fn write_request_head(
         if head.connection_names_headers && is_named_by_connection(buf, headers, name) {
             continue;
         }
-        if rw.edits.drops(name) {
+        if may_drop && rw.edits.drops(name) {
             continue;
         }
         has_id |= name.eq_ignore_ascii_case(id_name);
@@ -214,6 +215,7 @@ pub fn write_response_head(
     rw: &ResponseRewrite,
 ) {
     let (edits, framing) = (rw.edits, rw.framing);
+    let may_drop = edits.drops_any();
     write_status_line(out, buf, resp);
     let mut run = LineRun::default();
     for h in headers {
@@ -227,7 +229,7 @@ pub fn write_response_head(
         if resp.connection_names_headers && is_named_by_connection(buf, headers, name) {
             continue;
         }
-        if edits.drops(name) {
+        if may_drop && edits.drops(name) {
             continue;
         }
         run.push(out, buf, h);
@@ -264,6 +266,15 @@ fn write_status_line(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead) {
     // "200 OK" as received: the status code's three digits, then a space and the
     // reason, or nothing (the space is added then, RFC 9112 §4).
     let line = resp.status_line.get(buf);
+    let end = resp.status_line.start as usize + line.len();
+    if line.len() > 3
+        && buf.get(..9) == Some(b"HTTP/1.1 ")
+        && buf.get(end..end + 2) == Some(b"\r\n")
+    {
+        // An HTTP/1.1 status line with a reason and a CRLF, at the start of the head
+        // (so `line` starts at 9): copied as received, in one piece.
+        return out.extend_from_slice(&buf[..end + 2]);
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(line);
     out.extend_from_slice(if line.len() > 3 { b"\r\n" } else { b" \r\n" });
@@ -275,18 +286,41 @@ fn push_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// "00" to "99".
+static DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Appends `n` in decimal (no `fmt` machinery: this runs for every response).
 pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
     // Most values (ports, statuses, small lengths) have at most 5 digits: written as
-    // a fixed-size array, without the variable-length copy of a digit buffer.
-    let d = |k: u64| b'0' + (n / k % 10) as u8;
+    // a fixed-size array, without the variable-length copy of a digit buffer, two
+    // digits per division.
+    let pair = |k: u64| {
+        let at = 2 * (k % 100) as usize;
+        [DIGIT_PAIRS[at], DIGIT_PAIRS[at + 1]]
+    };
     match n {
-        0..=9 => return out.push(d(1)),
-        10..=99 => return out.extend_from_slice(&[d(10), d(1)]),
-        100..=999 => return out.extend_from_slice(&[d(100), d(10), d(1)]),
-        1_000..=9_999 => return out.extend_from_slice(&[d(1_000), d(100), d(10), d(1)]),
+        0..=9 => return out.push(b'0' + n as u8),
+        10..=99 => return out.extend_from_slice(&pair(n)),
+        100..=999 => {
+            let [b, c] = pair(n);
+            return out.extend_from_slice(&[b'0' + (n / 100) as u8, b, c]);
+        }
+        1_000..=9_999 => {
+            let ([a, b], [c, d]) = (pair(n / 100), pair(n));
+            return out.extend_from_slice(&[a, b, c, d]);
+        }
         10_000..=99_999 => {
-            return out.extend_from_slice(&[d(10_000), d(1_000), d(100), d(10), d(1)])
+            let ([b, c], [d, e]) = (pair(n / 100), pair(n));
+            return out.extend_from_slice(&[b'0' + (n / 10_000) as u8, b, c, d, e]);
         }
         _ => {}
     }
@@ -322,6 +356,7 @@ struct LineRun {
 }
 
 impl LineRun {
+    #[inline(always)]
     fn push(&mut self, out: &mut Vec<u8>, buf: &[u8], h: &HeaderSpan) {
         let name_start = h.name.start as usize;
         let name_end = name_start + h.name.len as usize;

@@ -268,6 +268,27 @@ fn response_head_rewrite() {
         out,
         "HTTP/1.1 503 \r\ncontent-length: 3\r\ndate: DATE\r\n\r\n"
     );
+    // Copied in one piece only when it is an HTTP/1.1 status line ending in CRLF at
+    // the start of the head.
+    for input in [
+        "HTTP/1.1 200 OK\nContent-Length: 3\n\n",
+        "\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+        "\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+    ] {
+        let out = response(
+            input,
+            false,
+            ClientFraming::Length(3),
+            ConnHeader::None,
+            &HeaderEdit::default(),
+        );
+        assert_eq!(
+            out, "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ndate: DATE\r\n\r\n",
+            "{input:?}"
+        );
+    }
     let out = response(
         "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
         false,
@@ -283,7 +304,11 @@ fn decimal_and_peer_text() {
     let edges = [
         0u64, 7, 9, 10, 99, 100, 999, 1_000, 9_999, 10_000, 12_345, 99_999, 100_000,
     ];
-    for n in edges.into_iter().chain([1 << 32, u64::MAX]) {
+    for n in edges
+        .into_iter()
+        .chain(0..=100_100)
+        .chain([1 << 32, u64::MAX])
+    {
         let mut out = b"x".to_vec();
         push_decimal(&mut out, n);
         assert_eq!(out, format!("x{n}").as_bytes());
