@@ -1,7 +1,8 @@
 //! Sans-io HTTP/1.x head parsing (RFC 9112) over a connection's read buffer, and the
-//! request-smuggling defences. httparse does the tokenising; this module classifies
-//! the header lines once, records them as offsets into the buffer (zero-copy, and no
-//! lifetimes tying the buffer to the connection state), and decides message framing.
+//! request-smuggling defences. httparse tokenises request heads and `http::scan`
+//! upstream response heads; this module classifies the header lines once, records
+//! them as offsets into the buffer (zero-copy, and no lifetimes tying the buffer to
+//! the connection state), and decides message framing.
 //! It never allocates after warm-up: the caller owns the reused `Vec<HeaderSpan>`.
 
 use crate::config::{Limits, MAX_HEADERS_CAP};
@@ -106,7 +107,7 @@ impl HeaderKind {
     /// One length dispatch, one first-letter dispatch where a length has several
     /// candidates, then one case-folded word compare: this runs for every header
     /// line of every request and response. `name` is a token (RFC 9110 §5.6.2), as
-    /// httparse guarantees.
+    /// both tokenisers guarantee.
     pub fn of(name: &[u8]) -> HeaderKind {
         let first = name.first().map_or(0, |b| b | 0x20);
         let (kind, lower): (HeaderKind, &[u8]) = match (name.len(), first) {
