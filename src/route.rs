@@ -149,8 +149,6 @@ impl RouteTable {
 
     /// Index of the first route (in file order) matching the request.
     pub fn lookup(&self, req: &RequestView) -> Option<usize> {
-        let mut host_buf = [0u8; MAX_HOST];
-        let host = req.host.and_then(|h| normalize_host(h, &mut host_buf));
         let mut best = u32::MAX;
         let mut consider = |list: &[u32]| {
             for &i in list {
@@ -163,15 +161,19 @@ impl RouteTable {
                 }
             }
         };
-        if let Some(host) = host {
-            if let Some(list) = self.exact_hosts.get(host) {
-                consider(list);
-            }
-            if !self.suffix_hosts.is_empty() {
-                // ".b.example.com", ".example.com", ".com" for "a.b.example.com".
-                for (pos, _) in host.iter().enumerate().filter(|(_, &b)| b == b'.') {
-                    if let Some(list) = self.suffix_hosts.get(&host[pos..]) {
-                        consider(list);
+        // Without host-specific routes the host is not normalised at all.
+        if !self.exact_hosts.is_empty() || !self.suffix_hosts.is_empty() {
+            let mut host_buf = [0u8; MAX_HOST];
+            if let Some(host) = req.host.and_then(|h| normalize_host(h, &mut host_buf)) {
+                if let Some(list) = self.exact_hosts.get(host) {
+                    consider(list);
+                }
+                if !self.suffix_hosts.is_empty() {
+                    // ".b.example.com", ".example.com", ".com" for "a.b.example.com".
+                    for (pos, _) in host.iter().enumerate().filter(|(_, &b)| b == b'.') {
+                        if let Some(list) = self.suffix_hosts.get(&host[pos..]) {
+                            consider(list);
+                        }
                     }
                 }
             }
