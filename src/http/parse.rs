@@ -409,22 +409,23 @@ fn is_valid_host(h: &[u8]) -> bool {
 
 /// The bytes `is_valid_host` accepts, as a table: one load per byte instead of a
 /// scan of the punctuation list (this runs for every request).
-static HOST_BYTE: [bool; 256] = {
+static HOST_BYTE: [bool; 256] = alnum_and(b"-._~!$&'()*+,;=:[]%");
+
+/// A byte class as a table: ASCII letters and digits, and the bytes of `punct`.
+pub(crate) const fn alnum_and(punct: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric();
+        t[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
-    let punct = b"-._~!$&'()*+,;=:[]%";
     let mut i = 0;
     while i < punct.len() {
         t[punct[i] as usize] = true;
         i += 1;
     }
     t
-};
+}
 
 /// `name` equals `lower` (same length; lower-case letters and '-') ignoring ASCII
 /// case, compared a word at a time. Or-ing 0x20 into a byte turns it into a given

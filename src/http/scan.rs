@@ -10,7 +10,7 @@
 //! a head) are checked eight bytes at a time and the line structure needs no second
 //! pass. Request heads, the hostile side, stay with httparse.
 
-use super::parse::{HeaderKind, HeaderSpan, Span, Version};
+use super::parse::{alnum_and, HeaderKind, HeaderSpan, Span, Version};
 
 /// A tokenised status line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,21 +168,7 @@ fn is_token(b: u8) -> bool {
     TOKEN[usize::from(b)]
 }
 
-static TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    let punct = b"!#$%&'*+-.^_`|~";
-    let mut i = 0;
-    while i < punct.len() {
-        t[punct[i] as usize] = true;
-        i += 1;
-    }
-    t
-};
+static TOKEN: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
 
 /// The first byte at or after `i` that cannot be in a field value or reason phrase
 /// (a control other than HTAB, or DEL: RFC 9110 §5.5, obs-text allowed), or
