@@ -46,11 +46,9 @@ pub fn scan_response(
     loop {
         match buf.get(i) {
             None => return Ok(None),
-            Some(b'\n') => i += 1,
-            Some(b'\r') => match buf.get(i + 1) {
+            Some(b'\r' | b'\n') => match line_break(buf, i)? {
+                Some(next) => i = next,
                 None => return Ok(None),
-                Some(b'\n') => i += 2,
-                Some(_) => return Err(Invalid),
             },
             Some(_) => break,
         }
