@@ -93,13 +93,7 @@ pub fn scan_response(
     loop {
         // A header line, or the blank line that ends the head.
         let name_start = i;
-        while i < n && is_token(buf[i]) {
-            i += 1;
-        }
-        if i == n {
-            return Ok(None);
-        }
-        if i == name_start {
+        if let Some(b'\r' | b'\n') = buf.get(i) {
             let Some(end) = line_break(buf, i)? else {
                 return Ok(None);
             };
@@ -110,12 +104,33 @@ pub fn scan_response(
                 head_len: end,
             }));
         }
-        // field-name ":" OWS field-value OWS (RFC 9112 §5): no space before the colon.
-        if buf[i] != b':' {
+        // field-name ":" OWS field-value OWS (RFC 9112 §5): the name runs to the
+        // colon (no space before it) and is a token. Found as the first colon or
+        // control byte, a word at a time; the bytes before it are checked after.
+        i = name_end(buf, i);
+        if i == n {
+            // Incomplete; invalid already if what is there cannot be a name.
+            return if buf[name_start..].iter().all(|&b| is_token(b)) {
+                Ok(None)
+            } else {
+                Err(Invalid)
+            };
+        }
+        let name = &buf[name_start..i];
+        if buf[i] != b':' || name.is_empty() {
+            return Err(Invalid);
+        }
+        // A name the proxy knows is matched whole, which checks its bytes too: only
+        // a letter or its capital folds to a lower-case letter, and only '-' or CR
+        // (a control, not in `name`) to '-'. Others are checked here.
+        let kind = HeaderKind::of(name);
+        if kind == HeaderKind::Other && !all_tokens(name) {
             return Err(Invalid);
         }
         let name_end = i;
         i += 1;
+        // Usually one space.
+        i += usize::from(buf.get(i) == Some(&b' '));
         while i < n && matches!(buf[i], b' ' | b'\t') {
             i += 1;
         }
@@ -133,7 +148,7 @@ pub fn scan_response(
         headers.push(HeaderSpan {
             name: span(name_start, name_end),
             value: span(value_start, value_end),
-            kind: HeaderKind::of(&buf[name_start..name_end]),
+            kind,
         });
         i = next;
     }
@@ -168,14 +183,44 @@ fn is_token(b: u8) -> bool {
 
 static TOKEN: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
 
+/// Whether every byte of `s` is a tchar: the table's answers and-ed together, with
+/// no branch per byte.
+fn all_tokens(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| ok & is_token(b))
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The first ':' or control byte (below 0x20: CR and LF among them) at or after
+/// `i`, or `buf.len()`. Eight bytes at a time, like [`field_end`]: the lowest
+/// flagged byte of each test is exact, and so is the lowest of either.
+#[inline(always)]
+fn name_end(buf: &[u8], mut i: usize) -> usize {
+    while let Some(word) = buf.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let colon = x ^ (ONES * u64::from(b':'));
+        let is_colon = colon.wrapping_sub(ONES) & !colon;
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+        let hits = (is_colon | below_space) & HIGH;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < buf.len() && buf[i] != b':' && buf[i] >= 0x20 {
+        i += 1;
+    }
+    i
+}
+
 /// The first byte at or after `i` that cannot be in a field value or reason phrase
 /// (a control other than HTAB, or DEL: RFC 9110 §5.5, obs-text allowed), or
 /// `buf.len()`. Eight bytes at a time: a word has such a byte when one of its bytes
 /// is below 0x20 or equals 0x7F; the lowest flagged byte of each test is exact
 /// (borrows only flag bytes above a true hit), and a flagged HTAB is stepped over.
+#[inline(always)]
 fn field_end(buf: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(word) = buf.get(i..i + 8) {
         let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
         let below_space = x.wrapping_sub(ONES * 0x20) & !x;

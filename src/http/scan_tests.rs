@@ -215,3 +215,64 @@ fn value_scan_agrees_with_a_byte_table_for_every_byte_anywhere() {
         }
     }
 }
+
+#[test]
+fn name_scan_agrees_with_a_byte_table_for_every_byte_anywhere() {
+    let stops = |b: u8| b == b':' || b < 0x20;
+    for filler in [b'a', b'-', b' ', 0x7f, 0x80, 0xff] {
+        for b in 0..=255u8 {
+            for at in 0..17 {
+                let mut buf = vec![filler; 19];
+                buf[at] = b;
+                for start in [0, 1, 7, 12] {
+                    let want = (start..buf.len())
+                        .find(|&j| stops(buf[j]))
+                        .unwrap_or(buf.len());
+                    assert_eq!(
+                        name_end(&buf, start),
+                        want,
+                        "filler {filler:#x}, byte {b:#x} at {at}, from {start}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Names the proxy classifies are checked by the match itself, not the token table
+/// (see `scan_response`): every byte at every place of each, in either case, against
+/// httparse.
+#[test]
+fn every_byte_in_known_names_matches_httparse() {
+    let names: [&[u8]; 17] = [
+        b"te",
+        b"host",
+        b"date",
+        b"cookie",
+        b"expect",
+        b"trailer",
+        b"upgrade",
+        b"connection",
+        b"keep-alive",
+        b"content-length",
+        b"x-forwarded-for",
+        b"proxy-connection",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"transfer-encoding",
+        b"x-forwarded-proto",
+        b"Content-Length",
+    ];
+    for name in names {
+        for at in 0..name.len() {
+            for b in 0..=255u8 {
+                let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+                let mut name = name.to_vec();
+                name[at] = b;
+                head.extend_from_slice(&name);
+                head.extend_from_slice(b": 1\r\nContent-Type: text/plain\r\n\r\nbody");
+                check(&head, 8);
+            }
+        }
+    }
+}
