@@ -16,7 +16,7 @@
 //! `release_buffers_after`, the pending read is cancelled, the buffer goes back to the
 //! pool, the burst future is freed and the connection waits for readability again.
 //! An idle keep-alive connection then costs its task (a few hundred bytes), not a
-//! 16 KiB buffer and a 2.5 KB future. A busy connection stays in one burst: no
+//! 16 KiB buffer and a 2 KB future. A busy connection stays in one burst: no
 //! allocation per request.
 
 use crate::clock::Moment;
@@ -25,7 +25,7 @@ use crate::http::answer::{Answer, ConnHeader};
 use crate::http::parse::{parse_request, Framing, HeaderSpan, Method, RequestHead, Version};
 use crate::http::rewrite::Peer;
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer, Waited};
-use crate::route::{Action, RequestView};
+use crate::route::{Action, RequestView, Route};
 use crate::upstream;
 use crate::worker::Worker;
 use monoio::io::Canceller;
@@ -103,6 +103,22 @@ pub struct Failure {
     pub request_consumed: bool,
 }
 
+/// What routing decided for a request.
+enum Act<'w> {
+    Forward(&'w Route, usize),
+    Answer(&'w Answer),
+    NoRoute,
+}
+
+/// A request refused before anything was sent anywhere.
+fn refused(error: ProxyError, request_consumed: bool) -> Failure {
+    Failure {
+        error,
+        response_started: false,
+        request_consumed,
+    }
+}
+
 impl Conn {
     pub fn listener(&self) -> usize {
         self.listener as usize
@@ -164,8 +180,11 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
 }
 
 /// One burst: takes a buffer and scratch space, serves requests while they keep
-/// coming, and gives the buffer back.
-async fn burst(w: &Worker, conn: &mut Conn, head_deadline: Option<Moment>) -> Burst {
+/// coming (see the module docs), and gives the buffer back. `head_deadline`: when
+/// the first head must be complete (a new connection's). The request loop is not an
+/// `async fn` of its own: every completion of every request would poll one more
+/// nested future, nor is the handling of one request (routing, forwarding).
+async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -> Burst {
     let mut d = Downstream {
         peer: Peer::of(conn.peer),
         conn,
@@ -176,42 +195,52 @@ async fn burst(w: &Worker, conn: &mut Conn, head_deadline: Option<Moment>) -> Bu
         up_timer: Timer::new(),
         canceller: None,
     };
-    let end = d.requests(w, head_deadline).await;
+    let end = loop {
+        let head = match d.read_head(w, head_deadline.take()).await {
+            Ok(Head::Ready(head)) => head,
+            Ok(Head::Closed) => break Burst::Close,
+            Ok(Head::Idle(at)) => break Burst::Idle(at),
+            Err(e) => {
+                tracing::debug!(peer = %d.peer, error = %e, "bad request head");
+                if let Some(status) = e.status() {
+                    let answer = w.snapshot.errors.get(status);
+                    let _ = d.answer(w, answer, None, Next::Close).await;
+                }
+                break Burst::Close;
+            }
+        };
+        d.pos = head.head_len;
+        let result = match d.route(w, &head) {
+            Ok(Act::Forward(route, cluster)) => {
+                upstream::forward(&mut d, w, &head, route, cluster).await
+            }
+            Ok(Act::Answer(answer)) => {
+                let next = if d.discard_body(w, &head).await {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+                Ok(d.answer(w, answer, Some(&head), next).await)
+            }
+            Ok(Act::NoRoute) => {
+                let consumed = d.discard_body(w, &head).await;
+                Err(refused(ProxyError::NoRoute, consumed))
+            }
+            Err(f) => Err(f),
+        };
+        let next = match result {
+            Ok(next) => next,
+            Err(f) => d.failed(w, &head, f).await,
+        };
+        if next == Next::Close {
+            break Burst::Close;
+        }
+    };
     w.bufs.give(std::mem::take(&mut d.rbuf));
     end
 }
 
 impl Downstream<'_> {
-    /// Serves requests while they keep coming (see the module docs).
-    /// `head_deadline`: when the first head must be complete (a new connection's).
-    async fn requests(&mut self, worker: &Worker, mut head_deadline: Option<Moment>) -> Burst {
-        loop {
-            let head = match self.read_head(worker, head_deadline.take()).await {
-                Ok(Head::Ready(head)) => head,
-                Ok(Head::Closed) => return Burst::Close,
-                Ok(Head::Idle(at)) => return Burst::Idle(at),
-                Err(e) => {
-                    tracing::debug!(peer = %self.peer, error = %e, "bad request head");
-                    if let Some(status) = e.status() {
-                        let _ = self
-                            .answer(
-                                worker,
-                                worker.snapshot.errors.get(status),
-                                None,
-                                Next::Close,
-                            )
-                            .await;
-                    }
-                    return Burst::Close;
-                }
-            };
-            match self.handle(worker, &head).await {
-                Next::KeepAlive => {}
-                Next::Close => return Burst::Close,
-            }
-        }
-    }
-
     /// Reads until a complete request head is buffered, by `deadline` when given
     /// (a new connection's first head), else within `header_timeout` of its first
     /// byte.
@@ -280,47 +309,38 @@ impl Downstream<'_> {
         }
     }
 
-    async fn handle(&mut self, w: &Worker, head: &RequestHead) -> Next {
-        self.pos = head.head_len;
-        match self.route_and_act(w, head).await {
-            Ok(next) => next,
-            Err(f) => {
-                let status = f.error.status();
-                if f.error.is_downstream() {
-                    tracing::debug!(peer = %self.peer, error = %f.error, "request failed");
+    /// Answers a failed request when the client has seen nothing of a response yet.
+    async fn failed(&mut self, w: &Worker, head: &RequestHead, f: Failure) -> Next {
+        let status = f.error.status();
+        if f.error.is_downstream() {
+            tracing::debug!(peer = %self.peer, error = %f.error, "request failed");
+        } else {
+            tracing::warn!(peer = %self.peer, error = %f.error, status, "upstream failure");
+        }
+        match status {
+            Some(status) if !f.response_started => {
+                // answer() also closes for non-persistent requests and drains.
+                let next = if f.request_consumed && !is_fatal_status(status) {
+                    Next::KeepAlive
                 } else {
-                    tracing::warn!(peer = %self.peer, error = %f.error, status, "upstream failure");
-                }
-                match status {
-                    Some(status) if !f.response_started => {
-                        // answer() also closes for non-persistent requests and drains.
-                        let next = if f.request_consumed && !is_fatal_status(status) {
-                            Next::KeepAlive
-                        } else {
-                            Next::Close
-                        };
-                        self.answer(w, w.snapshot.errors.get(status), Some(head), next)
-                            .await
-                    }
-                    _ => Next::Close,
-                }
+                    Next::Close
+                };
+                self.answer(w, w.snapshot.errors.get(status), Some(head), next)
+                    .await
             }
+            _ => Next::Close,
         }
     }
 
-    async fn route_and_act(&mut self, w: &Worker, head: &RequestHead) -> Result<Next, Failure> {
-        let fail = |error, request_consumed| Failure {
-            error,
-            response_started: false,
-            request_consumed,
-        };
+    /// What to do with a request: the listener's checks, then the route table.
+    fn route<'w>(&self, w: &'w Worker, head: &RequestHead) -> Result<Act<'w>, Failure> {
         if head.method == Method::Connect {
-            return Err(fail(ProxyError::MethodNotAllowed, !head.has_body()));
+            return Err(refused(ProxyError::MethodNotAllowed, !head.has_body()));
         }
         let limits = &w.snapshot.listeners[self.conn.listener()].limits;
         if let (Framing::Length(n), Some(max)) = (head.framing, limits.max_body_bytes) {
             if n > max {
-                return Err(fail(ProxyError::BodyTooLarge, false));
+                return Err(refused(ProxyError::BodyTooLarge, false));
             }
         }
         let view = RequestView {
@@ -333,21 +353,13 @@ impl Downstream<'_> {
             listener: self.conn.listener(),
         };
         let Some(index) = w.snapshot.routes.lookup(&view) else {
-            let consumed = self.discard_body(w, head).await;
-            return Err(fail(ProxyError::NoRoute, consumed));
+            return Ok(Act::NoRoute);
         };
         let route = w.snapshot.routes.route(index);
-        match &route.action {
-            Action::Forward(cluster) => upstream::forward(self, w, head, route, *cluster).await,
-            Action::Answer(answer) => {
-                let next = if self.discard_body(w, head).await {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                };
-                Ok(self.answer(w, answer, Some(head), next).await)
-            }
-        }
+        Ok(match &route.action {
+            Action::Forward(cluster) => Act::Forward(route, *cluster),
+            Action::Answer(answer) => Act::Answer(answer),
+        })
     }
 
     /// Reads and drops a small request body so the connection stays usable; false

@@ -391,7 +391,8 @@ impl Body {
         }
     }
 
-    fn is_done(&self) -> bool {
+    /// The whole body has been consumed.
+    pub fn is_done(&self) -> bool {
         match &self.kind {
             Kind::Length(rest) => *rest == 0,
             Kind::Chunked { decoder, .. } => decoder.is_done(),

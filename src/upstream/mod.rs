@@ -7,6 +7,11 @@
 //! response byte arrived is retried once on a fresh connection, when it is
 //! idempotent (RFC 9110 §9.2.2) or no request byte was written, and only if its body
 //! can be replayed from the buffer (it was never read from the client socket).
+//!
+//! `forward` holds the attempts and the exchange in one `async fn`, and checks
+//! before each awaited helper whether it has anything to do: each nested future is
+//! polled again on every completion of an operation below it (about 35
+//! instructions a level per completion, `tuning.md` §7).
 
 pub mod balance;
 pub mod pool;
@@ -57,7 +62,162 @@ pub async fn forward(
     write_request_head(&mut bufs.head, &d.rbuf, head, &d.headers, &rewrite, |out| {
         w.write_request_id(out)
     });
-    let result = attempt_all(d, w, head, route, cluster, &mut bufs).await;
+    // (The attempts are not an `async fn` of their own: each completion of the
+    // exchange would poll one more nested future.)
+    let result = 'attempts: {
+        let body_start = d.pos;
+        let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
+        let mut retry_on = None;
+        let mut retried = false;
+        let mut sent_continue = false;
+        let mut last_error = None;
+        loop {
+            let (ep, fresh) = match retry_on.take() {
+                Some(ep) => (ep, true),
+                None => match cluster.balancer.pick(|i| !tried.contains(&i)) {
+                    Some(ep) => (ep, false),
+                    None => {
+                        break 'attempts Err(Failure {
+                            error: last_error.expect("a cluster has at least one endpoint"),
+                            response_started: false,
+                            // A body may have been partly sent on an earlier attempt.
+                            request_consumed: !head.has_body(),
+                        });
+                    }
+                },
+            };
+            let endpoint = &cluster.config.endpoints[ep];
+            let slot = cluster.slot_base + ep;
+            let pooled = if fresh {
+                None
+            } else {
+                w.pool
+                    .checkout(slot, Moment::now(), !head.method.is_idempotent())
+            };
+            let reused = pooled.is_some();
+            let up = match pooled {
+                Some(s) => s,
+                None => match connect(
+                    endpoint.addr,
+                    &mut d.up_timer,
+                    cluster.config.connect_timeout,
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
+                        tried.push(ep);
+                        last_error = Some(e);
+                        continue;
+                    }
+                },
+            };
+            d.pos = body_start;
+            let mut ex = Exchange {
+                w,
+                head,
+                route,
+                cluster,
+                slot,
+                sent_continue: &mut sent_continue,
+            };
+            // The exchange, not an `async fn` of its own either (see above).
+            let mut up = up;
+            let outcome: Result<Next, ExchangeError> = 'exchange: {
+                let mut p = Progress::default();
+                let up_timeout = ex.cluster.config.response_timeout;
+                let client_timeout = d.client_timeout(ex.w);
+
+                // 1. Request head, then body.
+                let len = bufs.head.len();
+                let mut up_io = Io::new(&mut up, &mut d.up_timer, up_timeout);
+                if let Err((f, written)) =
+                    relay::write_range(&mut up_io, &mut bufs.head, 0..len).await
+                {
+                    p.wrote_request = written > 0;
+                    break 'exchange Err(p.fail(upstream_error(f, "write request head")));
+                }
+                p.wrote_request = true;
+                // (Checked here: a call would create and poll one more future.)
+                if !head.has_body() {
+                    p.request_consumed = true;
+                } else if let Err(e) = ex
+                    .send_body(d, &mut up, &mut p, client_timeout, up_timeout)
+                    .await
+                {
+                    break 'exchange Err(e);
+                }
+
+                // 2. Response head (after any interim 1xx responses).
+                let resp = match ex.read_response_head(d, &mut up, &mut bufs, &mut p).await {
+                    Ok(resp) => resp,
+                    Err(e) => break 'exchange Err(e),
+                };
+
+                // 3. Response head and body to the client.
+                let (close, client_http10) = ex.write_response_head(d, &mut bufs, &resp);
+                p.response_started = true;
+                let body_error = |e| match e {
+                    RelayError::Write(f) => client_write_error(f),
+                    RelayError::Read(f) => upstream_error(f, "read response body"),
+                    RelayError::Framing(b) => ProxyError::BadResponseBody(b),
+                    RelayError::TooLarge => unreachable!("response bodies have no limit"),
+                };
+                let mut pos = HEADROOM + resp.head_len;
+                let mut body = Body::new(resp.framing, None, MAX_RESPONSE_HEAD, client_http10);
+                // The body bytes that came with the head go out in the same write, the head
+                // copied into the room before them.
+                let first = match body.consume(&mut bufs.resp, &mut pos) {
+                    Ok(first) => first,
+                    Err(e) => break 'exchange Err(p.fail(body_error(e))),
+                };
+                let head_len = bufs.head.len();
+                let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
+                let sent = if head_len <= first.start {
+                    let start = first.start - head_len;
+                    bufs.resp[start..first.start].copy_from_slice(&bufs.head);
+                    relay::write_range(&mut client, &mut bufs.resp, start..first.end).await
+                } else {
+                    match relay::write_range(&mut client, &mut bufs.head, 0..head_len).await {
+                        Ok(()) => relay::write_range(&mut client, &mut bufs.resp, first).await,
+                        Err(e) => Err(e),
+                    }
+                };
+                if let Err((f, _)) = sent {
+                    break 'exchange Err(p.fail(client_write_error(f)));
+                }
+                let mut up_io = Io::new(&mut up, &mut d.up_timer, up_timeout);
+                // (The rest of the body, if any: a call would create and poll one
+                // more future.)
+                if !body.is_done() {
+                    if let Err(e) = body
+                        .relay(&mut up_io, Some(&mut client), &mut bufs.resp, &mut pos)
+                        .await
+                    {
+                        break 'exchange Err(p.fail(body_error(e)));
+                    }
+                }
+
+                // 4. Keep the upstream connection if it is in sync: whole response read and
+                // nothing after it.
+                if resp.keep_alive && pos == bufs.resp.len() {
+                    ex.w.pool.checkin(ex.slot, up, Moment::now());
+                }
+                Ok(if close { Next::Close } else { Next::KeepAlive })
+            };
+            match outcome {
+                Ok(next) => break 'attempts Ok(next),
+                Err(x) if reused && !retried && x.is_replayable(head.method) => {
+                    tracing::debug!(endpoint = %endpoint.addr, error = %x.failure.error,
+                    "stale pooled connection, retrying on a fresh one");
+                    retried = true;
+                    retry_on = Some(ep);
+                }
+                Err(x) => break 'attempts Err(x.failure),
+            }
+        }
+    };
     w.bufs.give(bufs.head);
     w.bufs.give(bufs.resp);
     result
@@ -68,84 +228,6 @@ struct Bufs {
     head: Vec<u8>,
     /// Bytes read from the upstream.
     resp: Vec<u8>,
-}
-
-async fn attempt_all(
-    d: &mut Downstream<'_>,
-    w: &Worker,
-    head: &RequestHead,
-    route: &Route,
-    cluster: &ClusterRt,
-    bufs: &mut Bufs,
-) -> Result<Next, Failure> {
-    let body_start = d.pos;
-    let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
-    let mut retry_on = None;
-    let mut retried = false;
-    let mut sent_continue = false;
-    let mut last_error = None;
-    loop {
-        let (ep, fresh) = match retry_on.take() {
-            Some(ep) => (ep, true),
-            None => match cluster.balancer.pick(|i| !tried.contains(&i)) {
-                Some(ep) => (ep, false),
-                None => {
-                    return Err(Failure {
-                        error: last_error.expect("a cluster has at least one endpoint"),
-                        response_started: false,
-                        // A body may have been partly sent on an earlier attempt.
-                        request_consumed: !head.has_body(),
-                    });
-                }
-            },
-        };
-        let endpoint = &cluster.config.endpoints[ep];
-        let slot = cluster.slot_base + ep;
-        let pooled = if fresh {
-            None
-        } else {
-            w.pool
-                .checkout(slot, Moment::now(), !head.method.is_idempotent())
-        };
-        let reused = pooled.is_some();
-        let up = match pooled {
-            Some(s) => s,
-            None => match connect(
-                endpoint.addr,
-                &mut d.up_timer,
-                cluster.config.connect_timeout,
-            )
-            .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
-                    tried.push(ep);
-                    last_error = Some(e);
-                    continue;
-                }
-            },
-        };
-        d.pos = body_start;
-        let ex = Exchange {
-            w,
-            head,
-            route,
-            cluster,
-            slot,
-            sent_continue: &mut sent_continue,
-        };
-        match ex.run(d, up, bufs).await {
-            Ok(next) => return Ok(next),
-            Err(x) if reused && !retried && x.is_replayable(head.method) => {
-                tracing::debug!(endpoint = %endpoint.addr, error = %x.failure.error,
-                    "stale pooled connection, retrying on a fresh one");
-                retried = true;
-                retry_on = Some(ep);
-            }
-            Err(x) => return Err(x.failure),
-        }
-    }
 }
 
 /// Connects under the connection's upstream timer (a monoio `timeout` would put a
@@ -187,6 +269,7 @@ impl ExchangeError {
     }
 }
 
+/// One attempt's fixed parts, for the helpers of the exchange.
 struct Exchange<'a> {
     w: &'a Worker,
     head: &'a RequestHead,
@@ -222,31 +305,16 @@ impl Progress {
 }
 
 impl Exchange<'_> {
-    async fn run(
-        mut self,
-        d: &mut Downstream<'_>,
-        mut up: TcpStream,
+    /// Writes the client's response head into `bufs.head`; returns whether the
+    /// client connection closes after this response, and whether it is HTTP/1.0.
+    /// (Inlined: it runs once per response, in the middle of the exchange.)
+    #[inline(always)]
+    fn write_response_head(
+        &self,
+        d: &Downstream<'_>,
         bufs: &mut Bufs,
-    ) -> Result<Next, ExchangeError> {
-        let mut p = Progress::default();
-        let up_timeout = self.cluster.config.response_timeout;
-        let client_timeout = d.client_timeout(self.w);
-
-        // 1. Request head, then body.
-        let len = bufs.head.len();
-        let mut up_io = Io::new(&mut up, &mut d.up_timer, up_timeout);
-        if let Err((f, written)) = relay::write_range(&mut up_io, &mut bufs.head, 0..len).await {
-            p.wrote_request = written > 0;
-            return Err(p.fail(upstream_error(f, "write request head")));
-        }
-        p.wrote_request = true;
-        self.send_body(d, &mut up, &mut p, client_timeout, up_timeout)
-            .await?;
-
-        // 2. Response head (after any interim 1xx responses).
-        let resp = self.read_response_head(d, &mut up, bufs, &mut p).await?;
-
-        // 3. Response head and body to the client.
+        resp: &ResponseHead,
+    ) -> (bool, bool) {
         let client_http10 = self.head.version == Version::Http10;
         let framing = match resp.framing {
             Framing::None => ClientFraming::None {
@@ -274,48 +342,9 @@ impl Exchange<'_> {
                 date,
             };
             let upstream_head = &bufs.resp[HEADROOM..];
-            write_response_head(&mut bufs.head, upstream_head, &resp, &d.resp_headers, &rw)
+            write_response_head(&mut bufs.head, upstream_head, resp, &d.resp_headers, &rw)
         });
-        p.response_started = true;
-        let body_error = |e| match e {
-            RelayError::Write(f) => client_write_error(f),
-            RelayError::Read(f) => upstream_error(f, "read response body"),
-            RelayError::Framing(b) => ProxyError::BadResponseBody(b),
-            RelayError::TooLarge => unreachable!("response bodies have no limit"),
-        };
-        let mut pos = HEADROOM + resp.head_len;
-        let mut body = Body::new(resp.framing, None, MAX_RESPONSE_HEAD, client_http10);
-        // The body bytes that came with the head go out in the same write, the head
-        // copied into the room before them.
-        let first = body
-            .consume(&mut bufs.resp, &mut pos)
-            .map_err(|e| p.fail(body_error(e)))?;
-        let head_len = bufs.head.len();
-        let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
-        let sent = if head_len <= first.start {
-            let start = first.start - head_len;
-            bufs.resp[start..first.start].copy_from_slice(&bufs.head);
-            relay::write_range(&mut client, &mut bufs.resp, start..first.end).await
-        } else {
-            match relay::write_range(&mut client, &mut bufs.head, 0..head_len).await {
-                Ok(()) => relay::write_range(&mut client, &mut bufs.resp, first).await,
-                Err(e) => Err(e),
-            }
-        };
-        if let Err((f, _)) = sent {
-            return Err(p.fail(client_write_error(f)));
-        }
-        let mut up_io = Io::new(&mut up, &mut d.up_timer, up_timeout);
-        body.relay(&mut up_io, Some(&mut client), &mut bufs.resp, &mut pos)
-            .await
-            .map_err(|e| p.fail(body_error(e)))?;
-
-        // 4. Keep the upstream connection if it is in sync: whole response read and
-        // nothing after it.
-        if resp.keep_alive && pos == bufs.resp.len() {
-            self.w.pool.checkin(self.slot, up, Moment::now());
-        }
-        Ok(if close { Next::Close } else { Next::KeepAlive })
+        (close, client_http10)
     }
 
     async fn send_body(
@@ -326,10 +355,7 @@ impl Exchange<'_> {
         client_timeout: Duration,
         up_timeout: Duration,
     ) -> Result<(), ExchangeError> {
-        if !self.head.has_body() {
-            p.request_consumed = true;
-            return Ok(());
-        }
+        debug_assert!(self.head.has_body());
         if self.head.expect_continue && !*self.sent_continue && d.pos == d.rbuf.len() {
             // The proxy answers the expectation itself and strips Expect upstream
             // (RFC 9110 §10.1.1), like nginx.
@@ -398,7 +424,11 @@ impl Exchange<'_> {
                         continue;
                     }
                     Ok(Some(r)) => {
-                        self.read_small_body(d, up, bufs, &r, p).await?;
+                        if let Some(end) = small_body_end(bufs, &r) {
+                            if bufs.resp.len() < end {
+                                self.read_small_body(d, up, bufs, end, p).await?;
+                            }
+                        }
                         return Ok(r);
                     }
                     Err(e) => return Err(p.fail(ProxyError::BadResponse(e))),
@@ -430,31 +460,16 @@ impl Exchange<'_> {
         }
     }
 
-    /// A Content-Length body that fits in a 16 KiB buffer behind its head is read whole
-    /// before anything goes to the client, so head and body leave in one write
-    /// (backends often send them in separate segments: nginx's sendfile does). Costs
-    /// no extra read: the relay would make the same ones after the first write. If
-    /// the upstream fails meanwhile, the client gets a clean 502 instead of a
-    /// truncated response.
+    /// Reads the rest of a small body (see [`small_body_end`]) up to `end` in
+    /// `bufs.resp`.
     async fn read_small_body(
         &self,
         d: &mut Downstream<'_>,
         up: &mut TcpStream,
         bufs: &mut Bufs,
-        r: &ResponseHead,
+        end: usize,
         p: &mut Progress,
     ) -> Result<(), ExchangeError> {
-        let Framing::Length(n) = r.framing else {
-            return Ok(());
-        };
-        let start = HEADROOM + r.head_len;
-        // A fixed bound, whatever the pooled buffer's capacity (16 or 64 KiB): larger
-        // bodies are streamed from their first bytes.
-        let room = crate::worker::BUF_SIZE.min(bufs.resp.capacity());
-        let end = match usize::try_from(n).ok().and_then(|n| start.checked_add(n)) {
-            Some(end) if end <= room => end,
-            _ => return Ok(()),
-        };
         let timeout = self.cluster.config.response_timeout;
         while bufs.resp.len() < end {
             let mut up_io = Io::new(up, &mut d.up_timer, timeout);
@@ -489,6 +504,26 @@ impl Exchange<'_> {
         bufs.resp.drain(HEADROOM..HEADROOM + r.head_len);
         Ok(())
     }
+}
+
+/// A Content-Length body that fits in a 16 KiB buffer behind its head is read whole
+/// before anything goes to the client, so head and body leave in one write
+/// (backends often send them in separate segments: nginx's sendfile does). Costs
+/// no extra read: the relay would make the same ones after the first write. If
+/// the upstream fails meanwhile, the client gets a clean 502 instead of a
+/// truncated response. Returns where such a body ends in `bufs.resp`.
+fn small_body_end(bufs: &Bufs, r: &ResponseHead) -> Option<usize> {
+    let Framing::Length(n) = r.framing else {
+        return None;
+    };
+    let start = HEADROOM + r.head_len;
+    // A fixed bound, whatever the pooled buffer's capacity (16 or 64 KiB): larger
+    // bodies are streamed from their first bytes.
+    let room = crate::worker::BUF_SIZE.min(bufs.resp.capacity());
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| start.checked_add(n))
+        .filter(|&end| end <= room)
 }
 
 fn upstream_error(f: Fail, op: &'static str) -> ProxyError {

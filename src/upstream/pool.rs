@@ -6,7 +6,7 @@
 //! backend has not closed it (nor sent stray bytes). Connections used within the last
 //! second skip the peek (a syscall per request otherwise): a backend closes an idle
 //! connection after its own keep-alive timeout, and if one closed anyway, the
-//! idempotent request is retried once on a fresh connection (`upstream::attempt_all`).
+//! idempotent request is retried once on a fresh connection (`upstream::forward`).
 //! A once-a-second sweep probes every idle connection and drops the expired and
 //! closed ones, so their descriptors do not linger in CLOSE_WAIT.
 
