@@ -196,7 +196,70 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
         canceller: None,
     };
     let end = loop {
-        let head = match d.read_head(w, head_deadline.take()).await {
+        // Read until a complete request head is buffered, by `head_deadline` when
+        // given (a new connection's first head), else within `header_timeout` of
+        // its first byte. (Not an `async fn` of its own either.)
+        let mut deadline = head_deadline.take();
+        let got: Result<Head, ProxyError> = 'read: {
+            // Move a pipelined request's bytes to the front.
+            if d.pos > 0 {
+                d.rbuf.copy_within(d.pos.., 0);
+                d.rbuf.truncate(d.rbuf.len() - d.pos);
+                d.pos = 0;
+            }
+            let cfg = &w.snapshot.listeners[d.conn.listener()];
+            loop {
+                // A timed-out read takes the buffer with it: note first whether the
+                // request had started.
+                let started = !d.rbuf.is_empty();
+                if started {
+                    match parse_request(&d.rbuf, &cfg.limits, &mut d.headers) {
+                        Ok(Some(head)) => break 'read Ok(Head::Ready(head)),
+                        Ok(None) => {}
+                        Err(e) => break 'read Err(e.into()),
+                    }
+                    deadline.get_or_insert_with(|| Moment::now() + cfg.header_timeout);
+                }
+                let read = match deadline {
+                    None => {
+                        // Nothing of the next request yet. While draining, idle
+                        // connections stay open: a further request is still served,
+                        // with `Connection: close` (the drain deadline ends the rest).
+                        let mut io =
+                            Io::new(&mut d.conn.stream, &mut d.conn.timer, cfg.idle_timeout);
+                        let hold = cfg.release_buffers_after;
+                        let canceller = d.canceller.get_or_insert_with(Canceller::new);
+                        match relay::read_or_release(&mut io, &mut d.rbuf, hold, canceller).await {
+                            Ok(Waited::Read(n)) => Ok(n),
+                            // Idle since the wait began, `hold` ago (no clock read per
+                            // request for the rare case).
+                            Ok(Waited::Released) => {
+                                let now = Moment::now();
+                                break 'read Ok(Head::Idle(now.checked_sub(hold).unwrap_or(now)));
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(Moment::now());
+                        if left.is_zero() {
+                            break 'read Err(ProxyError::HeadTimeout);
+                        }
+                        let mut io = Io::new(&mut d.conn.stream, &mut d.conn.timer, left);
+                        relay::read_into(&mut io, &mut d.rbuf).await
+                    }
+                };
+                match read {
+                    Ok(0) | Err(Fail::Closed) => break 'read Ok(Head::Closed),
+                    Ok(_) => {}
+                    // A first request that has not started is dropped quietly, like an
+                    // idle connection.
+                    Err(Fail::Timeout) if started => break 'read Err(ProxyError::HeadTimeout),
+                    Err(Fail::Timeout) | Err(Fail::Io(_)) => break 'read Ok(Head::Closed),
+                }
+            }
+        };
+        let head = match got {
             Ok(Head::Ready(head)) => head,
             Ok(Head::Closed) => break Burst::Close,
             Ok(Head::Idle(at)) => break Burst::Idle(at),
@@ -241,74 +304,6 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
 }
 
 impl Downstream<'_> {
-    /// Reads until a complete request head is buffered, by `deadline` when given
-    /// (a new connection's first head), else within `header_timeout` of its first
-    /// byte.
-    async fn read_head(
-        &mut self,
-        w: &Worker,
-        mut deadline: Option<Moment>,
-    ) -> Result<Head, ProxyError> {
-        // Move a pipelined request's bytes to the front.
-        if self.pos > 0 {
-            self.rbuf.copy_within(self.pos.., 0);
-            self.rbuf.truncate(self.rbuf.len() - self.pos);
-            self.pos = 0;
-        }
-        let cfg = &w.snapshot.listeners[self.conn.listener()];
-        loop {
-            // A timed-out read takes the buffer with it: note first whether the
-            // request had started.
-            let started = !self.rbuf.is_empty();
-            if started {
-                if let Some(head) = parse_request(&self.rbuf, &cfg.limits, &mut self.headers)? {
-                    return Ok(Head::Ready(head));
-                }
-                deadline.get_or_insert_with(|| Moment::now() + cfg.header_timeout);
-            }
-            let read = match deadline {
-                None => {
-                    // Nothing of the next request yet. While draining, idle
-                    // connections stay open: a further request is still served,
-                    // with `Connection: close` (the drain deadline ends the rest).
-                    let mut io = Io::new(
-                        &mut self.conn.stream,
-                        &mut self.conn.timer,
-                        cfg.idle_timeout,
-                    );
-                    let hold = cfg.release_buffers_after;
-                    let canceller = self.canceller.get_or_insert_with(Canceller::new);
-                    match relay::read_or_release(&mut io, &mut self.rbuf, hold, canceller).await {
-                        Ok(Waited::Read(n)) => Ok(n),
-                        // Idle since the wait began, `hold` ago (no clock read per
-                        // request for the rare case).
-                        Ok(Waited::Released) => {
-                            let now = Moment::now();
-                            return Ok(Head::Idle(now.checked_sub(hold).unwrap_or(now)));
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Moment::now());
-                    if left.is_zero() {
-                        return Err(ProxyError::HeadTimeout);
-                    }
-                    let mut io = Io::new(&mut self.conn.stream, &mut self.conn.timer, left);
-                    relay::read_into(&mut io, &mut self.rbuf).await
-                }
-            };
-            match read {
-                Ok(0) | Err(Fail::Closed) => return Ok(Head::Closed),
-                Ok(_) => {}
-                // A first request that has not started is dropped quietly, like an
-                // idle connection.
-                Err(Fail::Timeout) if started => return Err(ProxyError::HeadTimeout),
-                Err(Fail::Timeout) | Err(Fail::Io(_)) => return Ok(Head::Closed),
-            }
-        }
-    }
-
     /// Answers a failed request when the client has seen nothing of a response yet.
     async fn failed(&mut self, w: &Worker, head: &RequestHead, f: Failure) -> Next {
         let status = f.error.status();

@@ -149,10 +149,60 @@ pub async fn forward(
                     break 'exchange Err(e);
                 }
 
-                // 2. Response head (after any interim 1xx responses).
-                let resp = match ex.read_response_head(d, &mut up, &mut bufs, &mut p).await {
-                    Ok(resp) => resp,
-                    Err(e) => break 'exchange Err(e),
+                // 2. Response head (after any interim 1xx responses). The first read's
+                // deadline counts from the request sent (its timer's, no clock read
+                // of its own); later reads of a head in pieces get what is left.
+                // (Not an `async fn` of its own either.)
+                let mut deadline: Option<Moment> = None;
+                bufs.resp.clear();
+                bufs.resp.resize(HEADROOM, 0);
+                let resp = loop {
+                    if bufs.resp.len() > HEADROOM {
+                        match ex.parse_response_head(d, &bufs, &p) {
+                            Ok(None) => {}
+                            Ok(Some(r)) if r.status < 200 => {
+                                match ex.forward_interim(d, &mut bufs, &r, &mut p).await {
+                                    Ok(()) => continue,
+                                    Err(e) => break 'exchange Err(e),
+                                }
+                            }
+                            Ok(Some(r)) => {
+                                if let Some(end) = small_body_end(&bufs, &r) {
+                                    if bufs.resp.len() < end {
+                                        let read =
+                                            ex.read_small_body(d, &mut up, &mut bufs, end, &mut p);
+                                        if let Err(e) = read.await {
+                                            break 'exchange Err(e);
+                                        }
+                                    }
+                                }
+                                break r;
+                            }
+                            Err(e) => break 'exchange Err(e),
+                        }
+                    }
+                    let left = match deadline {
+                        None => up_timeout,
+                        Some(at) => at.saturating_duration_since(Moment::now()),
+                    };
+                    let mut up_io = Io::new(&mut up, &mut d.up_timer, left);
+                    match relay::read_into(&mut up_io, &mut bufs.resp).await {
+                        Ok(0) | Err(Fail::Closed) => {
+                            let op = "read response head";
+                            break 'exchange Err(p.fail(ProxyError::UpstreamClosed { op }));
+                        }
+                        Ok(_) => {
+                            p.got_response = true;
+                            deadline = deadline.or(d.up_timer.last_deadline());
+                        }
+                        Err(Fail::Timeout) => {
+                            break 'exchange Err(p.fail(ProxyError::ResponseTimeout))
+                        }
+                        Err(Fail::Io(source)) => {
+                            let op = "read response head";
+                            break 'exchange Err(p.fail(ProxyError::Upstream { op, source }));
+                        }
+                    }
                 };
 
                 // 3. Response head and body to the client.
@@ -393,70 +443,25 @@ impl Exchange<'_> {
         }
     }
 
-    async fn read_response_head(
+    /// Parses the upstream response head buffered after `HEADROOM` in `bufs.resp`:
+    /// `Ok(None)` while incomplete; an upgrade or a malformed head is an error.
+    fn parse_response_head(
         &self,
         d: &mut Downstream<'_>,
-        up: &mut TcpStream,
-        bufs: &mut Bufs,
-        p: &mut Progress,
-    ) -> Result<ResponseHead, ExchangeError> {
-        // From the request sent: the first read's timer deadline (no clock read of
-        // its own); later reads of a head that came in pieces get what is left.
-        let mut deadline: Option<Moment> = None;
+        bufs: &Bufs,
+        p: &Progress,
+    ) -> Result<Option<ResponseHead>, ExchangeError> {
         let is_head = self.head.method == Method::Head;
-        bufs.resp.clear();
-        bufs.resp.resize(HEADROOM, 0);
-        loop {
-            if bufs.resp.len() > HEADROOM {
-                let upstream_head = &bufs.resp[HEADROOM..];
-                match parse_response(
-                    upstream_head,
-                    MAX_RESPONSE_HEAD,
-                    is_head,
-                    &mut d.resp_headers,
-                ) {
-                    Ok(None) => {}
-                    Ok(Some(r)) if r.status == 101 => {
-                        return Err(p.fail(ProxyError::UnexpectedUpgrade))
-                    }
-                    Ok(Some(r)) if r.status < 200 => {
-                        self.forward_interim(d, bufs, &r, p).await?;
-                        continue;
-                    }
-                    Ok(Some(r)) => {
-                        if let Some(end) = small_body_end(bufs, &r) {
-                            if bufs.resp.len() < end {
-                                self.read_small_body(d, up, bufs, end, p).await?;
-                            }
-                        }
-                        return Ok(r);
-                    }
-                    Err(e) => return Err(p.fail(ProxyError::BadResponse(e))),
-                }
-            }
-            let left = match deadline {
-                None => self.cluster.config.response_timeout,
-                Some(at) => at.saturating_duration_since(Moment::now()),
-            };
-            let mut up_io = Io::new(up, &mut d.up_timer, left);
-            match relay::read_into(&mut up_io, &mut bufs.resp).await {
-                Ok(0) | Err(Fail::Closed) => {
-                    return Err(p.fail(ProxyError::UpstreamClosed {
-                        op: "read response head",
-                    }))
-                }
-                Ok(_) => {
-                    p.got_response = true;
-                    deadline = deadline.or(d.up_timer.last_deadline());
-                }
-                Err(Fail::Timeout) => return Err(p.fail(ProxyError::ResponseTimeout)),
-                Err(Fail::Io(source)) => {
-                    return Err(p.fail(ProxyError::Upstream {
-                        op: "read response head",
-                        source,
-                    }))
-                }
-            }
+        let upstream_head = &bufs.resp[HEADROOM..];
+        match parse_response(
+            upstream_head,
+            MAX_RESPONSE_HEAD,
+            is_head,
+            &mut d.resp_headers,
+        ) {
+            Ok(Some(r)) if r.status == 101 => Err(p.fail(ProxyError::UnexpectedUpgrade)),
+            Ok(r) => Ok(r),
+            Err(e) => Err(p.fail(ProxyError::BadResponse(e))),
         }
     }
 
