@@ -95,7 +95,7 @@ pub async fn forward(
                     .checkout(slot, Moment::now(), !head.method.is_idempotent())
             };
             let reused = pooled.is_some();
-            let up = match pooled {
+            let mut up = match pooled {
                 Some(s) => s,
                 None => match connect(
                     endpoint.addr,
@@ -119,15 +119,13 @@ pub async fn forward(
                 head,
                 route,
                 cluster,
-                slot,
                 sent_continue: &mut sent_continue,
             };
             // The exchange, not an `async fn` of its own either (see above).
-            let mut up = up;
             let outcome: Result<Next, ExchangeError> = 'exchange: {
                 let mut p = Progress::default();
-                let up_timeout = ex.cluster.config.response_timeout;
-                let client_timeout = d.client_timeout(ex.w);
+                let up_timeout = cluster.config.response_timeout;
+                let client_timeout = d.client_timeout(w);
 
                 // 1. Request head, then body.
                 let len = bufs.head.len();
@@ -206,7 +204,7 @@ pub async fn forward(
                 };
 
                 // 3. Response head and body to the client.
-                let (close, client_http10) = ex.write_response_head(d, &mut bufs, &resp);
+                let (close, client_http10) = ex.client_head(d, &mut bufs, &resp);
                 p.response_started = true;
                 let body_error = |e| match e {
                     RelayError::Write(f) => client_write_error(f),
@@ -252,7 +250,7 @@ pub async fn forward(
                 // 4. Keep the upstream connection if it is in sync: whole response read and
                 // nothing after it.
                 if resp.keep_alive && pos == bufs.resp.len() {
-                    ex.w.pool.checkin(ex.slot, up, Moment::now());
+                    w.pool.checkin(slot, up, Moment::now());
                 }
                 Ok(if close { Next::Close } else { Next::KeepAlive })
             };
@@ -325,7 +323,6 @@ struct Exchange<'a> {
     head: &'a RequestHead,
     route: &'a Route,
     cluster: &'a ClusterRt,
-    slot: usize,
     sent_continue: &'a mut bool,
 }
 
@@ -359,7 +356,7 @@ impl Exchange<'_> {
     /// client connection closes after this response, and whether it is HTTP/1.0.
     /// (Inlined: it runs once per response, in the middle of the exchange.)
     #[inline(always)]
-    fn write_response_head(
+    fn client_head(
         &self,
         d: &Downstream<'_>,
         bufs: &mut Bufs,
