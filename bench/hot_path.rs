@@ -10,7 +10,8 @@ use ringway::http::answer::ConnHeader;
 use ringway::http::body::{dechunk_in_place, ChunkedDecoder};
 use ringway::http::parse::{parse_request, parse_response, HeaderSpan};
 use ringway::http::rewrite::{
-    write_request_head, write_response_head, ClientFraming, Peer, RequestRewrite, ResponseRewrite,
+    port_line, write_request_head, write_response_head, ClientFraming, Peer, RequestRewrite,
+    ResponseRewrite,
 };
 use ringway::route::{RequestView, RouteTable};
 use ringway::upstream::balance::Balancer;
@@ -241,7 +242,7 @@ response_headers = { add = { "strict-transport-security" = "max-age=31536000" },
             .unwrap();
         let rw = RequestRewrite {
             peer: &peer,
-            local_port: 443,
+            port_line: &port_line(443),
             forwarding: &cfg.forwarding,
             edits: &route.request_headers,
             host_rewrite: None,

@@ -43,7 +43,6 @@ const MAX_DISCARD: u64 = 64 * 1024;
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    pub local_port: u16,
     /// Index of the listener that accepted it (u32 keeps the struct in a smaller
     /// allocation class).
     listener: u32,
@@ -127,11 +126,10 @@ impl Conn {
     /// A just-accepted connection. Boxed: the connection's task then holds a
     /// pointer, not three copies of the state (async blocks keep their captures
     /// beside the futures they move them into).
-    pub fn new(stream: TcpStream, peer: SocketAddr, local_port: u16, listener: usize) -> Box<Self> {
+    pub fn new(stream: TcpStream, peer: SocketAddr, listener: usize) -> Box<Self> {
         Box::new(Conn {
             stream,
             peer,
-            local_port,
             listener: listener as u32,
             timer: Timer::new(),
         })

@@ -41,12 +41,7 @@ pub fn bind(
 }
 
 /// Accepts until the core starts draining; the socket closes when this returns.
-pub async fn accept_loop(
-    worker: Rc<Worker>,
-    index: usize,
-    listener: monoio::net::TcpListener,
-    port: u16,
-) {
+pub async fn accept_loop(worker: Rc<Worker>, index: usize, listener: monoio::net::TcpListener) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
@@ -55,7 +50,7 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let worker = worker.clone();
-                let conn = crate::conn::Conn::new(stream, peer, port, index);
+                let conn = crate::conn::Conn::new(stream, peer, index);
                 let serving = crate::conn::serve(worker.clone(), conn);
                 monoio::spawn(crate::worker::conn_task(worker.clone(), serving));
             }

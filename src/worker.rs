@@ -7,6 +7,7 @@ use crate::buf::BufPool;
 use crate::clock::DateCache;
 use crate::config::{ClusterConfig, Config, ForwardingConfig, ListenerConfig};
 use crate::http::answer::ErrorAnswers;
+use crate::http::rewrite::port_line;
 use crate::route::RouteTable;
 use crate::upstream::balance::Balancer;
 use crate::upstream::pool::Pool;
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerConfig>,
     pub forwarding: ForwardingConfig,
     pub errors: ErrorAnswers,
+    /// X-Forwarded-Port lines, by listener index.
+    pub port_lines: Vec<Box<[u8]>>,
 }
 
 pub struct ClusterRt {
@@ -48,7 +51,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: usize, config: &Config) -> Worker {
+    /// `ports`: each listener's bound port, by index.
+    pub fn new(id: usize, config: &Config, ports: &[u16]) -> Worker {
         let mut slot_base = 0;
         let clusters: Vec<ClusterRt> = config
             .clusters
@@ -77,6 +81,7 @@ impl Worker {
                 listeners: config.listeners.clone(),
                 forwarding: config.forwarding.clone(),
                 errors: ErrorAnswers::new(),
+                port_lines: ports.iter().map(|&p| port_line(p)).collect(),
             },
             pool,
             bufs: BufPool::new(BUF_SIZE, 256, BUFS_FLOOR),
@@ -487,7 +492,7 @@ mod tests {
     #[test]
     fn request_ids_are_uuid_v4_shaped_and_distinct() {
         let config = crate::config::Config::default_embedded();
-        let w = Worker::new(0, &config);
+        let w = Worker::new(0, &config, &[8080]);
         let mut a = Vec::new();
         let mut b = Vec::new();
         w.write_request_id(&mut a);

@@ -30,7 +30,7 @@ fn rewrite(
     let peer = Peer::of(SocketAddr::new(peer.parse().unwrap(), 0));
     let rw = RequestRewrite {
         peer: &peer,
-        local_port: 8080,
+        port_line: &port_line(8080),
         forwarding: &f,
         edits,
         host_rewrite,

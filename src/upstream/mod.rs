@@ -53,7 +53,7 @@ pub async fn forward(
     };
     let rewrite = RequestRewrite {
         peer: &d.peer,
-        local_port: d.conn.local_port,
+        port_line: &w.snapshot.port_lines[d.conn.listener()],
         forwarding: &w.snapshot.forwarding,
         edits: &route.request_headers,
         host_rewrite: route.host_rewrite.as_deref(),
