@@ -18,6 +18,8 @@ Figures, for each proxy and scenario:
 "floor" is bench/floor.rs's bare relay (small GET only): monoio 0.2.4 with Ringway's
 ring flags and httparse on both heads, nothing else. It is the least a proxy built on
 this runtime costs per request, so it shows how much of Ringway's cost is its own.
+"ringway-peerwork" (small GET only) is the same Ringway doing the header work the
+nginx and HAProxy peers are configured for: no X-Forwarded-*, no request id.
 """
 
 import argparse
@@ -137,6 +139,10 @@ backend be
 
 # Ringway with its defaults (X-Forwarded-*, X-Request-Id on), one unpinned worker
 # (taskset places it).
+# The settings of the ringway-peerwork row: the nginx and HAProxy peers add no
+# X-Forwarded-* and no request id, so this row does the same header work as they do.
+PEER_WORK = ('forwarding.x_forwarded_for = "off"', "forwarding.request_id = false")
+
 RINGWAY = """[runtime]
 workers = 1
 pin_workers = false
@@ -146,6 +152,9 @@ pin_workers = false
 name = "bench"
 bind = "127.0.0.1:{port}"
 {listener_extra}
+
+[forwarding]
+{forwarding_extra}
 
 [[routes]]
 name = "all"
@@ -218,12 +227,18 @@ class Proxy:
     """One proxy under test: how to start it (plain or under cachegrind) and which pid
     does the work (nginx: the worker, not the master)."""
 
-    def __init__(self, name, kind, port, d, binary=None, settings=()):
+    def __init__(self, name, kind, port, d, binary=None, settings=(), only=None):
         self.name = name
-        # "key = value" goes to [runtime], "listener.key = value" to the listener.
-        self.runtime_extra = "\n".join(x for x in settings if not x.startswith("listener."))
-        self.listener_extra = "\n".join(x[len("listener."):] for x in settings
-                                        if x.startswith("listener."))
+        # "key = value" goes to [runtime], "listener.key = value" to the listener,
+        # "forwarding.key = value" to [forwarding].
+        def section(prefix):
+            return "\n".join(x[len(prefix):] for x in settings if x.startswith(prefix))
+        self.runtime_extra = "\n".join(x for x in settings
+                                       if not x.startswith(("listener.", "forwarding.")))
+        self.listener_extra = section("listener.")
+        self.forwarding_extra = section("forwarding.")
+        # The scenarios this proxy is measured in (None: all of them).
+        self.only = only
         self.kind = kind
         self.port = port
         self.dir = d
@@ -242,7 +257,7 @@ class Proxy:
         else:
             path = f"{self.dir}/ringway-{self.name}.toml"
             text = RINGWAY.format(port=self.port, backend=BACKEND_PORT, runtime_extra=self.runtime_extra,
-                                  listener_extra=self.listener_extra)
+                                  listener_extra=self.listener_extra, forwarding_extra=self.forwarding_extra)
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -548,6 +563,9 @@ def main():
     ap.add_argument("--no-cachegrind", action="store_true")
     ap.add_argument("--no-floor", action="store_true",
                     help="leave out the bare monoio relay of bench/floor.rs (small GET only)")
+    ap.add_argument("--no-peer-work", action="store_true",
+                    help="leave out the ringway-peerwork row (small GET only; measured when no "
+                         "--ringway is given): Ringway with the peers' header work, " + "; ".join(PEER_WORK))
     ap.add_argument("--out", help="JSON output file (default loadtest/results/compare-<time>.json)")
     args = ap.parse_args()
 
@@ -564,14 +582,20 @@ def main():
     with open(upload, "wb") as f:
         f.write(os.urandom(1 << 20))
 
-    ringways = [x.split("=", 1) for x in args.ringway] or [["ringway", f"{ROOT}/target/release/ringway"]]
+    binary = f"{ROOT}/target/release/ringway"
+    ringways = [x.split("=", 1) for x in args.ringway] or [["ringway", binary]]
     proxies = []
     for i, (name, spec) in enumerate(ringways):
         binary, *settings = spec.split(";")
         proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(binary),
                              settings))
+    if not args.ringway and not args.no_peer_work:
+        # Ringway doing the header work the nginx and HAProxy peers are configured for:
+        # none beyond the hop-by-hop rules (no X-Forwarded-*, no request id).
+        proxies.append(Proxy("ringway-peerwork", "ringway", PORTS["ringway"] + 10 * len(proxies), d,
+                             os.path.abspath(binary), PEER_WORK, only={"small"}))
     if not args.no_floor and (not args.proxies or "floor" in args.proxies.split(",")):
-        proxies.append(Proxy("floor", "floor", PORTS["floor"], d, floor_binary()))
+        proxies.append(Proxy("floor", "floor", PORTS["floor"], d, floor_binary(), only={"small"}))
     proxies.append(Proxy("nginx", "nginx", PORTS["nginx"], d))
     proxies.append(Proxy("haproxy", "haproxy", PORTS["haproxy"], d))
     if args.proxies:
@@ -606,8 +630,9 @@ def main():
             # Quick mode: every figure for the small GET, exact counts for the rest.
             full = not args.quick or sc.name == "small"
             # The floor relay knows only bodiless requests and Content-Length responses;
-            # it is measured for the small GET, where Ringway's own cost is the question.
-            pxs = [p for p in proxies if p.kind != "floor" or sc.name == "small"]
+            # it and the peer-work row are measured for the small GET, where Ringway's
+            # own cost is the question.
+            pxs = [p for p in proxies if p.only is None or sc.name in p.only]
             print(f"== {sc.title}", file=sys.stderr, flush=True)
             for px in pxs:
                 px.start()
@@ -651,7 +676,7 @@ def main():
         if "idle" in wanted:
             print(f"== {idle_conns} idle keep-alive connections", file=sys.stderr, flush=True)
             res = results["scenarios"].setdefault("idle", {})
-            for px in [p for p in proxies if p.kind != "floor"]:
+            for px in [p for p in proxies if p.only is None or "idle" in p.only]:
                 px.start()
                 n = min(idle_conns, HAPROXY_MAXCONN - 100) if px.kind == "haproxy" else idle_conns
                 res.setdefault(px.name, {})["idle"] = idle_memory(px, n)

@@ -21,6 +21,13 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Why a worker cannot fall back to the epoll driver.
+#[cfg(feature = "epoll-fallback")]
+const NO_FALLBACK: &str = "runtime.require_io_uring is set";
+#[cfg(not(feature = "epoll-fallback"))]
+const NO_FALLBACK: &str =
+    "this build has no epoll fallback (built without the epoll-fallback feature)";
+
 /// Which monoio driver a worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
@@ -36,7 +43,7 @@ pub enum StartError {
         addr: SocketAddr,
         source: io::Error,
     },
-    #[error("io_uring is unavailable ({0}) and runtime.require_io_uring is set")]
+    #[error("io_uring is unavailable ({0}) and {NO_FALLBACK}")]
     NoIoUring(String),
     #[error("worker {0}: {1}")]
     Worker(usize, String),
@@ -268,9 +275,8 @@ fn run_worker(
         }
     }
     let worker = Rc::new(Worker::new(id, config, &ports));
-    let uring = monoio::utils::detect_uring();
-    if uring {
-        let rt_config = &config.runtime;
+    let rt_config = &config.runtime;
+    let built = if monoio::utils::detect_uring() {
         let build = |flags: RingFlags| {
             monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                 .with_entries(rt_config.io_uring_entries)
@@ -289,33 +295,42 @@ fn run_worker(
                 built = build(flags);
             }
         }
-        match built {
-            Ok(mut rt) => {
-                tracing::info!(
-                    worker = id,
-                    driver = "io_uring",
-                    entries = rt_config.io_uring_entries,
-                    ?flags,
-                    "worker started"
-                );
-                let _ = ready.send(Ok((id, Driver::IoUring)));
-                rt.block_on(run(worker, listeners, control, Driver::IoUring));
-                return;
-            }
-            Err(e) if config.runtime.require_io_uring => {
-                let _ = ready.send(Err(StartError::NoIoUring(e.to_string())));
-                return;
-            }
-            Err(e) => tracing::warn!(worker = id, error = %e, "io_uring runtime failed to build"),
+        built.map(|rt| (rt, flags)).map_err(|e| e.to_string())
+    } else {
+        Err("not supported by this kernel".to_string())
+    };
+    match built {
+        Ok((mut rt, flags)) => {
+            tracing::info!(
+                worker = id,
+                driver = "io_uring",
+                entries = rt_config.io_uring_entries,
+                ?flags,
+                "worker started"
+            );
+            let _ = ready.send(Ok((id, Driver::IoUring)));
+            rt.block_on(run(worker, listeners, control, Driver::IoUring));
         }
-    } else if config.runtime.require_io_uring {
-        let _ = ready.send(Err(StartError::NoIoUring(
-            "not supported by this kernel".into(),
-        )));
-        return;
+        Err(reason) if rt_config.require_io_uring => {
+            let _ = ready.send(Err(StartError::NoIoUring(reason)));
+        }
+        Err(reason) => fall_back(worker, listeners, control, ready, reason),
     }
+}
+
+/// Runs the worker on the epoll driver, io_uring being unavailable for `reason`.
+#[cfg(feature = "epoll-fallback")]
+fn fall_back(
+    worker: Rc<Worker>,
+    listeners: Vec<std::net::TcpListener>,
+    control: ControlLine,
+    ready: Ready,
+    reason: String,
+) {
+    let id = worker.id;
     tracing::warn!(
         worker = id,
+        reason,
         "io_uring unavailable: falling back to the legacy epoll driver (slower)"
     );
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
@@ -330,6 +345,18 @@ fn run_worker(
             let _ = ready.send(Err(StartError::Worker(id, e.to_string())));
         }
     }
+}
+
+/// A build without the epoll driver does not start without io_uring.
+#[cfg(not(feature = "epoll-fallback"))]
+fn fall_back(
+    _worker: Rc<Worker>,
+    _listeners: Vec<std::net::TcpListener>,
+    _control: ControlLine,
+    ready: Ready,
+    reason: String,
+) {
+    let _ = ready.send(Err(StartError::NoIoUring(reason)));
 }
 
 /// A worker's main task: accept loops, the pool sweeper, and the control channel.

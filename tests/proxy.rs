@@ -98,6 +98,24 @@ fn xff_append_for_trusted_peer_and_request_id_switch() {
 }
 
 #[test]
+fn xff_off_leaves_x_forwarded_alone() {
+    let up = Mock::fixed(200, "ok");
+    let rest = format!("[forwarding]\nx_forwarded_for = \"off\"\nrequest_id = false\n{WEB}");
+    let p = proxy("", &rest, &[("up", up.addr)]);
+    get(p.addr, "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n");
+    let seen = up.last();
+    assert_eq!(seen.headers("x-forwarded-for"), vec!["203.0.113.9"]);
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert!(seen.header("x-forwarded-host").is_none());
+    assert!(seen.header("x-forwarded-port").is_none());
+    get(p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let seen = up.last();
+    assert!(seen.header("x-forwarded-for").is_none());
+    assert!(seen.header("x-forwarded-proto").is_none());
+    assert!(seen.header("x-request-id").is_none());
+}
+
+#[test]
 fn keep_alive_reuses_both_sides_and_pipelining_keeps_order() {
     let up = Mock::start(|req, _| {
         let path = req.request_line().split(' ').nth(1).unwrap().to_string();

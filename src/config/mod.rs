@@ -111,6 +111,9 @@ impl Default for Limits {
 pub enum XffMode {
     Overwrite,
     Append,
+    /// X-Forwarded-* are neither added nor changed: what the client sent passes
+    /// through as received (nginx's and HAProxy's behaviour unless configured).
+    Off,
 }
 
 #[derive(Debug, Clone)]

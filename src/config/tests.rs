@@ -137,6 +137,10 @@ fn sizes_durations_and_defaults() {
         }
     );
     assert!(c.forwarding.request_id);
+    let off = Config::from_toml(&format!(
+        "{BASE}[[routes]]\ncluster = \"web\"\n[forwarding]\nx_forwarded_for = \"off\"\n"
+    ));
+    assert_eq!(off.unwrap().forwarding.x_forwarded_for, XffMode::Off);
     let c = Config::from_toml(
         "[[listeners]]\nbind = \"[::1]:0\"\nmax_request_head_size = \"32KiB\"\nmax_uri_size = 4096\n\
          max_body_size = \"10MB\"\nmax_headers = 50\n[[routes]]\nrespond = { status = 204 }\n",

@@ -214,10 +214,11 @@ fn forwarding(raw: &RawForwarding) -> Result<ForwardingConfig> {
     let x_forwarded_for = match raw.x_forwarded_for.as_deref() {
         None | Some("overwrite") => XffMode::Overwrite,
         Some("append") => XffMode::Append,
+        Some("off") => XffMode::Off,
         Some(other) => {
             return Err(ConfigError::new(
                 "forwarding.x_forwarded_for",
-                format!("{other:?} is not one of \"overwrite\", \"append\""),
+                format!("{other:?} is not one of \"overwrite\", \"append\", \"off\""),
             ))
         }
     };

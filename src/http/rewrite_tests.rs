@@ -126,6 +126,30 @@ fn xff_append_only_for_trusted_peers() {
 }
 
 #[test]
+fn xff_off_passes_what_the_client_sent_and_adds_none() {
+    let req =
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: https\r\n\
+               X-Forwarded-Port: 443\r\nX-Forwarded-Host: front\r\nX-Keep: 1\r\n\r\n";
+    let out = rewrite(req, "192.0.2.7", XffMode::Off, &HeaderEdit::default(), None);
+    assert_eq!(
+        out,
+        "GET / HTTP/1.1\r\nhost: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: https\r\n\
+         X-Forwarded-Port: 443\r\nX-Forwarded-Host: front\r\nX-Keep: 1\r\nx-request-id: ID\r\n\r\n"
+    );
+    let bare = rewrite(
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "192.0.2.7",
+        XffMode::Off,
+        &HeaderEdit::default(),
+        None,
+    );
+    assert_eq!(
+        bare,
+        "GET / HTTP/1.1\r\nhost: a\r\nx-request-id: ID\r\n\r\n"
+    );
+}
+
+#[test]
 fn request_id_kept_when_present_and_edits_applied() {
     let edits = HeaderEdit {
         add: vec![("x-edge".into(), "ringway".into())],

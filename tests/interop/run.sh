@@ -9,6 +9,9 @@ if ! command -v curl >/dev/null; then
 fi
 cargo build --release --quiet || exit 1
 BIN=target/release/ringway
+# The build without the epoll fallback (Cargo feature epoll-fallback, on by default).
+cargo build --release --quiet --no-default-features --target-dir target/no-fallback || exit 1
+NOFB=target/no-fallback/release/ringway
 WORK=$(mktemp -d)
 PIDS=()
 URING_SYSCTL=/proc/sys/kernel/io_uring_disabled
@@ -145,9 +148,27 @@ t_require_io_uring() {
   local port; port=$(free_port); fallback_config "$port" true
   ! $BIN --config "$WORK/fallback.toml" 2>"$WORK/req.log" && grep -q 'io_uring is unavailable' "$WORK/req.log"
 }
+t_no_fallback_build_serves() {
+  local port; port=$(free_port); fallback_config "$port" false
+  $NOFB --config "$WORK/fallback.toml" 2>"$WORK/nofb.log" & local pid=$!
+  wait_port "$port" || return 1
+  local ok=1
+  [ "$(curl -s http://127.0.0.1:$port/healthz)" = "ok" ] \
+    && [ "$(curl -s -X POST --data-binary 12345 http://127.0.0.1:$port/count)" = "5" ] \
+    && keepalive_after_release "$port" && ok=0
+  kill -TERM $pid; wait $pid || ok=1
+  return $ok
+}
+t_no_fallback_build_refuses() {
+  local port; port=$(free_port); fallback_config "$port" false
+  ! $NOFB --config "$WORK/fallback.toml" 2>"$WORK/nofb.log" \
+    && grep -q 'io_uring is unavailable.*no epoll fallback' "$WORK/nofb.log"
+}
+check "build without epoll-fallback: serves on io_uring" t_no_fallback_build_serves
 if [ -n "$URING_ORIG" ] && echo 2 > $URING_SYSCTL 2>/dev/null; then
   check "io_uring unavailable: legacy driver fallback" t_legacy_fallback
   check "io_uring unavailable: require_io_uring refuses to start" t_require_io_uring
+  check "io_uring unavailable: a build without epoll-fallback refuses to start" t_no_fallback_build_refuses
   echo "$URING_ORIG" > $URING_SYSCTL
 else
   echo "skip io_uring fallback checks: $URING_SYSCTL is not writable here"
