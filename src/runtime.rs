@@ -308,8 +308,7 @@ fn run_worker(
                 ?flags,
                 "worker started"
             );
-            let _ = ready.send(Ok((id, Driver::IoUring)));
-            rt.block_on(run(worker, listeners, control, Driver::IoUring));
+            rt.block_on(run(worker, listeners, control, Driver::IoUring, ready));
         }
         Err(reason) if rt_config.require_io_uring => {
             let _ = ready.send(Err(StartError::NoIoUring(reason)));
@@ -337,10 +336,7 @@ fn fall_back(
         .enable_timer()
         .build()
     {
-        Ok(mut rt) => {
-            let _ = ready.send(Ok((id, Driver::Legacy)));
-            rt.block_on(run(worker, listeners, control, Driver::Legacy));
-        }
+        Ok(mut rt) => rt.block_on(run(worker, listeners, control, Driver::Legacy, ready)),
         Err(e) => {
             let _ = ready.send(Err(StartError::Worker(id, e.to_string())));
         }
@@ -359,41 +355,60 @@ fn fall_back(
     let _ = ready.send(Err(StartError::NoIoUring(reason)));
 }
 
-/// A worker's main task: accept loops, the pool sweeper, and the control channel.
-async fn run(
-    worker: Rc<Worker>,
-    listeners: Vec<std::net::TcpListener>,
+/// The worker's control bell and listeners, registered with its runtime's driver.
+fn register(
     (rx, bell): ControlLine,
+    listeners: Vec<std::net::TcpListener>,
     driver: Driver,
-) {
+) -> Result<(Inbox, Vec<monoio::net::TcpListener>), String> {
     if driver == Driver::Legacy {
         let _ = bell.set_nonblocking(true);
     }
-    let mut control = match monoio::net::UnixStream::from_std(bell) {
-        Ok(bell) => Inbox {
-            rx,
-            bell,
-            buf: Vec::with_capacity(16),
-        },
+    let bell = monoio::net::UnixStream::from_std(bell)
+        .map_err(|e| format!("cannot register the control socket: {e}"))?;
+    let control = Inbox {
+        rx,
+        bell,
+        buf: Vec::with_capacity(16),
+    };
+    let listeners = listeners
+        .into_iter()
+        .map(|l| {
+            if driver == Driver::Legacy {
+                // The epoll driver needs non-blocking sockets; io_uring must not have
+                // them (an O_NONBLOCK file makes io_uring return EAGAIN instead of waiting).
+                let _ = l.set_nonblocking(true);
+            }
+            monoio::net::TcpListener::from_std(l)
+                .map_err(|e| format!("cannot register a listener: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((control, listeners))
+}
+
+/// A worker's main task: accept loops, the pool sweeper, and the control channel.
+/// Reports to `ready` once its sockets are registered with the driver, or why not.
+async fn run(
+    worker: Rc<Worker>,
+    listeners: Vec<std::net::TcpListener>,
+    control: ControlLine,
+    driver: Driver,
+    ready: Ready,
+) {
+    let id = worker.id;
+    let (mut control, listeners) = match register(control, listeners, driver) {
+        Ok(registered) => registered,
         Err(e) => {
-            // Without its bell the worker could not be stopped: it does not start.
-            tracing::error!(worker = worker.id, error = %e, "cannot register the control socket");
+            // Without its bell the worker could not be stopped, and without a
+            // listener it would serve less than configured: the server does not start.
+            let _ = ready.send(Err(StartError::Worker(id, e)));
             return;
         }
     };
-    for (index, std_listener) in listeners.into_iter().enumerate() {
-        if driver == Driver::Legacy {
-            // The epoll driver needs non-blocking sockets; io_uring must not have
-            // them (an O_NONBLOCK file makes io_uring return EAGAIN instead of waiting).
-            let _ = std_listener.set_nonblocking(true);
-        }
-        match monoio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => {
-                monoio::spawn(crate::listener::accept_loop(worker.clone(), index, l));
-            }
-            Err(e) => tracing::error!(worker = worker.id, error = %e, "cannot register listener"),
-        }
+    for (index, l) in listeners.into_iter().enumerate() {
+        monoio::spawn(crate::listener::accept_loop(worker.clone(), index, l));
     }
+    let _ = ready.send(Ok((id, driver)));
     let sweeper = worker.clone();
     monoio::spawn(async move {
         loop {
