@@ -586,8 +586,8 @@ def main():
     ringways = [x.split("=", 1) for x in args.ringway] or [["ringway", binary]]
     proxies = []
     for i, (name, spec) in enumerate(ringways):
-        binary, *settings = spec.split(";")
-        proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(binary),
+        path, *settings = spec.split(";")
+        proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(path),
                              settings))
     if not args.ringway and not args.no_peer_work:
         # Ringway doing the header work the nginx and HAProxy peers are configured for:
