@@ -131,34 +131,29 @@ for pause in (0, 0.3, 0):
     get()
 PY
 }
-t_legacy_fallback() {
+# Runs BINARY on the fallback config (log to LOG) and checks that it serves: a direct
+# response, a proxied upload and download, keep-alive across a buffer release.
+fallback_serves() { # binary, log
   local port; port=$(free_port); fallback_config "$port" false
-  $BIN --config "$WORK/fallback.toml" 2>"$WORK/legacy.log" & local pid=$!
+  $1 --config "$WORK/fallback.toml" 2>"$2" & local pid=$!
   wait_port "$port" || return 1
   local ok=1
   [ "$(curl -s http://127.0.0.1:$port/healthz)" = "ok" ] \
     && [ "$(curl -s -X POST --data-binary 12345 http://127.0.0.1:$port/count)" = "5" ] \
     && [ "$(curl -s -o /dev/null -w '%{size_download}' http://127.0.0.1:$port/bytes/10000000)" = "10000000" ] \
-    && keepalive_after_release "$port" \
-    && grep -q 'falling back to the legacy epoll driver' "$WORK/legacy.log" && ok=0
+    && keepalive_after_release "$port" && ok=0
   kill -TERM $pid; wait $pid || ok=1
   return $ok
+}
+t_legacy_fallback() {
+  fallback_serves $BIN "$WORK/legacy.log" \
+    && grep -q 'falling back to the legacy epoll driver' "$WORK/legacy.log"
 }
 t_require_io_uring() {
   local port; port=$(free_port); fallback_config "$port" true
   ! $BIN --config "$WORK/fallback.toml" 2>"$WORK/req.log" && grep -q 'io_uring is unavailable' "$WORK/req.log"
 }
-t_no_fallback_build_serves() {
-  local port; port=$(free_port); fallback_config "$port" false
-  $NOFB --config "$WORK/fallback.toml" 2>"$WORK/nofb.log" & local pid=$!
-  wait_port "$port" || return 1
-  local ok=1
-  [ "$(curl -s http://127.0.0.1:$port/healthz)" = "ok" ] \
-    && [ "$(curl -s -X POST --data-binary 12345 http://127.0.0.1:$port/count)" = "5" ] \
-    && keepalive_after_release "$port" && ok=0
-  kill -TERM $pid; wait $pid || ok=1
-  return $ok
-}
+t_no_fallback_build_serves() { fallback_serves $NOFB "$WORK/nofb.log"; }
 t_no_fallback_build_refuses() {
   local port; port=$(free_port); fallback_config "$port" false
   ! $NOFB --config "$WORK/fallback.toml" 2>"$WORK/nofb.log" \
