@@ -602,6 +602,44 @@ fn stale_pooled_connection_is_retried_once_for_idempotent_requests() {
 }
 
 #[test]
+fn small_bodies_go_with_the_head_and_are_replayed_with_it() {
+    // Bodies read whole with the head leave in the head's write (upstream::INLINE_BODY).
+    // Each upstream connection echoes one request's body, then closes on the next
+    // request without answering: the pooled connection goes stale mid-request.
+    let up = Mock::start(|req, n| (n == 0).then(|| (response(200, &[], &req.body), false)));
+    let p = proxy("", WEB, &[("up", up.addr)]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request("PUT /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\none");
+    assert_eq!((r.status, r.body_str()), (200, "one".to_string()));
+    // PUT is idempotent and its body is still the proxy's: replayed on a fresh
+    // connection, body included.
+    let r = c.request("PUT /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\ntwo");
+    assert_eq!((r.status, r.body_str()), (200, "two".to_string()));
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let bodies: Vec<_> = up.requests().iter().map(|r| r.body.clone()).collect();
+    assert_eq!(bodies, [&b"one"[..], b"two", b"two"]);
+
+    // Pipelined behind a small body: the next request starts where the body ends.
+    let echo = Mock::echo();
+    let p = proxy("", WEB, &[("up", echo.addr)]);
+    let mut c = Client::connect(p.addr);
+    c.send(b"POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nthreePOST /4 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nfourGET /5 HTTP/1.1\r\nHost: a\r\n\r\n");
+    for want in ["three", "four", ""] {
+        let r = c.read();
+        assert_eq!((r.status, r.body_str()), (200, want.to_string()));
+    }
+    let lines: Vec<_> = echo
+        .requests()
+        .iter()
+        .map(|r| r.request_line().to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        ["POST /3 HTTP/1.1", "POST /4 HTTP/1.1", "GET /5 HTTP/1.1"]
+    );
+}
+
+#[test]
 fn pooled_connection_closed_by_backend_is_not_reused() {
     // The backend closes every connection right after answering, without saying so.
     let up = Mock::start(|_, _| Some((response(200, &[], b"ok"), true)));
