@@ -69,16 +69,14 @@ pub async fn forward(
         w.write_request_id(out)
     });
     let inline_body = match head.framing {
-        Framing::Length(n) if n <= INLINE_BODY as u64 => {
-            let body = d.rbuf.get(d.pos..d.pos + n as usize);
-            match body {
-                Some(body) if body.len() <= bufs.head.capacity() - bufs.head.len() => {
-                    bufs.head.extend_from_slice(body);
-                    Some(body.len())
-                }
-                _ => None,
-            }
-        }
+        Framing::Length(n) if n <= INLINE_BODY as u64 => d
+            .rbuf
+            .get(d.pos..d.pos + n as usize)
+            .filter(|body| body.len() <= bufs.head.capacity() - bufs.head.len())
+            .map(|body| {
+                bufs.head.extend_from_slice(body);
+                body.len()
+            }),
         _ => None,
     };
     // (The attempts are not an `async fn` of their own: each completion of the
