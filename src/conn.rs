@@ -26,6 +26,7 @@ use crate::http::parse::{parse_request, Framing, HeaderSpan, Method, RequestHead
 use crate::http::rewrite::Peer;
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer, Waited};
 use crate::route::{Action, RequestView, Route};
+use crate::snapshot::{ListenerRt, ListenerSettings, Snapshot};
 use crate::upstream;
 use crate::worker::Worker;
 use monoio::io::Canceller;
@@ -43,9 +44,9 @@ const MAX_DISCARD: u64 = 64 * 1024;
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    /// Index of the listener that accepted it (u32 keeps the struct in a smaller
-    /// allocation class).
-    listener: u32,
+    /// The listener that accepted it (its settings as of the last reload, and
+    /// whether it is closing).
+    pub listener: Rc<ListenerRt>,
     /// Timeouts of client-side operations.
     pub timer: Timer,
 }
@@ -55,6 +56,8 @@ pub struct Conn {
 /// connection); shared with `upstream::forward`.
 pub struct Downstream<'c> {
     pub conn: &'c mut Conn,
+    /// The listener's settings, taken anew for each request.
+    pub settings: Rc<ListenerSettings>,
     /// The client's address, its text form for X-Forwarded-For made once a burst.
     pub peer: Peer,
     /// Bytes read from the client; the current request starts at 0.
@@ -103,9 +106,9 @@ pub struct Failure {
 }
 
 /// What routing decided for a request.
-enum Act<'w> {
-    Forward(&'w Route, usize),
-    Answer(&'w Answer),
+enum Act<'s> {
+    Forward(&'s Route, usize),
+    Answer(&'s Answer),
     NoRoute,
 }
 
@@ -119,20 +122,23 @@ fn refused(error: ProxyError, request_consumed: bool) -> Failure {
 }
 
 impl Conn {
-    pub fn listener(&self) -> usize {
-        self.listener as usize
-    }
-
     /// A just-accepted connection. Boxed: the connection's task then holds a
     /// pointer, not three copies of the state (async blocks keep their captures
     /// beside the futures they move them into).
-    pub fn new(stream: TcpStream, peer: SocketAddr, listener: usize) -> Box<Self> {
+    pub fn new(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerRt>) -> Box<Self> {
         Box::new(Conn {
             stream,
             peer,
-            listener: listener as u32,
+            listener,
             timer: Timer::new(),
         })
+    }
+
+    /// Whether the connection closes once it is idle, and answers the request in
+    /// flight with `Connection: close`: its listener is closing (a drain, or a
+    /// reload that removed it).
+    pub fn is_closing(&self) -> bool {
+        self.listener.is_closing()
     }
 }
 
@@ -147,10 +153,13 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
         // task starts as the connection is accepted), later ones within
         // idle_timeout of going idle. (Nothing carried from one wait to the next
         // is kept across the burst: the idle future stays small.)
-        let header_timeout = worker.snapshot.listeners[c.listener()].header_timeout;
-        match c.timer.run(header_timeout, c.stream.readable(false)).await {
-            Some(Ok(())) => {}
-            Some(Err(_)) | None => return,
+        // Idle waits end early when the listener closes (drain or reload): `until`.
+        let header_timeout = c.listener.settings().config.header_timeout;
+        let listener = &*c.listener;
+        let readable = relay::until(c.stream.readable(false), || listener.is_closing());
+        match c.timer.run(header_timeout, readable).await {
+            Some(Some(Ok(()))) => {}
+            _ => return,
         }
         let mut first = true;
         loop {
@@ -162,16 +171,18 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
             first = false;
             // (A block: `wait` must not outlive the call, or the future keeps it.)
             let readable = {
-                let idle_timeout = worker.snapshot.listeners[c.listener()].idle_timeout;
+                let idle_timeout = c.listener.settings().config.idle_timeout;
                 let wait = (at + idle_timeout).saturating_duration_since(Moment::now());
-                if wait.is_zero() {
+                if wait.is_zero() || c.is_closing() {
                     return;
                 }
-                c.timer.run(wait, c.stream.readable(false))
+                let listener = &*c.listener;
+                let readable = relay::until(c.stream.readable(false), || listener.is_closing());
+                c.timer.run(wait, readable)
             };
             match readable.await {
-                Some(Ok(())) => {}
-                Some(Err(_)) | None => return,
+                Some(Some(Ok(()))) => {}
+                _ => return,
             }
         }
     }
@@ -185,6 +196,7 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
 async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -> Burst {
     let mut d = Downstream {
         peer: Peer::of(conn.peer),
+        settings: conn.listener.settings(),
         conn,
         rbuf: w.bufs.take(),
         pos: 0,
@@ -205,7 +217,8 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                 d.rbuf.truncate(d.rbuf.len() - d.pos);
                 d.pos = 0;
             }
-            let cfg = &w.snapshot.listeners[d.conn.listener()];
+            d.settings = d.conn.listener.settings();
+            let cfg = &d.settings.config;
             loop {
                 // A timed-out read takes the buffer with it: note first whether the
                 // request had started.
@@ -227,7 +240,11 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                             Io::new(&mut d.conn.stream, &mut d.conn.timer, cfg.idle_timeout);
                         let hold = cfg.release_buffers_after;
                         let canceller = d.canceller.get_or_insert_with(Canceller::new);
-                        match relay::read_or_release(&mut io, &mut d.rbuf, hold, canceller).await {
+                        let listener = &*d.conn.listener;
+                        let quit = || listener.is_closing();
+                        match relay::read_or_release(&mut io, &mut d.rbuf, hold, canceller, quit)
+                            .await
+                        {
                             Ok(Waited::Read(n)) => Ok(n),
                             // Idle since the wait began, `hold` ago (no clock read per
                             // request for the rare case).
@@ -264,19 +281,22 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
             Err(e) => {
                 tracing::debug!(peer = %d.peer, error = %e, "bad request head");
                 if let Some(status) = e.status() {
-                    let answer = w.snapshot.errors.get(status);
+                    let answer = w.errors.get(status);
                     let _ = d.answer(w, answer, None, Next::Close).await;
                 }
                 break Burst::Close;
             }
         };
         d.pos = head.head_len;
-        let result = match d.route(w, &head) {
+        // The configuration this request is served with, whatever reloads happen
+        // meanwhile.
+        let snapshot = w.snapshot();
+        let result = match d.route(&snapshot, &head) {
             Ok(Act::Forward(route, cluster)) => {
-                upstream::forward(&mut d, w, &head, route, cluster).await
+                upstream::forward(&mut d, w, &snapshot, &head, route, cluster).await
             }
             Ok(Act::Answer(answer)) => {
-                let next = if d.discard_body(w, &head).await {
+                let next = if d.discard_body(&head).await {
                     Next::KeepAlive
                 } else {
                     Next::Close
@@ -284,7 +304,7 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                 Ok(d.answer(w, answer, Some(&head), next).await)
             }
             Ok(Act::NoRoute) => {
-                let consumed = d.discard_body(w, &head).await;
+                let consumed = d.discard_body(&head).await;
                 Err(refused(ProxyError::NoRoute, consumed))
             }
             Err(f) => Err(f),
@@ -318,19 +338,18 @@ impl Downstream<'_> {
                 } else {
                     Next::Close
                 };
-                self.answer(w, w.snapshot.errors.get(status), Some(head), next)
-                    .await
+                self.answer(w, w.errors.get(status), Some(head), next).await
             }
             _ => Next::Close,
         }
     }
 
     /// What to do with a request: the listener's checks, then the route table.
-    fn route<'w>(&self, w: &'w Worker, head: &RequestHead) -> Result<Act<'w>, Failure> {
+    fn route<'s>(&self, snapshot: &'s Snapshot, head: &RequestHead) -> Result<Act<'s>, Failure> {
         if head.method == Method::Connect {
             return Err(refused(ProxyError::MethodNotAllowed, !head.has_body()));
         }
-        let limits = &w.snapshot.listeners[self.conn.listener()].limits;
+        let limits = &self.settings.config.limits;
         if let (Framing::Length(n), Some(max)) = (head.framing, limits.max_body_bytes) {
             if n > max {
                 return Err(refused(ProxyError::BodyTooLarge, false));
@@ -343,12 +362,12 @@ impl Downstream<'_> {
             path: head.path.get(&self.rbuf),
             query: head.query.map(|q| q.get(&self.rbuf)),
             headers: &self.headers,
-            listener: self.conn.listener(),
+            listener: self.conn.listener.id,
         };
-        let Some(index) = w.snapshot.routes.lookup(&view) else {
+        let Some(index) = snapshot.routes.lookup(&view) else {
             return Ok(Act::NoRoute);
         };
-        let route = w.snapshot.routes.route(index);
+        let route = snapshot.routes.route(index);
         Ok(match &route.action {
             Action::Forward(cluster) => Act::Forward(route, *cluster),
             Action::Answer(answer) => Act::Answer(answer),
@@ -357,7 +376,7 @@ impl Downstream<'_> {
 
     /// Reads and drops a small request body so the connection stays usable; false
     /// when the body is too large, awaited behind `Expect: 100-continue`, or broken.
-    async fn discard_body(&mut self, w: &Worker, head: &RequestHead) -> bool {
+    async fn discard_body(&mut self, head: &RequestHead) -> bool {
         match head.framing {
             _ if !head.has_body() => return true,
             // The client waits for 100 Continue: answer without it, then close
@@ -366,7 +385,7 @@ impl Downstream<'_> {
             Framing::Length(n) if n > MAX_DISCARD => return false,
             _ => {}
         }
-        let cfg = &w.snapshot.listeners[self.conn.listener()];
+        let cfg = &self.settings.config;
         let mut body = Body::new(
             head.framing,
             Some(MAX_DISCARD),
@@ -393,7 +412,7 @@ impl Downstream<'_> {
         next: Next,
     ) -> Next {
         let next = match head {
-            Some(h) if h.keep_alive && !w.lifecycle.is_draining() => next,
+            Some(h) if h.keep_alive && !self.conn.is_closing() => next,
             _ => Next::Close,
         };
         let conn = match (next, head.map(|h| h.version)) {
@@ -405,7 +424,7 @@ impl Downstream<'_> {
         let mut out = w.bufs.take();
         w.date
             .with(|date| answer.render_into(&mut out, date, conn, with_body));
-        let timeout = w.snapshot.listeners[self.conn.listener()].idle_timeout;
+        let timeout = self.settings.config.idle_timeout;
         let len = out.len();
         let mut io = Io::new(&mut self.conn.stream, &mut self.conn.timer, timeout);
         let ok = relay::write_range(&mut io, &mut out, 0..len).await.is_ok();
@@ -418,8 +437,8 @@ impl Downstream<'_> {
     }
 
     /// Client-side I/O timeout (body reads, response writes).
-    pub fn client_timeout(&self, w: &Worker) -> Duration {
-        w.snapshot.listeners[self.conn.listener()].idle_timeout
+    pub fn client_timeout(&self) -> Duration {
+        self.settings.config.idle_timeout
     }
 }
 

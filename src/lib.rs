@@ -1,9 +1,12 @@
 //! Ringway: an HTTP/1.1 edge proxy and load balancer, thread-per-core on io_uring.
 //!
 //! ```text
-//! main.rs    CLI -> config::Config::load -> runtime::Server::start
+//! main.rs    CLI, signals (SIGHUP reload, SIGTERM/SIGINT drain) -> control::Server
+//! control    the control plane: bound listeners, the running config, reloads, drain
 //! runtime    one pinned OS thread per core, each with its own monoio runtime
-//! worker     per-core state: Snapshot (routes, clusters, answers), pools, lifecycle
+//! worker     per-core state: the current Snapshot, listeners, endpoints, lifecycle
+//! snapshot   one core's replaceable compiled config (routes, clusters); listeners
+//! upstream/endpoint  per-core endpoint state keyed by (cluster, address): pools
 //! listener   SO_REUSEPORT socket per core, accept loop
 //! conn       THE HOT PATH, one loop per downstream connection:
 //!              1. read + parse request head (http::parse, zero-copy)
@@ -15,21 +18,23 @@
 //! ```
 //!
 //! Nothing is shared between cores on the request path: no locks, atomics or
-//! cross-core queues. Only control messages (drain, stop) cross threads.
+//! cross-core queues. Only control messages (reload, drain, stop) cross threads.
 #![deny(unsafe_code)]
 
 pub mod buf;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod error;
 pub mod http;
 pub mod listener;
 pub mod relay;
 pub mod route;
 pub mod runtime;
+pub mod snapshot;
 pub mod upstream;
 pub mod worker;
 
 pub use config::Config;
-pub use runtime::Server;
+pub use control::Server;

@@ -3,6 +3,7 @@
 //! per-core accept loop that spawns a connection task per client.
 
 use crate::config::ListenerConfig;
+use crate::snapshot::ListenerRt;
 use crate::worker::Worker;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -40,17 +41,22 @@ pub fn bind(
     Ok((sockets, addr))
 }
 
-/// Accepts until the core starts draining; the socket closes when this returns.
-pub async fn accept_loop(worker: Rc<Worker>, index: usize, listener: monoio::net::TcpListener) {
+/// Accepts until the listener closes (the core drains, or a reload removed it); the
+/// socket closes when this returns.
+pub async fn accept_loop(
+    worker: Rc<Worker>,
+    listener: Rc<ListenerRt>,
+    socket: monoio::net::TcpListener,
+) {
     loop {
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = worker.lifecycle.draining() => return,
+            r = socket.accept() => r,
+            _ = worker.lifecycle.wait(|| listener.is_closing()) => return,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let worker = worker.clone();
-                let conn = crate::conn::Conn::new(stream, peer, index);
+                let conn = crate::conn::Conn::new(stream, peer, listener.clone());
                 let serving = crate::conn::serve(worker.clone(), conn);
                 monoio::spawn(crate::worker::conn_task(worker.clone(), serving));
             }

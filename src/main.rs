@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ringway::{Config, Server};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -69,34 +70,62 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     if path.is_none() {
         tracing::info!("no --config given: running the embedded default configuration");
     }
     let config = load(path.as_ref())?;
     // Block the signals before workers start so only this thread receives them.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("cannot install signal handlers")?;
-    let server = Server::start(config).context("cannot start")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    let server = Arc::new(Server::start(config).context("cannot start")?);
+    server.set_config_path(path);
     for (name, addr) in server.addrs() {
         tracing::info!(listener = %name, %addr, "listening");
     }
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down: draining connections");
-        server.drain();
-        // A second signal stops at once.
-        let handle = signals.handle();
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(0);
+    let handle = signals.handle();
+    let control = server.clone();
+    std::thread::Builder::new()
+        .name("ringway-signals".into())
+        .spawn(move || {
+            let mut draining = false;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => reload(&control),
+                    _ if draining => {
+                        tracing::warn!(signal, "second signal: exiting now");
+                        std::process::exit(0);
+                    }
+                    _ => {
+                        tracing::info!(signal, "shutting down: draining connections");
+                        draining = true;
+                        control.drain();
+                    }
+                }
             }
-        });
-        server.join();
-        handle.close();
-    }
+        })
+        .context("cannot start the signal thread")?;
+    // Returns once every worker has ended: after a drain.
+    server.join();
+    handle.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: re-reads the configuration file and applies it.
+fn reload(server: &Server) {
+    match server.reload_config_file() {
+        Ok(()) => {
+            tracing::info!("configuration reloaded");
+            for (name, addr) in server.addrs() {
+                tracing::debug!(listener = %name, %addr, "listening");
+            }
+        }
+        Err(e @ ringway::control::ReloadError::Workers(_)) => {
+            tracing::error!(error = %e, "reload failed on some workers")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed: the running configuration is unchanged")
+        }
+    }
 }

@@ -244,7 +244,8 @@ pub enum Waited {
     Released,
 }
 
-/// Reads like [`read_into`], but when nothing arrives within `hold` the read is
+/// Reads like [`read_into`], but when nothing arrives within `hold`, or `quit`
+/// holds (the connection should close while idle: see [`Until`]), the read is
 /// cancelled and `Released` returned, so that the caller can free the buffer while
 /// the connection idles. The cancelled read is still awaited to its end: bytes that
 /// raced the cancellation are kept (`Read`), never lost with a dropped op.
@@ -253,9 +254,15 @@ pub async fn read_or_release(
     buf: &mut Vec<u8>,
     hold: Duration,
     canceller: &mut Canceller,
+    quit: impl Fn() -> bool,
 ) -> Result<Waited, Fail> {
     if hold >= io.timeout {
-        return read_into(io, buf).await.map(Waited::Read);
+        // Nothing to release before the timeout; on `quit` the read is dropped with
+        // whatever it held (the connection closes).
+        return match until(read_into(io, buf), quit).await {
+            Some(read) => read.map(Waited::Read),
+            None => Ok(Waited::Released),
+        };
     }
     if buf.len() == buf.capacity() {
         buf.reserve(crate::worker::BUF_SIZE);
@@ -266,9 +273,9 @@ pub async fn read_or_release(
         .stream
         .cancelable_read(owned.slice_mut(len..cap), canceller.handle()));
     let mut cancelled = false;
-    let (res, slice) = match io.timer.run(hold, read.as_mut()).await {
-        Some(done) => done,
-        None => {
+    let (res, slice) = match io.timer.run(hold, until(read.as_mut(), quit)).await {
+        Some(Some(done)) => done,
+        Some(None) | None => {
             cancelled = true;
             *canceller = std::mem::take(canceller).cancel();
             read.await
@@ -281,6 +288,36 @@ pub async fn read_or_release(
             Ok(Waited::Released)
         }
         Err(e) => Err(Fail::Io(e)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An operation that gives up (`None`) when `quit` holds at a poll. Nothing
+    /// wakes it for that but its task: a connection's task is woken by every drain
+    /// and every nudge of its core (`worker::ConnTask`), which is when `quit` can
+    /// change.
+    pub struct Until<F, Q> {
+        #[pin]
+        op: F,
+        quit: Q,
+    }
+}
+
+/// See [`Until`].
+pub fn until<F: Future, Q: Fn() -> bool>(op: F, quit: Q) -> Until<F, Q> {
+    Until { op, quit }
+}
+
+impl<F: Future, Q: Fn() -> bool> Future for Until<F, Q> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.op.poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending if (this.quit)() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

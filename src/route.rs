@@ -23,7 +23,8 @@ pub struct RequestView<'a> {
     pub path: &'a [u8],
     pub query: Option<&'a [u8]>,
     pub headers: &'a [HeaderSpan],
-    pub listener: usize,
+    /// The id of the listener the request came in on (see [`RouteTable::build_for`]).
+    pub listener: u32,
 }
 
 pub enum Action {
@@ -47,7 +48,8 @@ struct Matcher {
     headers: Vec<(Box<[u8]>, ValueTest)>,
     cookies: Vec<(Box<[u8]>, ValueTest)>,
     query: Vec<(Box<[u8]>, ValueTest)>,
-    listener: Option<usize>,
+    /// A listener id.
+    listener: Option<u32>,
 }
 
 enum PathMatch {
@@ -93,7 +95,14 @@ pub struct RouteTable {
 const MAX_HOST: usize = 255;
 
 impl RouteTable {
+    /// The table of `config`, its listeners identified by their index.
     pub fn build(config: &Config) -> RouteTable {
+        let ids: Vec<u32> = (0..config.listeners.len() as u32).collect();
+        RouteTable::build_for(config, &ids)
+    }
+
+    /// The table of `config`, whose listener `i` has the id `listener_ids[i]`.
+    pub fn build_for(config: &Config, listener_ids: &[u32]) -> RouteTable {
         let mut table = RouteTable {
             routes: Vec::with_capacity(config.routes.len()),
             exact_hosts: Map::default(),
@@ -133,7 +142,7 @@ impl RouteTable {
             };
             table.routes.push(Route {
                 name: r.name.as_str().into(),
-                matcher: Matcher::compile(&r.matcher),
+                matcher: Matcher::compile(&r.matcher, listener_ids),
                 action,
                 host_rewrite: r.host_rewrite.as_deref().map(|h| h.as_bytes().into()),
                 request_headers: r.request_headers.clone(),
@@ -207,7 +216,7 @@ fn normalize_host<'a>(raw: &[u8], out: &'a mut [u8; MAX_HOST]) -> Option<&'a [u8
 }
 
 impl Matcher {
-    fn compile(m: &crate::config::MatchConfig) -> Matcher {
+    fn compile(m: &crate::config::MatchConfig, listener_ids: &[u32]) -> Matcher {
         let anchored = |r: &str| {
             Regex::new(&format!("^(?:{r})$")).expect("regex was validated with the config")
         };
@@ -234,7 +243,7 @@ impl Matcher {
                 .collect(),
             cookies: value_tests(&m.cookies),
             query: value_tests(&m.query),
-            listener: m.listener,
+            listener: m.listener.map(|i| listener_ids[i]),
         }
     }
 

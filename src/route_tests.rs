@@ -10,7 +10,7 @@ fn table(toml_routes: &str) -> RouteTable {
 }
 
 /// Routes the raw request head through the table; returns the route's name.
-fn lookup(t: &RouteTable, req: &str, listener: usize) -> Option<String> {
+fn lookup(t: &RouteTable, req: &str, listener: u32) -> Option<String> {
     let mut headers = Vec::new();
     let buf = req.as_bytes();
     let head = parse_request(buf, &Default::default(), &mut headers)
@@ -229,4 +229,16 @@ cluster = "c"
         lookup(&t, "GET / HTTP/1.0\r\n\r\n", 0).as_deref(),
         Some("any")
     );
+}
+
+#[test]
+fn listener_predicates_compare_stable_ids() {
+    let text = "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:0\"\n[[listeners]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\n\
+                [[routes]]\nname = \"on-b\"\nmatch = { listener = \"b\" }\nrespond = { status = 200 }\n";
+    // After reloads, listener "b" (the second in the file) may have any id.
+    let t = RouteTable::build_for(&Config::from_toml(text).unwrap(), &[7, 3]);
+    let req = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert_eq!(lookup(&t, req, 3).as_deref(), Some("on-b"));
+    assert_eq!(lookup(&t, req, 1), None, "index 1 is not the id of b");
+    assert_eq!(lookup(&t, req, 7), None);
 }

@@ -1,7 +1,8 @@
-//! Threads and their event loops: one OS thread per worker, pinned to a core, each
-//! running its own monoio runtime (io_uring, or the legacy epoll driver when io_uring
-//! is unavailable and not required). Control messages (drain, stop) reach the
-//! workers over channels; nothing else crosses cores.
+//! Worker threads and their event loops: one OS thread per worker, pinned to a core,
+//! each running its own monoio runtime (io_uring, or the legacy epoll driver when
+//! io_uring is unavailable and not required). Control messages (reload, drain,
+//! stop) reach the workers over channels from the control plane (`control`);
+//! nothing else crosses cores.
 //!
 //! A worker's event loop is woken for a control message by a byte on a socket pair
 //! (its "bell"), which it reads like any socket: the kernel does the cross-thread
@@ -10,14 +11,14 @@
 //! proxied request, measured with callgrind) for messages that come once a run.
 
 use crate::config::{Config, RingFlags};
-use crate::worker::Worker;
+use crate::worker::{ListenerSlot, Worker};
 use monoio::io::AsyncReadRent;
 use std::io;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -49,26 +50,38 @@ pub enum StartError {
     Worker(usize, String),
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Control {
+pub(crate) enum Control {
     Drain(Duration),
     Stop,
+    Reload(Box<Reload>),
 }
 
-struct WorkerHandle {
-    thread: Option<JoinHandle<()>>,
+/// A new configuration for one worker.
+pub(crate) struct Reload {
+    pub config: Arc<Config>,
+    /// The id and port of each of `config.listeners`.
+    pub listeners: Vec<ListenerSlot>,
+    /// This worker's sockets of the listeners that are new, by id.
+    pub sockets: Vec<(u32, std::net::TcpListener)>,
+    /// Told when the worker serves the new configuration, or why it could not.
+    pub done: mpsc::Sender<Result<(), String>>,
+}
+
+pub(crate) struct WorkerHandle {
     control: mpsc::Sender<Control>,
-    /// The main thread's end of the worker's bell (non-blocking).
+    /// The control plane's end of the worker's bell (non-blocking).
     bell: UnixStream,
 }
 
 impl WorkerHandle {
-    /// Queues `c` and rings the bell. A full bell already has a ring pending, and a
-    /// closed one belongs to a worker that has ended: both are fine to ignore.
-    fn send(&self, c: Control) {
-        if self.control.send(c).is_ok() {
-            let _ = (&self.bell).write(&[1]);
+    /// Queues `c` and rings the bell; false when the worker has ended. A full bell
+    /// already has a ring pending: fine to ignore.
+    pub fn send(&self, c: Control) -> bool {
+        if self.control.send(c).is_err() {
+            return false;
         }
+        let _ = (&self.bell).write(&[1]);
+        true
     }
 }
 
@@ -103,132 +116,33 @@ impl Inbox {
     }
 }
 
-/// A running proxy. Dropping it stops the workers at once; use `drain` and `join`
-/// for a graceful shutdown.
-pub struct Server {
-    workers: Vec<WorkerHandle>,
-    addrs: Vec<(String, SocketAddr)>,
-    drivers: Vec<Driver>,
-    drain_timeout: Duration,
+pub(crate) type Ready = mpsc::Sender<Result<(usize, Driver), StartError>>;
+
+/// What a worker thread starts with.
+pub(crate) struct WorkerStart {
+    pub id: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub config: Arc<Config>,
+    pub listeners: Vec<ListenerSlot>,
+    /// This worker's socket of each listener, by id.
+    pub sockets: Vec<(u32, std::net::TcpListener)>,
+    pub ready: Ready,
 }
 
-impl Server {
-    pub fn start(config: Config) -> Result<Server, StartError> {
-        crate::buf::map_large_allocations(crate::worker::BUF_SIZE);
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let count = match config.runtime.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-            (0..count).map(|_| Vec::new()).collect();
-        let mut addrs = Vec::new();
-        for l in &config.listeners {
-            let (sockets, addr) =
-                crate::listener::bind(l, count).map_err(|source| StartError::Bind {
-                    name: l.name.clone(),
-                    addr: l.bind,
-                    source,
-                })?;
-            for (i, s) in sockets.into_iter().enumerate() {
-                per_worker[i].push(s);
-            }
-            addrs.push((l.name.clone(), addr));
-        }
-        let ports: Vec<u16> = addrs.iter().map(|(_, a)| a.port()).collect();
-        let config = std::sync::Arc::new(config);
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let mut workers = Vec::with_capacity(count);
-        for (id, listeners) in per_worker.into_iter().enumerate() {
-            let (control, rx) = mpsc::channel();
-            let (bell, worker_bell) = UnixStream::pair()
-                .and_then(|(a, b)| a.set_nonblocking(true).map(|()| (a, b)))
-                .map_err(|e| StartError::Worker(id, format!("control socket pair: {e}")))?;
-            let core =
-                (config.runtime.pin_workers && !cores.is_empty()).then(|| cores[id % cores.len()]);
-            let config = config.clone();
-            let ports = ports.clone();
-            let ready = ready_tx.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("ringway-w{id}"))
-                .spawn(move || {
-                    let control = (rx, worker_bell);
-                    run_worker(id, core, &config, listeners, ports, control, ready)
-                })
-                .map_err(|e| StartError::Worker(id, e.to_string()))?;
-            workers.push(WorkerHandle {
-                thread: Some(thread),
-                control,
-                bell,
-            });
-        }
-        drop(ready_tx);
-        let mut server = Server {
-            workers,
-            addrs,
-            drivers: vec![Driver::Legacy; count],
-            drain_timeout: config.runtime.drain_timeout,
-        };
-        for _ in 0..count {
-            match ready_rx.recv() {
-                Ok(Ok((id, driver))) => server.drivers[id] = driver,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(StartError::Worker(
-                        0,
-                        "worker exited during start-up".into(),
-                    ))
-                }
-            }
-        }
-        Ok(server)
-    }
-
-    /// The bound address of the listener named `name`.
-    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
-    }
-
-    pub fn addrs(&self) -> &[(String, SocketAddr)] {
-        &self.addrs
-    }
-
-    pub fn drivers(&self) -> &[Driver] {
-        &self.drivers
-    }
-
-    /// Starts a graceful shutdown: stop accepting, close idle connections, let
-    /// in-flight requests finish (answered with `Connection: close`) for up to
-    /// `runtime.drain_timeout`.
-    pub fn drain(&self) {
-        for w in &self.workers {
-            w.send(Control::Drain(self.drain_timeout));
-        }
-    }
-
-    /// Waits for every worker to finish (after `drain`, or a stop).
-    pub fn join(mut self) {
-        self.join_threads();
-    }
-
-    fn join_threads(&mut self) {
-        for w in &mut self.workers {
-            if let Some(t) = w.thread.take() {
-                if t.join().is_err() {
-                    tracing::error!("a worker thread panicked");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        for w in &self.workers {
-            w.send(Control::Stop);
-        }
-        self.join_threads();
-    }
+/// Starts a worker thread; it reports to `start.ready` once it serves, or why not.
+pub(crate) fn spawn_worker(
+    start: WorkerStart,
+) -> Result<(WorkerHandle, JoinHandle<()>), StartError> {
+    let id = start.id;
+    let (control, rx) = mpsc::channel();
+    let (bell, worker_bell) = UnixStream::pair()
+        .and_then(|(a, b)| a.set_nonblocking(true).map(|()| (a, b)))
+        .map_err(|e| StartError::Worker(id, format!("control socket pair: {e}")))?;
+    let thread = std::thread::Builder::new()
+        .name(format!("ringway-w{id}"))
+        .spawn(move || run_worker(start, (rx, worker_bell)))
+        .map_err(|e| StartError::Worker(id, e.to_string()))?;
+    Ok((WorkerHandle { control, bell }, thread))
 }
 
 const NO_FLAGS: RingFlags = RingFlags {
@@ -251,21 +165,12 @@ fn ring_builder(flags: RingFlags) -> io_uring::Builder {
     b
 }
 
-type Ready = mpsc::Sender<Result<(usize, Driver), StartError>>;
-
 /// A worker's control line as handed to its thread: the channel and its bell.
 type ControlLine = (mpsc::Receiver<Control>, UnixStream);
 
-fn run_worker(
-    id: usize,
-    core: Option<core_affinity::CoreId>,
-    config: &Config,
-    listeners: Vec<std::net::TcpListener>,
-    ports: Vec<u16>,
-    control: ControlLine,
-    ready: Ready,
-) {
-    if let Some(core) = core {
+fn run_worker(start: WorkerStart, control: ControlLine) {
+    let id = start.id;
+    if let Some(core) = start.core {
         if !core_affinity::set_for_current(core) {
             tracing::warn!(
                 worker = id,
@@ -274,8 +179,7 @@ fn run_worker(
             );
         }
     }
-    let worker = Rc::new(Worker::new(id, config, &ports));
-    let rt_config = &config.runtime;
+    let rt_config = start.config.runtime.clone();
     let built = if monoio::utils::detect_uring() {
         let build = |flags: RingFlags| {
             monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
@@ -308,25 +212,19 @@ fn run_worker(
                 ?flags,
                 "worker started"
             );
-            rt.block_on(run(worker, listeners, control, Driver::IoUring, ready));
+            rt.block_on(run(start, control, Driver::IoUring));
         }
         Err(reason) if rt_config.require_io_uring => {
-            let _ = ready.send(Err(StartError::NoIoUring(reason)));
+            let _ = start.ready.send(Err(StartError::NoIoUring(reason)));
         }
-        Err(reason) => fall_back(worker, listeners, control, ready, reason),
+        Err(reason) => fall_back(start, control, reason),
     }
 }
 
 /// Runs the worker on the epoll driver, io_uring being unavailable for `reason`.
 #[cfg(feature = "epoll-fallback")]
-fn fall_back(
-    worker: Rc<Worker>,
-    listeners: Vec<std::net::TcpListener>,
-    control: ControlLine,
-    ready: Ready,
-    reason: String,
-) {
-    let id = worker.id;
+fn fall_back(start: WorkerStart, control: ControlLine, reason: String) {
+    let id = start.id;
     tracing::warn!(
         worker = id,
         reason,
@@ -336,112 +234,149 @@ fn fall_back(
         .enable_timer()
         .build()
     {
-        Ok(mut rt) => rt.block_on(run(worker, listeners, control, Driver::Legacy, ready)),
+        Ok(mut rt) => rt.block_on(run(start, control, Driver::Legacy)),
         Err(e) => {
-            let _ = ready.send(Err(StartError::Worker(id, e.to_string())));
+            let _ = start.ready.send(Err(StartError::Worker(id, e.to_string())));
         }
     }
 }
 
 /// A build without the epoll driver does not start without io_uring.
 #[cfg(not(feature = "epoll-fallback"))]
-fn fall_back(
-    _worker: Rc<Worker>,
-    _listeners: Vec<std::net::TcpListener>,
-    _control: ControlLine,
-    ready: Ready,
-    reason: String,
-) {
-    let _ = ready.send(Err(StartError::NoIoUring(reason)));
+fn fall_back(start: WorkerStart, _control: ControlLine, reason: String) {
+    let _ = start.ready.send(Err(StartError::NoIoUring(reason)));
 }
 
-/// The worker's control bell and listeners, registered with its runtime's driver.
-fn register(
-    (rx, bell): ControlLine,
-    listeners: Vec<std::net::TcpListener>,
+/// A listening socket registered with the worker's driver.
+fn register_listener(
+    socket: std::net::TcpListener,
     driver: Driver,
-) -> Result<(Inbox, Vec<monoio::net::TcpListener>), String> {
-    if driver == Driver::Legacy {
-        let _ = bell.set_nonblocking(true);
-    }
-    let bell = monoio::net::UnixStream::from_std(bell)
-        .map_err(|e| format!("cannot register the control socket: {e}"))?;
-    let control = Inbox {
-        rx,
-        bell,
-        buf: Vec::with_capacity(16),
-    };
-    let listeners = listeners
+) -> Result<monoio::net::TcpListener, String> {
+    // The epoll driver needs non-blocking sockets; io_uring must not have them (an
+    // O_NONBLOCK file makes io_uring return EAGAIN instead of waiting).
+    let _ = socket.set_nonblocking(driver == Driver::Legacy);
+    monoio::net::TcpListener::from_std(socket)
+        .map_err(|e| format!("cannot register a listener: {e}"))
+}
+
+/// Registers `sockets` (by listener id) with the driver: all or none.
+fn register_all(
+    sockets: Vec<(u32, std::net::TcpListener)>,
+    driver: Driver,
+) -> Result<Vec<(u32, monoio::net::TcpListener)>, String> {
+    sockets
         .into_iter()
-        .map(|l| {
-            if driver == Driver::Legacy {
-                // The epoll driver needs non-blocking sockets; io_uring must not have
-                // them (an O_NONBLOCK file makes io_uring return EAGAIN instead of waiting).
-                let _ = l.set_nonblocking(true);
-            }
-            monoio::net::TcpListener::from_std(l)
-                .map_err(|e| format!("cannot register a listener: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((control, listeners))
+        .map(|(id, s)| register_listener(s, driver).map(|s| (id, s)))
+        .collect()
+}
+
+/// Starts an accept loop on each socket, for the worker's listener of its id.
+fn accept_on(worker: &Rc<Worker>, sockets: Vec<(u32, monoio::net::TcpListener)>) {
+    for (id, socket) in sockets {
+        if let Some(listener) = worker.listener(id) {
+            monoio::spawn(crate::listener::accept_loop(
+                worker.clone(),
+                listener,
+                socket,
+            ));
+        }
+    }
+}
+
+/// Applies a reload on this worker: registers the new listeners' sockets first (a
+/// failure leaves the running configuration as it was), then swaps the snapshot.
+fn reload(worker: &Rc<Worker>, r: Reload, driver: Driver) -> Result<(), String> {
+    let sockets = register_all(r.sockets, driver)?;
+    worker.apply(&r.config, &r.listeners);
+    accept_on(worker, sockets);
+    Ok(())
 }
 
 /// A worker's main task: accept loops, the pool sweeper, and the control channel.
 /// Reports to `ready` once its sockets are registered with the driver, or why not.
-async fn run(
-    worker: Rc<Worker>,
-    listeners: Vec<std::net::TcpListener>,
-    control: ControlLine,
-    driver: Driver,
-    ready: Ready,
-) {
-    let id = worker.id;
-    let (mut control, listeners) = match register(control, listeners, driver) {
-        Ok(registered) => registered,
+async fn run(start: WorkerStart, (rx, bell): ControlLine, driver: Driver) {
+    let WorkerStart {
+        id,
+        config,
+        listeners,
+        sockets,
+        ready,
+        ..
+    } = start;
+    let worker = Rc::new(Worker::new(id, &config, &listeners));
+    drop(config);
+    let _ = bell.set_nonblocking(driver == Driver::Legacy);
+    let started = monoio::net::UnixStream::from_std(bell)
+        .map_err(|e| format!("cannot register the control socket: {e}"))
+        .and_then(|bell| register_all(sockets, driver).map(|sockets| (bell, sockets)));
+    let mut control = match started {
+        Ok((bell, sockets)) => {
+            accept_on(&worker, sockets);
+            Inbox {
+                rx,
+                bell,
+                buf: Vec::with_capacity(16),
+            }
+        }
         Err(e) => {
             // Without its bell the worker could not be stopped, and without a
             // listener it would serve less than configured: the server does not start.
             let _ = ready.send(Err(StartError::Worker(id, e)));
+            worker.start_drain();
             return;
         }
     };
-    for (index, l) in listeners.into_iter().enumerate() {
-        monoio::spawn(crate::listener::accept_loop(worker.clone(), index, l));
-    }
     let _ = ready.send(Ok((id, driver)));
+    drop(ready);
     let sweeper = worker.clone();
     monoio::spawn(async move {
         loop {
             monoio::select! {
                 _ = monoio::time::sleep(Duration::from_secs(1)) => {
-                    sweeper.pool.sweep(crate::clock::Moment::now());
+                    sweeper.endpoints.sweep(crate::clock::Moment::now());
                     sweeper.bufs.sweep();
                 }
                 _ = sweeper.lifecycle.draining() => return,
             }
         }
     });
-    if let Control::Drain(timeout) = control.recv().await {
-        tracing::info!(
-            worker = worker.id,
-            active = worker.lifecycle.active(),
-            "draining"
-        );
-        worker.lifecycle.start_drain();
-        monoio::select! {
-            _ = worker.lifecycle.all_closed() => {}
-            _ = monoio::time::sleep(timeout) => {
-                tracing::warn!(worker = worker.id, active = worker.lifecycle.active(),
-                    "drain timeout: closing remaining connections");
+    let drain_timeout = loop {
+        match control.recv().await {
+            Control::Reload(r) => {
+                let done = r.done.clone();
+                let _ = done.send(reload(&worker, *r, driver));
             }
-            _ = control.recv() => {}
+            Control::Drain(timeout) => break Some(timeout),
+            Control::Stop => break None,
+        }
+    };
+    if let Some(timeout) = drain_timeout {
+        tracing::info!(worker = id, active = worker.lifecycle.active(), "draining");
+        worker.start_drain();
+        let mut expired = std::pin::pin!(monoio::time::sleep(timeout));
+        loop {
+            monoio::select! {
+                _ = worker.lifecycle.all_closed() => break,
+                _ = &mut expired => {
+                    tracing::warn!(worker = id, active = worker.lifecycle.active(),
+                        "drain timeout: closing remaining connections");
+                    break;
+                }
+                c = control.recv() => match c {
+                    Control::Reload(r) => {
+                        let _ = r.done.send(Err("the proxy is draining".into()));
+                    }
+                    Control::Drain(_) | Control::Stop => break,
+                },
+            }
         }
     }
     // Tasks still pending when the runtime exits would never be dropped, and their
     // sockets never closed: end every connection task here, inside the runtime.
+    worker.start_drain();
     worker.lifecycle.stop();
     worker.lifecycle.all_closed().await;
-    worker.pool.clear();
+    worker.endpoints.clear();
     // io_uring closes sockets with queued Close operations; park once so the
     // driver submits them before the ring is torn down.
     monoio::time::sleep(Duration::from_millis(1)).await;

@@ -1,16 +1,14 @@
-//! Per-core state: the snapshot (routing table replica, clusters with their
-//! balancers, listener settings, pre-rendered answers), the upstream pool, buffer
-//! pool, date cache and the connection lifecycle used for draining. Everything here
-//! is `Rc`/`Cell`/`RefCell`: it never leaves its core.
+//! Per-core state: the current configuration snapshot (replaced by reloads), the
+//! listeners and upstream endpoints whose state outlives snapshots, the buffer pool,
+//! date cache and the connection lifecycle used for draining. Everything here is
+//! `Rc`/`Cell`/`RefCell`: it never leaves its core.
 
 use crate::buf::BufPool;
 use crate::clock::DateCache;
-use crate::config::{ClusterConfig, Config, ForwardingConfig, ListenerConfig};
+use crate::config::Config;
 use crate::http::answer::ErrorAnswers;
-use crate::http::rewrite::port_line;
-use crate::route::RouteTable;
-use crate::upstream::balance::Balancer;
-use crate::upstream::pool::Pool;
+use crate::snapshot::{ListenerRt, Snapshot};
+use crate::upstream::endpoint::Endpoints;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -23,27 +21,21 @@ pub const BUF_SIZE: usize = 16 * 1024;
 /// what went unused for a whole period): enough for a few requests at once.
 const BUFS_FLOOR: usize = 16;
 
-pub struct Snapshot {
-    pub routes: RouteTable,
-    pub clusters: Vec<ClusterRt>,
-    pub listeners: Vec<ListenerConfig>,
-    pub forwarding: ForwardingConfig,
-    pub errors: ErrorAnswers,
-    /// X-Forwarded-Port lines, by listener index.
-    pub port_lines: Vec<Box<[u8]>>,
-}
-
-pub struct ClusterRt {
-    pub config: ClusterConfig,
-    pub balancer: Balancer,
-    /// Index of this cluster's first endpoint in the pool's slots.
-    pub slot_base: usize,
+/// A listener of a configuration as a core gets it: its stable id, its bound port.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerSlot {
+    pub id: u32,
+    pub port: u16,
 }
 
 pub struct Worker {
     pub id: usize,
-    pub snapshot: Snapshot,
-    pub pool: Pool,
+    /// Read without a lock: a request clones the `Rc` once (`snapshot()`).
+    snapshot: RefCell<Rc<Snapshot>>,
+    pub endpoints: Endpoints,
+    /// The listeners of the current configuration.
+    listeners: RefCell<Vec<Rc<ListenerRt>>>,
+    pub errors: ErrorAnswers,
     pub bufs: BufPool,
     pub date: DateCache,
     pub lifecycle: Lifecycle,
@@ -51,44 +43,90 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// `ports`: each listener's bound port, by index.
-    pub fn new(id: usize, config: &Config, ports: &[u16]) -> Worker {
-        let mut slot_base = 0;
-        let clusters: Vec<ClusterRt> = config
-            .clusters
-            .iter()
-            .map(|c| {
-                let rt = ClusterRt {
-                    config: c.clone(),
-                    balancer: Balancer::new(c, id),
-                    slot_base,
-                };
-                slot_base += c.endpoints.len();
-                rt
-            })
-            .collect();
-        let pool = Pool::new(clusters.iter().flat_map(|c| {
-            c.config
-                .endpoints
-                .iter()
-                .map(|_| (c.config.pool_max_idle, c.config.pool_idle_timeout))
-        }));
+    /// `listeners`: the id and bound port of each of `config.listeners`.
+    pub fn new(id: usize, config: &Config, listeners: &[ListenerSlot]) -> Worker {
+        let endpoints = Endpoints::default();
+        let ids: Vec<u32> = listeners.iter().map(|l| l.id).collect();
+        let snapshot = Snapshot::build(config, &ids, id, &endpoints);
         Worker {
             id,
-            snapshot: Snapshot {
-                routes: RouteTable::build(config),
-                clusters,
-                listeners: config.listeners.clone(),
-                forwarding: config.forwarding.clone(),
-                errors: ErrorAnswers::new(),
-                port_lines: ports.iter().map(|&p| port_line(p)).collect(),
-            },
-            pool,
+            snapshot: RefCell::new(Rc::new(snapshot)),
+            endpoints,
+            listeners: RefCell::new(
+                config
+                    .listeners
+                    .iter()
+                    .zip(listeners)
+                    .map(|(c, l)| Rc::new(ListenerRt::new(l.id, c.clone(), l.port)))
+                    .collect(),
+            ),
+            errors: ErrorAnswers::new(),
             bufs: BufPool::new(BUF_SIZE, 256, BUFS_FLOOR),
             date: DateCache::new(),
             lifecycle: Lifecycle::default(),
             rng: Cell::new(seed(id)),
         }
+    }
+
+    /// The current configuration; a request takes it once and finishes on it.
+    #[inline]
+    pub fn snapshot(&self) -> Rc<Snapshot> {
+        Rc::clone(&self.snapshot.borrow())
+    }
+
+    /// The current listener with this id.
+    pub fn listener(&self, id: u32) -> Option<Rc<ListenerRt>> {
+        self.listeners.borrow().iter().find(|l| l.id == id).cloned()
+    }
+
+    /// Replaces the configuration (a reload). Listeners whose id is kept get the new
+    /// settings; new ones are added (the caller starts accepting on them); those
+    /// not in `listeners` any more close (their accept loops end, their
+    /// connections drain).
+    pub fn apply(&self, config: &Config, listeners: &[ListenerSlot]) {
+        let mut next = Vec::with_capacity(listeners.len());
+        {
+            let current = self.listeners.borrow();
+            for (c, slot) in config.listeners.iter().zip(listeners) {
+                match current.iter().find(|l| l.id == slot.id) {
+                    Some(l) => {
+                        l.configure(c.clone());
+                        next.push(Rc::clone(l));
+                    }
+                    None => next.push(Rc::new(ListenerRt::new(slot.id, c.clone(), slot.port))),
+                }
+            }
+        }
+        let old = std::mem::replace(&mut *self.listeners.borrow_mut(), next);
+        let mut removed = false;
+        for l in old
+            .iter()
+            .filter(|l| !listeners.iter().any(|s| s.id == l.id))
+        {
+            l.close();
+            removed = true;
+        }
+        let ids: Vec<u32> = listeners.iter().map(|l| l.id).collect();
+        let snapshot = Snapshot::build(config, &ids, self.id, &self.endpoints);
+        *self.snapshot.borrow_mut() = Rc::new(snapshot);
+        if removed {
+            // Idle connections of the removed listeners notice and close.
+            self.lifecycle.nudge();
+        }
+    }
+
+    /// The listeners of the current configuration.
+    pub fn listeners(&self) -> Vec<Rc<ListenerRt>> {
+        self.listeners.borrow().clone()
+    }
+
+    /// Starts draining: every listener closes (accept loops end, idle connections
+    /// close, in-flight requests finish with `Connection: close`).
+    pub fn start_drain(&self) {
+        for l in self.listeners.borrow().iter() {
+            l.close();
+        }
+        self.lifecycle.start_drain();
     }
 
     /// wyrand: a fast per-core generator for request ids (not for secrets).
@@ -148,8 +186,9 @@ fn seed(id: usize) -> u64 {
     h.finish()
 }
 
-/// Where a core is in its life: serving, draining (no new connections, responses
-/// say `Connection: close`), or stopped (every connection task must end now).
+/// Where a core is in its life: serving, draining (no new connections, idle ones
+/// closed, responses say `Connection: close`), or stopped (every connection task
+/// must end now).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Phase {
     #[default]
@@ -158,10 +197,16 @@ pub enum Phase {
     Stopped,
 }
 
-/// Connection accounting and the drain/stop signals of one core.
+/// Connection accounting, and the signals that reach every task of one core: the
+/// phase, and nudges (a reload that removed a listener: its idle connections must
+/// look at it). Tasks wait in one waker slab; every phase change or nudge empties
+/// it and wakes them all, and those still waiting put their waker back.
 #[derive(Default)]
 pub struct Lifecycle {
     phase: Cell<Phase>,
+    /// Counts phase changes and nudges: a task whose waker went into the slab in
+    /// the current generation knows it is still there.
+    generation: Cell<u32>,
     active: Cell<usize>,
     waiters: RefCell<WakerSlab>,
     all_closed: RefCell<Option<Waker>>,
@@ -191,7 +236,12 @@ impl Lifecycle {
             return;
         }
         self.phase.set(phase);
-        // Wake every waiter; those waiting for a later phase register again.
+        self.nudge();
+    }
+
+    /// Wakes every waiting task, so that each looks again at what it waits for.
+    pub fn nudge(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
         let wakers: smallvec::SmallVec<[Waker; 16]> = self
             .waiters
             .borrow_mut()
@@ -204,20 +254,17 @@ impl Lifecycle {
         }
     }
 
-    /// Resolves when draining starts (accept loops and the pool sweeper wait on it).
-    pub fn draining(&self) -> PhaseWait<'_> {
-        PhaseWait {
-            lifecycle: self,
-            until: Phase::Draining,
-            key: NO_KEY,
-        }
+    /// Resolves when draining starts (the pool sweeper waits on it).
+    pub fn draining(&self) -> Wait<'_, impl Fn() -> bool + '_> {
+        self.wait(move || self.is_draining())
     }
 
-    /// Resolves when the core stops (connection tasks wait on it).
-    pub fn stopped(&self) -> PhaseWait<'_> {
-        PhaseWait {
+    /// Resolves once `done` holds; `done` is asked again at every phase change and
+    /// nudge (and whenever the waiting task is polled).
+    pub fn wait<F: Fn() -> bool>(&self, done: F) -> Wait<'_, F> {
+        Wait {
             lifecycle: self,
-            until: Phase::Stopped,
+            done,
             key: NO_KEY,
         }
     }
@@ -258,41 +305,44 @@ struct WakerSlab {
     free: Vec<u32>,
 }
 
-/// A [`PhaseWait`] that has no slot yet.
+/// A waiter that has no slot yet.
 const NO_KEY: u32 = u32::MAX;
 
-/// Waits for a phase. Small (16 bytes), since every connection's task holds one: the
-/// waker lives in the slab only. A connection's task polls this on every wake-up,
-/// mostly with the same waker, which then stays; a phase change takes every waker
-/// out of the slab, so a waiter for a later phase puts its own back.
-pub struct PhaseWait<'a> {
+/// Waits until a condition on the core's state holds (see [`Lifecycle::wait`]).
+/// The waker lives in the slab only.
+pub struct Wait<'a, F> {
     lifecycle: &'a Lifecycle,
-    until: Phase,
+    done: F,
     key: u32,
 }
 
-impl Future for PhaseWait<'_> {
+// Nothing is pinned structurally: the fields are a reference, a closure that is
+// only called, and a number.
+impl<F> Unpin for Wait<'_, F> {}
+
+impl<F: Fn() -> bool> Future for Wait<'_, F> {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let (lifecycle, until) = (self.lifecycle, self.until);
-        lifecycle.poll_phase(until, &mut self.key, cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = Pin::into_inner(self);
+        if (this.done)() {
+            return Poll::Ready(());
+        }
+        this.lifecycle.register(&mut this.key, cx);
+        Poll::Pending
     }
 }
 
-impl Drop for PhaseWait<'_> {
+impl<F> Drop for Wait<'_, F> {
     fn drop(&mut self) {
         self.lifecycle.forget(self.key);
     }
 }
 
 impl Lifecycle {
-    /// Ready once the phase is `until` or later; else keeps `cx`'s waker in the
-    /// slab under `key` (taking a slot when `key` is NO_KEY).
-    fn poll_phase(&self, until: Phase, key: &mut u32, cx: &mut Context<'_>) -> Poll<()> {
-        if self.phase.get() >= until {
-            return Poll::Ready(());
-        }
+    /// Keeps `cx`'s waker in the slab under `key` (taking a slot when `key` is
+    /// NO_KEY) until the next phase change or nudge.
+    fn register(&self, key: &mut u32, cx: &mut Context<'_>) {
         let mut slab = self.waiters.borrow_mut();
         if *key != NO_KEY {
             let slot = &mut slab.slots[*key as usize];
@@ -300,7 +350,7 @@ impl Lifecycle {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => *slot = Some(cx.waker().clone()),
             }
-            return Poll::Pending;
+            return;
         }
         let waker = Some(cx.waker().clone());
         *key = match slab.free.pop() {
@@ -313,7 +363,6 @@ impl Lifecycle {
                 (slab.slots.len() - 1) as u32
             }
         };
-        Poll::Pending
     }
 
     /// Whether the slot `key` holds a waker that wakes like `waker`.
@@ -336,8 +385,10 @@ impl Lifecycle {
 pin_project_lite::pin_project! {
     /// A connection's task: counted as active while it lives, and running its
     /// future until that ends or the core stops, whichever comes first (a stop drops
-    /// the future, closing its sockets). One small future instead of a `select!`
-    /// over the connection's future and a [`PhaseWait`], which would keep the
+    /// the future, closing its sockets). Its waker stays in the core's slab, so a
+    /// drain or a nudge polls the connection's future: an idle connection then sees
+    /// that its listener is closing and ends. One small future instead of a
+    /// `select!` over the connection's future and a [`Wait`], which would keep the
     /// connection's captures twice.
     pub struct ConnTask<F> {
         #[pin]
@@ -349,10 +400,10 @@ pin_project_lite::pin_project! {
 struct TaskGuard {
     worker: Rc<Worker>,
     key: u32,
-    /// The phase when the waker was last put in the slab under `key`: while the
-    /// phase is still that, the slot still holds it (only a phase change empties
-    /// slots), so a poll need not look.
-    registered_in: Phase,
+    /// The lifecycle's generation when the waker was last put in the slab under
+    /// `key`: while it is unchanged, the slot still holds it (only a phase change
+    /// or a nudge empties slots), so a poll need not look.
+    registered_in: u32,
 }
 
 impl Drop for TaskGuard {
@@ -370,7 +421,7 @@ pub fn conn_task<F: Future<Output = ()>>(worker: Rc<Worker>, fut: F) -> ConnTask
         stop: TaskGuard {
             worker,
             key: NO_KEY,
-            registered_in: Phase::Running,
+            registered_in: 0,
         },
     }
 }
@@ -387,17 +438,21 @@ impl<F: Future<Output = ()>> Future for ConnTask<F> {
         }
         let stop = this.stop;
         let lifecycle = &stop.worker.lifecycle;
-        let phase = lifecycle.phase.get();
+        if lifecycle.phase.get() >= Phase::Stopped {
+            return Poll::Ready(());
+        }
+        let generation = lifecycle.generation.get();
         // Polled on every wake-up of the connection: the usual case is a waker
-        // already in the slab since a phase that has not changed. The waker cannot
-        // have changed either: this is the root future of its task (`conn_task` is
-        // only spawned), and a task's waker is always its own.
-        if stop.key != NO_KEY && phase == stop.registered_in {
+        // already in the slab since a generation that has not changed. The waker
+        // cannot have changed either: this is the root future of its task
+        // (`conn_task` is only spawned), and a task's waker is always its own.
+        if stop.key != NO_KEY && generation == stop.registered_in {
             debug_assert!(lifecycle.holds(stop.key, cx.waker()));
             return Poll::Pending;
         }
-        stop.registered_in = phase;
-        lifecycle.poll_phase(Phase::Stopped, &mut stop.key, cx)
+        stop.registered_in = generation;
+        lifecycle.register(&mut stop.key, cx);
+        Poll::Pending
     }
 }
 
@@ -425,7 +480,7 @@ mod tests {
         );
         let mut a = Box::pin(lc.draining());
         let mut b = Box::pin(lc.draining());
-        let mut stop = Box::pin(lc.stopped());
+        let mut stop = Box::pin(lc.wait(|| lc.phase.get() >= Phase::Stopped));
         assert!(a.as_mut().poll(&mut cx).is_pending());
         assert!(b.as_mut().poll(&mut cx).is_pending());
         assert!(stop.as_mut().poll(&mut cx).is_pending());
@@ -442,6 +497,24 @@ mod tests {
         lc.stop();
         assert_eq!(count.0.load(Ordering::SeqCst), 4, "the stop wakes it");
         assert!(stop.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_nudge_wakes_every_waiter_to_look_again() {
+        let lc = Lifecycle::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let flag = Cell::new(false);
+        let mut w = Box::pin(lc.wait(|| flag.get()));
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        lc.nudge();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(w.as_mut().poll(&mut cx).is_pending(), "still not done");
+        flag.set(true);
+        lc.nudge();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "registered again");
+        assert!(w.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]
@@ -492,7 +565,7 @@ mod tests {
     #[test]
     fn request_ids_are_uuid_v4_shaped_and_distinct() {
         let config = crate::config::Config::default_embedded();
-        let w = Worker::new(0, &config, &[8080]);
+        let w = Worker::new(0, &config, &[ListenerSlot { id: 0, port: 8080 }]);
         let mut a = Vec::new();
         let mut b = Vec::new();
         w.write_request_id(&mut a);

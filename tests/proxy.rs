@@ -726,7 +726,7 @@ fn limits_431_414_413() {
 }
 
 #[test]
-fn drain_finishes_in_flight_requests_with_connection_close() {
+fn drain_closes_idle_connections_and_finishes_in_flight_requests_with_connection_close() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let rx = std::sync::Mutex::new(rx);
     let up = Mock::start(move |req, _| {
@@ -735,24 +735,41 @@ fn drain_finishes_in_flight_requests_with_connection_close() {
         }
         Some((response(200, &[], b"done"), false))
     });
-    let p = proxy("", WEB, &[("up", up.addr)]);
-    let mut idle = Client::connect(p.addr);
-    let r = idle.request("GET /fast HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert!(r.header("connection").is_none());
+    // A drain timeout far beyond the client's read deadline: an idle connection
+    // that were only closed by it would fail `expect_closed`. Three listeners put
+    // their idle connections in the three kinds of idle wait: holding the buffer
+    // (release_buffers_after 30 s), released (1 ms: released by the time of the
+    // drain, or else still holding), and a plain read (hold past the idle timeout).
+    let listeners = "[[listeners]]\nname = \"quick\"\nbind = \"127.0.0.1:0\"\nrelease_buffers_after = \"1ms\"\n\
+                     [[listeners]]\nname = \"long\"\nbind = \"127.0.0.1:0\"\nrelease_buffers_after = \"2m\"\n";
+    let p = proxy_with(
+        "drain_timeout = \"60s\"",
+        "release_buffers_after = \"30s\"",
+        &format!("{WEB}\n{listeners}"),
+        &[("up", up.addr)],
+    );
+    let mut idle: Vec<Client> = ["edge", "quick", "long"]
+        .iter()
+        .map(|name| {
+            let mut c = Client::connect(p.server.local_addr(name).unwrap());
+            let r = c.request("GET /fast HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert!(r.header("connection").is_none());
+            c
+        })
+        .collect();
+    idle.push(Client::connect(p.addr)); // accepted, no request yet
     let mut busy = Client::connect(p.addr);
     busy.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
-    eventually("request reached the upstream", || up.requests().len() == 2);
+    eventually("request reached the upstream", || up.requests().len() == 4);
     p.server.drain();
     eventually("listener closed", || {
         std::net::TcpStream::connect(p.addr).is_err()
     });
-    // A kept-alive connection is still served during the drain, with Connection: close.
-    let r = idle.request("GET /again HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert_eq!(
-        (r.status, r.header("connection").as_deref()),
-        (200, Some("close"))
-    );
-    idle.expect_closed();
+    // Idle connections are closed at once, whatever the wait they were in.
+    for c in &mut idle {
+        c.expect_closed();
+    }
+    // The request in flight finishes, with Connection: close.
     tx.send(()).unwrap();
     let r = busy.read();
     assert_eq!(

@@ -14,6 +14,7 @@
 //! instructions a level per completion, `tuning.md` §7).
 
 pub mod balance;
+pub mod endpoint;
 pub mod pool;
 
 use crate::clock::Moment;
@@ -27,7 +28,8 @@ use crate::http::rewrite::{
 };
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
 use crate::route::Route;
-use crate::worker::{ClusterRt, Worker};
+use crate::snapshot::{ClusterRt, Snapshot};
+use crate::worker::Worker;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,19 +50,20 @@ const INLINE_BODY: usize = 4096;
 pub async fn forward(
     d: &mut Downstream<'_>,
     w: &Worker,
+    snapshot: &Snapshot,
     head: &RequestHead,
     route: &Route,
     cluster: usize,
 ) -> Result<Next, Failure> {
-    let cluster = &w.snapshot.clusters[cluster];
+    let cluster = &snapshot.clusters[cluster];
     let mut bufs = Bufs {
         head: w.bufs.take(),
         resp: w.bufs.take(),
     };
     let rewrite = RequestRewrite {
         peer: &d.peer,
-        port_line: &w.snapshot.port_lines[d.conn.listener()],
-        forwarding: &w.snapshot.forwarding,
+        port_line: &d.settings.port_line,
+        forwarding: &snapshot.forwarding,
         edits: &route.request_headers,
         host_rewrite: route.host_rewrite.as_deref(),
         fallback_host: cluster.config.endpoints[0].name.as_bytes(),
@@ -104,12 +107,13 @@ pub async fn forward(
                 },
             };
             let endpoint = &cluster.config.endpoints[ep];
-            let slot = cluster.slot_base + ep;
+            let state = &cluster.endpoints[ep];
             let pooled = if fresh {
                 None
             } else {
-                w.pool
-                    .checkout(slot, Moment::now(), !head.method.is_idempotent())
+                state
+                    .pool
+                    .checkout(Moment::now(), !head.method.is_idempotent())
             };
             let reused = pooled.is_some();
             let mut up = match pooled {
@@ -142,7 +146,7 @@ pub async fn forward(
             let outcome: Result<Next, ExchangeError> = 'exchange: {
                 let mut p = Progress::default();
                 let up_timeout = cluster.config.response_timeout;
-                let client_timeout = d.client_timeout(w);
+                let client_timeout = d.client_timeout();
 
                 // 1. Request head, then body (or both in one write).
                 let len = bufs.head.len();
@@ -270,7 +274,7 @@ pub async fn forward(
                 // 4. Keep the upstream connection if it is in sync: whole response read and
                 // nothing after it.
                 if resp.keep_alive && pos == bufs.resp.len() {
-                    w.pool.checkin(slot, up, Moment::now());
+                    state.pool.checkin(up, Moment::now());
                 }
                 Ok(if close { Next::Close } else { Next::KeepAlive })
             };
@@ -393,7 +397,7 @@ impl Exchange<'_> {
             Framing::CloseDelimited => ClientFraming::CloseDelimited,
         };
         let close = !self.head.keep_alive
-            || self.w.lifecycle.is_draining()
+            || d.conn.is_closing()
             || framing == ClientFraming::CloseDelimited;
         let conn = match (close, client_http10) {
             (true, _) => ConnHeader::Close,
@@ -434,7 +438,7 @@ impl Exchange<'_> {
                 return Err(p.fail(client_write_error(f)));
             }
         }
-        let limits = &self.w.snapshot.listeners[d.conn.listener()].limits;
+        let limits = &d.settings.config.limits;
         let mut body = Body::new(
             self.head.framing,
             limits.max_body_bytes,
@@ -517,7 +521,7 @@ impl Exchange<'_> {
             bufs.head.clear();
             write_interim_head(&mut bufs.head, &bufs.resp[HEADROOM..], r, &d.resp_headers);
             let len = bufs.head.len();
-            let timeout = d.client_timeout(self.w);
+            let timeout = d.client_timeout();
             let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, timeout);
             if let Err((f, _)) = relay::write_range(&mut client, &mut bufs.head, 0..len).await {
                 return Err(p.fail(client_write_error(f)));

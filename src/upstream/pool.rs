@@ -12,7 +12,7 @@
 
 use crate::clock::Moment;
 use monoio::net::TcpStream;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 /// Idle time from which a pooled connection is probed before reuse.
@@ -23,78 +23,86 @@ struct Idle {
     since: Moment,
 }
 
-struct Slot {
-    idle: Vec<Idle>,
-    max_idle: usize,
-    idle_timeout: Duration,
-}
-
+/// The idle connections of one endpoint on one core. It belongs to the endpoint's
+/// run-time state, which outlives configuration snapshots: a reload that keeps the
+/// endpoint keeps its pool (and may change its limits).
 pub struct Pool {
-    slots: RefCell<Vec<Slot>>,
+    idle: RefCell<Vec<Idle>>,
+    max_idle: Cell<usize>,
+    idle_timeout: Cell<Duration>,
+    /// The endpoint left the configuration: nothing is pooled any more.
+    retired: Cell<bool>,
 }
 
 impl Pool {
-    /// One slot per endpoint: (max idle connections, idle timeout).
-    pub fn new(slots: impl IntoIterator<Item = (usize, Duration)>) -> Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
-            slots: RefCell::new(
-                slots
-                    .into_iter()
-                    .map(|(max_idle, idle_timeout)| Slot {
-                        idle: Vec::with_capacity(max_idle.min(64)),
-                        max_idle,
-                        idle_timeout,
-                    })
-                    .collect(),
-            ),
+            idle: RefCell::new(Vec::with_capacity(max_idle.min(64))),
+            max_idle: Cell::new(max_idle),
+            idle_timeout: Cell::new(idle_timeout),
+            retired: Cell::new(false),
         }
     }
 
-    /// The most recently used live connection to endpoint `slot`, if any. `probe`:
-    /// peek at it whatever its idle time (the request cannot be retried).
-    pub fn checkout(&self, slot: usize, now: Moment, probe: bool) -> Option<TcpStream> {
-        let mut slots = self.slots.borrow_mut();
-        let slot = &mut slots[slot];
-        while let Some(idle) = slot.idle.pop() {
-            let idle_for = now.saturating_duration_since(idle.since);
-            if idle_for < slot.idle_timeout
-                && ((idle_for < PROBE_AFTER && !probe) || is_open_and_quiet(&idle.stream))
+    /// New limits from a reload; connections beyond the new cap are closed.
+    pub fn configure(&self, max_idle: usize, idle_timeout: Duration) {
+        self.max_idle.set(max_idle);
+        self.idle_timeout.set(idle_timeout);
+        self.retired.set(false);
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() > max_idle {
+            // The oldest are at the bottom of the stack.
+            let surplus = idle.len() - max_idle;
+            idle.drain(..surplus);
+        }
+    }
+
+    /// Closes the idle connections, and those checked in from now on.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        self.clear();
+    }
+
+    /// The most recently used live connection, if any. `probe`: peek at it whatever
+    /// its idle time (the request cannot be retried).
+    pub fn checkout(&self, now: Moment, probe: bool) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let timeout = self.idle_timeout.get();
+        while let Some(conn) = idle.pop() {
+            let idle_for = now.saturating_duration_since(conn.since);
+            if idle_for < timeout
+                && ((idle_for < PROBE_AFTER && !probe) || is_open_and_quiet(&conn.stream))
             {
-                return Some(idle.stream);
+                return Some(conn.stream);
             }
         }
         None
     }
 
-    /// Returns a connection after a complete exchange; dropped if the slot is full.
-    pub fn checkin(&self, slot: usize, stream: TcpStream, now: Moment) {
-        let mut slots = self.slots.borrow_mut();
-        let slot = &mut slots[slot];
-        if slot.idle.len() < slot.max_idle {
-            slot.idle.push(Idle { stream, since: now });
+    /// Returns a connection after a complete exchange; dropped (closed) if the pool
+    /// is full or retired.
+    pub fn checkin(&self, stream: TcpStream, now: Moment) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < self.max_idle.get() && !self.retired.get() {
+            idle.push(Idle { stream, since: now });
         }
     }
 
     /// Drops expired connections and those the backend closed.
     pub fn sweep(&self, now: Moment) {
-        for slot in self.slots.borrow_mut().iter_mut() {
-            let timeout = slot.idle_timeout;
-            slot.idle.retain(|idle| {
-                now.saturating_duration_since(idle.since) < timeout
-                    && is_open_and_quiet(&idle.stream)
-            });
-        }
+        let timeout = self.idle_timeout.get();
+        self.idle.borrow_mut().retain(|conn| {
+            now.saturating_duration_since(conn.since) < timeout && is_open_and_quiet(&conn.stream)
+        });
     }
 
-    /// Closes every idle connection (shutdown).
+    /// Closes every idle connection.
     pub fn clear(&self) {
-        for slot in self.slots.borrow_mut().iter_mut() {
-            slot.idle.clear();
-        }
+        self.idle.borrow_mut().clear();
     }
 
     pub fn idle_count(&self) -> usize {
-        self.slots.borrow().iter().map(|s| s.idle.len()).sum()
+        self.idle.borrow().len()
     }
 }
 
@@ -136,7 +144,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         block_on(async move {
-            let pool = Pool::new([(4, Duration::from_secs(30))]);
+            let pool = Pool::new(4, Duration::from_secs(30));
             let now = Moment::now();
             // Three connections: one stays open, one is closed by the peer, one gets stray bytes.
             let mut peers = Vec::new();
@@ -144,7 +152,7 @@ mod tests {
                 let c = TcpStream::connect(addr).await.unwrap();
                 let (p, _) = listener.accept().unwrap();
                 peers.push(p);
-                pool.checkin(0, c, now);
+                pool.checkin(c, now);
             }
             let mut peers = peers.into_iter();
             let _open = peers.next().unwrap();
@@ -156,18 +164,18 @@ mod tests {
             while Instant::now() < deadline {
                 pool.sweep(Moment::now());
                 if pool.idle_count() == 1 {
-                    got = pool.checkout(0, Moment::now(), true);
+                    got = pool.checkout(Moment::now(), true);
                     break;
                 }
                 monoio::time::sleep(Duration::from_millis(5)).await;
             }
             assert!(got.is_some(), "the open connection is handed out");
             assert_eq!(pool.idle_count(), 0);
-            assert!(pool.checkout(0, Moment::now(), true).is_none());
+            assert!(pool.checkout(Moment::now(), true).is_none());
             // Expiry.
-            pool.checkin(0, got.unwrap(), now);
+            pool.checkin(got.unwrap(), now);
             assert!(pool
-                .checkout(0, now + Duration::from_secs(31), false)
+                .checkout(now + Duration::from_secs(31), false)
                 .is_none());
         });
     }
@@ -192,19 +200,19 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         block_on(async move {
-            let pool = Pool::new([(4, Duration::from_secs(30))]);
+            let pool = Pool::new(4, Duration::from_secs(30));
             let c = closed_by_peer(&listener, addr).await;
             let now = Moment::now();
-            pool.checkin(0, c, now);
+            pool.checkin(c, now);
             // Recently used, retryable request: handed out without a probe.
-            let c = pool.checkout(0, now, false).expect("no probe");
-            pool.checkin(0, c, now);
+            let c = pool.checkout(now, false).expect("no probe");
+            pool.checkin(c, now);
             // A non-idempotent request probes, and the closed connection is dropped.
-            assert!(pool.checkout(0, now, true).is_none());
+            assert!(pool.checkout(now, true).is_none());
             // Idle past PROBE_AFTER: probed even for a retryable request.
             let c = closed_by_peer(&listener, addr).await;
-            pool.checkin(0, c, now);
-            assert!(pool.checkout(0, now + PROBE_AFTER, false).is_none());
+            pool.checkin(c, now);
+            assert!(pool.checkout(now + PROBE_AFTER, false).is_none());
         });
     }
 
@@ -213,12 +221,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         block_on(async move {
-            let pool = Pool::new([(1, Duration::from_secs(30))]);
+            let pool = Pool::new(1, Duration::from_secs(30));
             let mut keep = Vec::new();
             for _ in 0..2 {
                 let c = TcpStream::connect(addr).await.unwrap();
                 keep.push(listener.accept().unwrap());
-                pool.checkin(0, c, Moment::now());
+                pool.checkin(c, Moment::now());
             }
             assert_eq!(pool.idle_count(), 1);
         });

@@ -20,17 +20,44 @@ pub struct Proxy {
 /// Starts the proxy with `routes_and_clusters` appended to a one-listener config.
 /// `{name}` placeholders are replaced by the addresses in `vars`.
 pub fn proxy(listener_extra: &str, rest: &str, vars: &[(&str, SocketAddr)]) -> Proxy {
+    proxy_with("drain_timeout = \"5s\"", listener_extra, rest, vars)
+}
+
+/// [`proxy`] with `runtime` as the `[runtime]` settings besides one unpinned worker.
+pub fn proxy_with(
+    runtime: &str,
+    listener_extra: &str,
+    rest: &str,
+    vars: &[(&str, SocketAddr)],
+) -> Proxy {
+    let text = config_text(runtime, listener_extra, rest, vars);
+    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let server = Server::start(config).expect("proxy starts");
+    let addr = server.local_addr("edge").unwrap();
+    Proxy { server, addr }
+}
+
+/// The configuration text of [`proxy_with`].
+pub fn config_text(
+    runtime: &str,
+    listener_extra: &str,
+    rest: &str,
+    vars: &[(&str, SocketAddr)],
+) -> String {
+    // One worker unless `runtime` says how many.
+    let workers = if runtime.contains("workers") {
+        ""
+    } else {
+        "workers = 1"
+    };
     let mut text = format!(
-        "[runtime]\nworkers = 1\npin_workers = false\ndrain_timeout = \"5s\"\n\
+        "[runtime]\n{workers}\npin_workers = false\n{runtime}\n\
          [[listeners]]\nname = \"edge\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n{rest}"
     );
     for (name, addr) in vars {
         text = text.replace(&format!("{{{name}}}"), &addr.to_string());
     }
-    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let server = Server::start(config).expect("proxy starts");
-    let addr = server.local_addr("edge").unwrap();
-    Proxy { server, addr }
+    text
 }
 
 /// A request as a mock upstream received it.
@@ -62,6 +89,8 @@ pub struct Mock {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
     pub connections: Arc<AtomicUsize>,
+    /// Connections that have ended (closed by either side).
+    pub closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -75,8 +104,14 @@ impl Mock {
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(AtomicUsize::new(0));
         let handler: Arc<Handler> = Arc::new(handler);
-        let (r, c, s) = (received.clone(), connections.clone(), stop.clone());
+        let (r, c, s, e) = (
+            received.clone(),
+            connections.clone(),
+            stop.clone(),
+            closed.clone(),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -84,14 +119,18 @@ impl Mock {
                 }
                 let Ok(stream) = stream else { continue };
                 let conn = c.fetch_add(1, Ordering::SeqCst);
-                let (r, h) = (r.clone(), handler.clone());
-                std::thread::spawn(move || serve_mock(stream, conn, &r, &*h));
+                let (r, h, e) = (r.clone(), handler.clone(), e.clone());
+                std::thread::spawn(move || {
+                    serve_mock(stream, conn, &r, &*h);
+                    e.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         Mock {
             addr,
             received,
             connections,
+            closed,
             stop,
         }
     }

@@ -86,7 +86,53 @@ t_check_ok() { $BIN check --config config/example.toml >/dev/null; }
 t_check_bad() { printf '[[listeners]]\nbind="127.0.0.1:1"\n[[routes]]\ncluster="api"\n' > "$WORK/bad.toml"
   ! $BIN check --config "$WORK/bad.toml" 2>"$WORK/err" && grep -q 'routes\[0\].cluster: unknown cluster "api"' "$WORK/err"; }
 t_version() { $BIN --version | grep -q '^ringway '; }
-t_sigterm() { kill -TERM $PROXY; wait $PROXY; }
+# SIGHUP re-reads the file: a route added to it is served, on a connection opened
+# before the reload too; an invalid file is refused with the field named in the log.
+hold_connection() { # port, seconds, flag file: one request, then an idle keep-alive
+  rm -f "$3"  # connection; the flag file appears once the response has come
+  python3 - "$1" "$2" "$3" <<'PY' &
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+s.recv(4096)
+open(sys.argv[3], "w").close()
+time.sleep(float(sys.argv[2]))
+PY
+}
+t_sighup_reload() {
+  cp "$WORK/ringway.toml" "$WORK/ringway.toml.orig"
+  printf '[[routes]]\nname = "reloaded"\nmatch = { path = "/reloaded" }\nrespond = { status = 200, body = "new\\n" }\n' > "$WORK/head.toml"
+  # The new route goes first (routes match in file order).
+  awk 'NR==FNR {r = r $0 "\n"; next} /^\[\[routes\]\]/ && !done {printf "%s", r; done=1} {print}' \
+    "$WORK/head.toml" "$WORK/ringway.toml.orig" > "$WORK/ringway.toml"
+  kill -HUP $PROXY
+  for _ in $(seq 1 100); do
+    [ "$(curl -s $URL/reloaded)" = "new" ] && return 0; sleep 0.05
+  done
+  return 1
+}
+t_sighup_invalid() {
+  printf '[[listeners]]\nbind = "127.0.0.1:1"\n[[routes]]\ncluster = "nope"\n' > "$WORK/ringway.toml"
+  kill -HUP $PROXY
+  for _ in $(seq 1 100); do
+    grep -q 'reload failed.*routes\[0\].cluster: unknown cluster' "$WORK/proxy.log" && break; sleep 0.05
+  done
+  cp "$WORK/ringway.toml.orig" "$WORK/ringway.toml"
+  grep -q 'reload failed.*routes\[0\].cluster: unknown cluster' "$WORK/proxy.log" \
+    && [ "$(curl -s $URL/reloaded)" = "new" ] && [ "$(curl -s $URL/healthz)" = "ok" ]
+}
+# SIGTERM with an idle keep-alive client: the idle connection is closed at once, so
+# the process exits long before drain_timeout (10 s by default).
+t_sigterm() {
+  hold_connection "$PX" 30 "$WORK/held"; local holder=$!
+  for _ in $(seq 1 200); do [ -e "$WORK/held" ] && break; sleep 0.05; done
+  local start; start=$(date +%s%N)
+  kill -TERM $PROXY; wait $PROXY; local rc=$?
+  local took=$(( ($(date +%s%N) - start) / 1000000 ))
+  echo "     exit after SIGTERM with an idle client: ${took} ms"
+  kill $holder 2>/dev/null
+  [ -e "$WORK/held" ] && [ $rc -eq 0 ] && [ $took -lt 5000 ]
+}
 
 check "direct response" t_get
 check "forwarded headers" t_proxy_headers
@@ -104,7 +150,9 @@ check "bounded proxy memory" t_bounded_memory
 check "ringway check (valid)" t_check_ok
 check "ringway check (invalid, names the field)" t_check_bad
 check "ringway --version" t_version
-check "SIGTERM drains and exits 0" t_sigterm
+check "SIGHUP reloads the file" t_sighup_reload
+check "SIGHUP with an invalid file changes nothing" t_sighup_invalid
+check "SIGTERM with an idle client exits at once, 0" t_sigterm
 
 # Without io_uring: fall back to the epoll driver with a warning, or refuse to start
 # when runtime.require_io_uring is set. Disables io_uring system-wide for a moment
@@ -131,6 +179,14 @@ for pause in (0, 0.3, 0):
     get()
 PY
 }
+# SIGHUP with a listener added to the fallback config: the running process (PID)
+# binds it on its driver and serves on it.
+reload_adds_listener() { # pid
+  local extra; extra=$(free_port)
+  printf '[[listeners]]\nname = "added"\nbind = "127.0.0.1:%s"\n' "$extra" >> "$WORK/fallback.toml"
+  kill -HUP "$1"
+  wait_port "$extra" && [ "$(curl -s http://127.0.0.1:$extra/healthz)" = "ok" ]
+}
 # Runs BINARY on the fallback config (log to LOG) and checks that it serves: a direct
 # response, a proxied upload and download, keep-alive across a buffer release.
 fallback_serves() { # binary, log
@@ -141,7 +197,7 @@ fallback_serves() { # binary, log
   [ "$(curl -s http://127.0.0.1:$port/healthz)" = "ok" ] \
     && [ "$(curl -s -X POST --data-binary 12345 http://127.0.0.1:$port/count)" = "5" ] \
     && [ "$(curl -s -o /dev/null -w '%{size_download}' http://127.0.0.1:$port/bytes/10000000)" = "10000000" ] \
-    && keepalive_after_release "$port" && ok=0
+    && keepalive_after_release "$port" && reload_adds_listener "$pid" && ok=0
   kill -TERM $pid; wait $pid || ok=1
   return $ok
 }

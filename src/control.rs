@@ -1,0 +1,410 @@
+//! The control plane: starts the workers, and changes what they run while they run.
+//! It owns the bound listening sockets (a duplicate of every worker's socket, so a
+//! listener outlives any one worker's view of it), the running configuration, and
+//! one control line per worker. Reloads are serialised here; workers apply them
+//! between requests (`runtime`, `worker::Worker::apply`).
+//!
+//! Listeners are identified by their bind address (and, for port 0, their name): a
+//! reload that keeps a listener's bind keeps its sockets, so no connection waiting
+//! in its accept queue is lost; a new bind is bound before anything changes (a
+//! failure leaves everything as it was); a listener that is gone stops accepting
+//! on every core and its connections drain.
+
+use crate::config::{Config, ConfigError, ListenerConfig, RuntimeConfig};
+use crate::runtime::{
+    spawn_worker, Control, Driver, Reload, StartError, WorkerHandle, WorkerStart,
+};
+use crate::worker::ListenerSlot;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a reload waits for each worker to confirm it (a worker applies a
+/// reload between two turns of its event loop: milliseconds).
+const RELOAD_CONFIRM: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("listener {name}: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the proxy is draining")]
+    Draining,
+    #[error("{0}")]
+    Workers(String),
+}
+
+/// A running proxy. Dropping it stops the workers at once; use `drain` and `join`
+/// for a graceful shutdown.
+pub struct Server {
+    workers: Vec<WorkerHandle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    drivers: Vec<Driver>,
+    state: Mutex<State>,
+    draining: AtomicBool,
+}
+
+struct State {
+    config: Arc<Config>,
+    listeners: Vec<Bound>,
+    /// The next listener id (ids are never reused in a process).
+    next_id: u32,
+    /// The file reloads read (`None`: the embedded default configuration).
+    path: Option<PathBuf>,
+}
+
+/// A listener's sockets, one per worker.
+struct Bound {
+    id: u32,
+    key: ListenerKey,
+    name: String,
+    /// As bound (the real port when the configuration says 0).
+    addr: SocketAddr,
+    backlog: u32,
+    /// The control plane's duplicates of the workers' sockets.
+    sockets: Vec<TcpListener>,
+}
+
+/// What identifies a listener across reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListenerKey {
+    bind: SocketAddr,
+    /// Only for port 0, where the bind alone does not say which socket is meant.
+    name: Option<String>,
+}
+
+impl ListenerKey {
+    fn of(l: &ListenerConfig) -> ListenerKey {
+        ListenerKey {
+            bind: l.bind,
+            name: (l.bind.port() == 0).then(|| l.name.clone()),
+        }
+    }
+}
+
+/// The listeners of a configuration, bound or kept.
+struct Prepared {
+    bound: Vec<Bound>,
+    slots: Vec<ListenerSlot>,
+    /// Each worker's sockets of the listeners that are new.
+    per_worker: Vec<Vec<(u32, TcpListener)>>,
+}
+
+/// Binds the listeners of `config` that `current` does not have (the sockets of the
+/// others are kept). Nothing is changed unless every bind succeeds.
+fn prepare(
+    current: &[Bound],
+    config: &Config,
+    workers: usize,
+    next_id: &mut u32,
+) -> Result<Prepared, ReloadError> {
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    let mut per_worker: Vec<Vec<(u32, TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut id = *next_id;
+    for l in &config.listeners {
+        let key = ListenerKey::of(l);
+        // Kept: the same key, or a bind that names the port a port-0 listener got.
+        if let Some(b) = current.iter().find(|b| b.key == key || b.addr == l.bind) {
+            let sockets = b
+                .sockets
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| ReloadError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })?;
+            bound.push(Bound {
+                id: b.id,
+                key,
+                name: l.name.clone(),
+                addr: b.addr,
+                backlog: b.backlog,
+                sockets,
+            });
+            continue;
+        }
+        let bind_error = |source| ReloadError::Bind {
+            name: l.name.clone(),
+            addr: l.bind,
+            source,
+        };
+        let (sockets, addr) = crate::listener::bind(l, workers).map_err(bind_error)?;
+        let mut dups = Vec::with_capacity(workers);
+        for (w, socket) in sockets.into_iter().enumerate() {
+            dups.push(socket.try_clone().map_err(bind_error)?);
+            per_worker[w].push((id, socket));
+        }
+        bound.push(Bound {
+            id,
+            key,
+            name: l.name.clone(),
+            addr,
+            backlog: l.backlog,
+            sockets: dups,
+        });
+        id += 1;
+    }
+    *next_id = id;
+    // A kept listener's new backlog: listen(2) again resizes its queue in place.
+    for (b, l) in bound.iter_mut().zip(&config.listeners) {
+        if b.backlog != l.backlog {
+            for s in &b.sockets {
+                if let Err(e) = socket2::SockRef::from(s).listen(l.backlog as i32) {
+                    tracing::warn!(listener = %l.name, error = %e, "cannot change the backlog");
+                }
+            }
+            b.backlog = l.backlog;
+        }
+    }
+    let slots = bound
+        .iter()
+        .map(|b| ListenerSlot {
+            id: b.id,
+            port: b.addr.port(),
+        })
+        .collect();
+    Ok(Prepared {
+        bound,
+        slots,
+        per_worker,
+    })
+}
+
+/// Settings of `[runtime]` that only a restart (or an upgrade) can change.
+fn restart_only_changes(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.workers != new.workers {
+        changed.push("runtime.workers");
+    }
+    if old.pin_workers != new.pin_workers {
+        changed.push("runtime.pin_workers");
+    }
+    if old.require_io_uring != new.require_io_uring {
+        changed.push("runtime.require_io_uring");
+    }
+    if old.io_uring_entries != new.io_uring_entries {
+        changed.push("runtime.io_uring_entries");
+    }
+    if old.io_uring_flags != new.io_uring_flags {
+        changed.push("runtime.io_uring_flags");
+    }
+    changed
+}
+
+impl Server {
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        crate::buf::map_large_allocations(crate::worker::BUF_SIZE);
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let count = match config.runtime.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut next_id = 0;
+        let prepared = prepare(&[], &config, count, &mut next_id).map_err(|e| match e {
+            ReloadError::Bind { name, addr, source } => StartError::Bind { name, addr, source },
+            other => StartError::Worker(0, other.to_string()),
+        })?;
+        let config = Arc::new(config);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut workers = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for (id, sockets) in prepared.per_worker.into_iter().enumerate() {
+            let core =
+                (config.runtime.pin_workers && !cores.is_empty()).then(|| cores[id % cores.len()]);
+            let (handle, thread) = spawn_worker(WorkerStart {
+                id,
+                core,
+                config: config.clone(),
+                listeners: prepared.slots.clone(),
+                sockets,
+                ready: ready_tx.clone(),
+            })?;
+            workers.push(handle);
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let mut server = Server {
+            workers,
+            threads: Mutex::new(threads),
+            drivers: vec![Driver::Legacy; count],
+            state: Mutex::new(State {
+                config,
+                listeners: prepared.bound,
+                next_id,
+                path: None,
+            }),
+            draining: AtomicBool::new(false),
+        };
+        for _ in 0..count {
+            match ready_rx.recv() {
+                Ok(Ok((id, driver))) => server.drivers[id] = driver,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(StartError::Worker(
+                        0,
+                        "worker exited during start-up".into(),
+                    ))
+                }
+            }
+        }
+        Ok(server)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves nothing half-written that matters
+        // more than serving on: take the state as it is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the file that [`Server::reload_config_file`] reads.
+    pub fn set_config_path(&self, path: Option<PathBuf>) {
+        self.state().path = path;
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.state()
+            .listeners
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.addr)
+    }
+
+    /// Every listener's name and bound address.
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.state()
+            .listeners
+            .iter()
+            .map(|b| (b.name.clone(), b.addr))
+            .collect()
+    }
+
+    pub fn drivers(&self) -> &[Driver] {
+        &self.drivers
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.state().config.clone()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Reads the configuration file again (the embedded default when the proxy
+    /// runs without one) and applies it: see [`Server::reload`].
+    pub fn reload_config_file(&self) -> Result<(), ReloadError> {
+        let path = self.state().path.clone();
+        let config = match path {
+            Some(p) => Config::load(&p)?,
+            None => Config::default_embedded(),
+        };
+        self.reload(config)
+    }
+
+    /// Replaces the running configuration on every worker, and returns once every
+    /// worker serves it. Requests in flight finish on the configuration they
+    /// started with. Listeners are kept, bound or closed as described in the
+    /// module docs; `[runtime]` settings other than `drain_timeout` need a restart
+    /// and are kept as they run (with a warning).
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let mut state = self.state();
+        if self.is_draining() {
+            return Err(ReloadError::Draining);
+        }
+        let changed = restart_only_changes(&state.config.runtime, &config.runtime);
+        if !changed.is_empty() {
+            tracing::warn!(settings = ?changed, "reload: these settings need a restart; kept as they run");
+        }
+        let mut config = config;
+        let drain_timeout = config.runtime.drain_timeout;
+        config.runtime = RuntimeConfig {
+            drain_timeout,
+            ..state.config.runtime.clone()
+        };
+        let mut next_id = state.next_id;
+        let prepared = prepare(&state.listeners, &config, self.workers.len(), &mut next_id)?;
+        state.next_id = next_id;
+        let config = Arc::new(config);
+        let (done, confirmations) = mpsc::channel();
+        let mut sent = 0;
+        for (w, sockets) in self.workers.iter().zip(prepared.per_worker) {
+            let reload = Reload {
+                config: config.clone(),
+                listeners: prepared.slots.clone(),
+                sockets,
+                done: done.clone(),
+            };
+            if w.send(Control::Reload(Box::new(reload))) {
+                sent += 1;
+            }
+        }
+        drop(done);
+        let mut errors = Vec::new();
+        for _ in 0..sent {
+            match confirmations.recv_timeout(RELOAD_CONFIRM) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => {
+                    errors.push("a worker did not confirm the reload".to_string());
+                    break;
+                }
+            }
+        }
+        // Workers that confirmed serve the new configuration: it is the running one
+        // now, whatever the others said.
+        state.config = config;
+        state.listeners = prepared.bound;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ReloadError::Workers(errors.join("; ")))
+        }
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close idle connections, let
+    /// in-flight requests finish (answered with `Connection: close`) for up to
+    /// `runtime.drain_timeout`.
+    pub fn drain(&self) {
+        let mut state = self.state();
+        self.draining.store(true, Ordering::Relaxed);
+        for w in &self.workers {
+            w.send(Control::Drain(state.config.runtime.drain_timeout));
+        }
+        // The sockets close once the workers' accept loops end too: new connections
+        // are refused rather than left waiting in a queue nobody accepts from.
+        for b in &mut state.listeners {
+            b.sockets.clear();
+        }
+    }
+
+    /// Waits for every worker to finish (after `drain`, or a stop).
+    pub fn join(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.send(Control::Stop);
+        }
+        self.join();
+    }
+}

@@ -1,0 +1,116 @@
+//! One core's replaceable view of the configuration. A [`Snapshot`] (routing table,
+//! clusters with their balancers, forwarding settings) is immutable once built; a
+//! reload builds a new one and swaps it in (`Worker::snapshot`). A request takes the
+//! current one once, when its head has arrived, and finishes on it, so a request in
+//! flight never sees half of two configurations; the next request, even on the same
+//! keep-alive connection, takes the new one.
+//!
+//! What must outlive a snapshot is kept beside it and found by identity: listeners
+//! by their bind address ([`ListenerRt`], whose sockets a reload keeps when the bind
+//! is unchanged), endpoints by cluster name and address
+//! ([`Endpoints`](crate::upstream::endpoint::Endpoints), whose pools a reload keeps).
+
+use crate::config::{ClusterConfig, Config, ForwardingConfig, ListenerConfig};
+use crate::http::rewrite::port_line;
+use crate::route::RouteTable;
+use crate::upstream::balance::Balancer;
+use crate::upstream::endpoint::{Endpoint, Endpoints};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+pub struct Snapshot {
+    pub routes: RouteTable,
+    /// In configuration order (route actions name clusters by this index).
+    pub clusters: Vec<ClusterRt>,
+    pub forwarding: ForwardingConfig,
+}
+
+pub struct ClusterRt {
+    pub config: ClusterConfig,
+    pub balancer: Balancer,
+    /// Run-time state of `config.endpoints`, index for index.
+    pub endpoints: Vec<Rc<Endpoint>>,
+}
+
+impl Snapshot {
+    /// Compiles `config` for one core. `listener_ids`: the stable id of each of
+    /// `config.listeners` (route predicates on listeners compare ids);
+    /// `seed` staggers the balancers per core; endpoint state comes from (and is
+    /// updated in) `endpoints`.
+    pub fn build(
+        config: &Config,
+        listener_ids: &[u32],
+        seed: usize,
+        endpoints: &Endpoints,
+    ) -> Snapshot {
+        let states = endpoints.update(&config.clusters);
+        let clusters = config
+            .clusters
+            .iter()
+            .zip(states)
+            .map(|(c, endpoints)| ClusterRt {
+                config: c.clone(),
+                balancer: Balancer::new(c, seed),
+                endpoints,
+            })
+            .collect();
+        Snapshot {
+            routes: RouteTable::build_for(config, listener_ids),
+            clusters,
+            forwarding: config.forwarding.clone(),
+        }
+    }
+}
+
+/// One listener on one core, for as long as its bind address stays in the
+/// configuration. Connections keep an `Rc` of the listener that accepted them.
+pub struct ListenerRt {
+    /// Stable across reloads, unique in the process (route predicates use it).
+    pub id: u32,
+    settings: RefCell<Rc<ListenerSettings>>,
+    /// Set when the core drains or a reload removes the listener: its accept loop
+    /// ends, its idle connections close, and in-flight requests are answered with
+    /// `Connection: close`.
+    closing: Cell<bool>,
+}
+
+/// A listener's settings as of the last reload.
+pub struct ListenerSettings {
+    pub config: ListenerConfig,
+    /// The X-Forwarded-Port line for its port.
+    pub port_line: Box<[u8]>,
+}
+
+impl ListenerRt {
+    pub fn new(id: u32, config: ListenerConfig, port: u16) -> ListenerRt {
+        ListenerRt {
+            id,
+            settings: RefCell::new(Rc::new(ListenerSettings {
+                config,
+                port_line: port_line(port),
+            })),
+            closing: Cell::new(false),
+        }
+    }
+
+    /// The current settings (a request takes them once).
+    pub fn settings(&self) -> Rc<ListenerSettings> {
+        Rc::clone(&self.settings.borrow())
+    }
+
+    /// New settings from a reload (same bind address, so same port).
+    pub fn configure(&self, config: ListenerConfig) {
+        let port_line = self.settings.borrow().port_line.clone();
+        *self.settings.borrow_mut() = Rc::new(ListenerSettings { config, port_line });
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// See `closing`. The caller wakes the core's tasks (`Lifecycle`) so that idle
+    /// connections notice.
+    pub fn close(&self) {
+        self.closing.set(true);
+    }
+}
