@@ -58,17 +58,42 @@ fn ms_ceil(d: Duration) -> u64 {
 }
 
 /// Milliseconds on a coarse clock (whole seconds are exact).
-#[allow(unsafe_code)]
 fn coarse_ms(clock: libc::clockid_t) -> u64 {
+    let ts = read_clock(clock);
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+#[allow(unsafe_code)]
+fn read_clock(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration. The coarse
-    // clocks exist on every Linux since 2.6.32; were the call to fail, `ts` stays zero
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration. The clocks
+    // used exist on every Linux since 2.6.32; were the call to fail, `ts` stays zero
     // (tested in `coarse_clocks_read_and_advance`).
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+    ts
+}
+
+/// A precise point in time (CLOCK_MONOTONIC, nanoseconds) for measuring requests:
+/// the vDSO read without `Instant`'s conversions (its `elapsed` cost about 40
+/// instructions more per reading, measured with callgrind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    #[inline]
+    pub fn now() -> Stamp {
+        let ts = read_clock(libc::CLOCK_MONOTONIC);
+        Stamp((ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64)
+    }
+
+    /// Nanoseconds from `earlier` to this (zero if not later).
+    #[inline]
+    pub fn nanos_since(self, earlier: Stamp) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
 }
 
 /// The timeouts of one core's sockets: a slot per socket (a deadline, the time of its

@@ -19,11 +19,12 @@
 //! 16 KiB buffer and a 2 KB future. A busy connection stays in one burst: no
 //! allocation per request.
 
-use crate::clock::Moment;
+use crate::clock::{Moment, Stamp};
 use crate::error::ProxyError;
 use crate::http::answer::{Answer, ConnHeader};
 use crate::http::parse::{parse_request, Framing, HeaderSpan, Method, RequestHead, Version};
 use crate::http::rewrite::Peer;
+use crate::outcome::{Flags, Outcome};
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer, Waited};
 use crate::route::{Action, RequestView, Route};
 use crate::snapshot::{ListenerRt, ListenerSettings, Snapshot};
@@ -70,6 +71,8 @@ pub struct Downstream<'c> {
     pub up_timer: Timer,
     /// Cancels the wait for the next request when the buffer is released.
     canceller: Option<Canceller>,
+    /// The current request's figures (metrics and the access log read them).
+    pub outcome: Outcome,
 }
 
 /// How a burst ended.
@@ -126,6 +129,8 @@ impl Conn {
     /// pointer, not three copies of the state (async blocks keep their captures
     /// beside the futures they move them into).
     pub fn new(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerRt>) -> Box<Self> {
+        listener.stats.connections_total.inc();
+        listener.stats.connections_active.inc();
         Box::new(Conn {
             stream,
             peer,
@@ -139,6 +144,12 @@ impl Conn {
     /// reload that removed it).
     pub fn is_closing(&self) -> bool {
         self.listener.is_closing()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.listener.stats.connections_active.dec();
     }
 }
 
@@ -204,12 +215,15 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
         resp_headers: Vec::new(),
         up_timer: Timer::new(),
         canceller: None,
+        outcome: Outcome::new(Stamp::now()),
     };
     let end = loop {
         // Read until a complete request head is buffered, by `head_deadline` when
         // given (a new connection's first head), else within `header_timeout` of
         // its first byte. (Not an `async fn` of its own either.)
         let mut deadline = head_deadline.take();
+        // When the request's first byte was read (for its duration).
+        let mut first_byte = None;
         let got: Result<Head, ProxyError> = 'read: {
             // Move a pipelined request's bytes to the front.
             if d.pos > 0 {
@@ -233,9 +247,8 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                 }
                 let read = match deadline {
                     None => {
-                        // Nothing of the next request yet. While draining, idle
-                        // connections stay open: a further request is still served,
-                        // with `Connection: close` (the drain deadline ends the rest).
+                        // Nothing of the next request yet: an idle wait, which a
+                        // closing listener (drain, reload) ends.
                         let mut io =
                             Io::new(&mut d.conn.stream, &mut d.conn.timer, cfg.idle_timeout);
                         let hold = cfg.release_buffers_after;
@@ -266,6 +279,7 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                 };
                 match read {
                     Ok(0) | Err(Fail::Closed) => break 'read Ok(Head::Closed),
+                    Ok(_) if !started => first_byte = Some(Stamp::now()),
                     Ok(_) => {}
                     // A first request that has not started is dropped quietly, like an
                     // idle connection.
@@ -280,14 +294,20 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
             Ok(Head::Idle(at)) => break Burst::Idle(at),
             Err(e) => {
                 tracing::debug!(peer = %d.peer, error = %e, "bad request head");
+                d.outcome = Outcome::new(first_byte.unwrap_or_else(Stamp::now));
+                d.outcome.request_bytes = d.rbuf.len() as u64;
+                d.outcome.failed(&e);
                 if let Some(status) = e.status() {
                     let answer = w.errors.get(status);
                     let _ = d.answer(w, answer, None, Next::Close).await;
                 }
+                crate::account::request(w, None, &d.conn.listener, &d.outcome);
                 break Burst::Close;
             }
         };
         d.pos = head.head_len;
+        d.outcome = Outcome::new(first_byte.unwrap_or_else(Stamp::now));
+        d.outcome.request_bytes = head.head_len as u64;
         // The configuration this request is served with, whatever reloads happen
         // meanwhile.
         let snapshot = w.snapshot();
@@ -313,6 +333,7 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
             Ok(next) => next,
             Err(f) => d.failed(w, &head, f).await,
         };
+        crate::account::request(w, Some(&snapshot), &d.conn.listener, &d.outcome);
         if next == Next::Close {
             break Burst::Close;
         }
@@ -324,6 +345,7 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
 impl Downstream<'_> {
     /// Answers a failed request when the client has seen nothing of a response yet.
     async fn failed(&mut self, w: &Worker, head: &RequestHead, f: Failure) -> Next {
+        self.outcome.failed(&f.error);
         let status = f.error.status();
         if f.error.is_downstream() {
             tracing::debug!(peer = %self.peer, error = %f.error, "request failed");
@@ -345,7 +367,11 @@ impl Downstream<'_> {
     }
 
     /// What to do with a request: the listener's checks, then the route table.
-    fn route<'s>(&self, snapshot: &'s Snapshot, head: &RequestHead) -> Result<Act<'s>, Failure> {
+    fn route<'s>(
+        &mut self,
+        snapshot: &'s Snapshot,
+        head: &RequestHead,
+    ) -> Result<Act<'s>, Failure> {
         if head.method == Method::Connect {
             return Err(refused(ProxyError::MethodNotAllowed, !head.has_body()));
         }
@@ -368,8 +394,12 @@ impl Downstream<'_> {
             return Ok(Act::NoRoute);
         };
         let route = snapshot.routes.route(index);
+        self.outcome.route = Some(index as u32);
         Ok(match &route.action {
-            Action::Forward(cluster) => Act::Forward(route, *cluster),
+            Action::Forward(cluster) => {
+                self.outcome.cluster = Some(*cluster as u32);
+                Act::Forward(route, *cluster)
+            }
             Action::Answer(answer) => Act::Answer(answer),
         })
     }
@@ -429,6 +459,14 @@ impl Downstream<'_> {
         let mut io = Io::new(&mut self.conn.stream, &mut self.conn.timer, timeout);
         let ok = relay::write_range(&mut io, &mut out, 0..len).await.is_ok();
         w.bufs.give(out);
+        if ok {
+            self.outcome.status = answer.status();
+            self.outcome.response_bytes += len as u64;
+        } else {
+            self.outcome
+                .flags
+                .set(Flags::DOWNSTREAM_CONNECTION_TERMINATION);
+        }
         if ok {
             next
         } else {

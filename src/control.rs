@@ -10,7 +10,9 @@
 //! failure leaves everything as it was); a listener that is gone stops accepting
 //! on every core and its connections drain.
 
+use crate::admin::Admin;
 use crate::config::{Config, ConfigError, ListenerConfig, RuntimeConfig};
+use crate::metrics::WorkerMetrics;
 use crate::runtime::{
     spawn_worker, Control, Driver, Reload, StartError, WorkerHandle, WorkerStart,
 };
@@ -43,13 +45,48 @@ pub enum ReloadError {
 }
 
 /// A running proxy. Dropping it stops the workers at once; use `drain` and `join`
-/// for a graceful shutdown.
+/// for a graceful shutdown. Its methods are the control plane's ([`ControlPlane`]),
+/// which the admin thread shares.
 pub struct Server {
+    plane: Arc<ControlPlane>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = ControlPlane;
+
+    fn deref(&self) -> &ControlPlane {
+        &self.plane
+    }
+}
+
+/// The control plane of a running proxy (see the module docs).
+pub struct ControlPlane {
     workers: Vec<WorkerHandle>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     drivers: Vec<Driver>,
+    metrics: Vec<Arc<WorkerMetrics>>,
     state: Mutex<State>,
     draining: AtomicBool,
+    reloads: Mutex<ReloadCounts>,
+    /// Unix time of the start.
+    start_time: f64,
+    /// Itself, for the admin listeners it starts.
+    me: std::sync::Weak<ControlPlane>,
+}
+
+/// `ringway_config_reloads_total` and the time of the last successful load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReloadCounts {
+    pub success: u64,
+    pub failure: u64,
+    /// Unix time of the last successful load (the start, or a reload).
+    pub last_success: f64,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 struct State {
@@ -59,6 +96,7 @@ struct State {
     next_id: u32,
     /// The file reloads read (`None`: the embedded default configuration).
     path: Option<PathBuf>,
+    admin: Option<Admin>,
 }
 
 /// A listener's sockets, one per worker.
@@ -216,6 +254,7 @@ impl Server {
         })?;
         let config = Arc::new(config);
         let (ready_tx, ready_rx) = mpsc::channel();
+        let metrics: Vec<Arc<WorkerMetrics>> = (0..count).map(|_| Arc::default()).collect();
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for (id, sockets) in prepared.per_worker.into_iter().enumerate() {
@@ -228,38 +267,91 @@ impl Server {
                 listeners: prepared.slots.clone(),
                 sockets,
                 ready: ready_tx.clone(),
+                metrics: metrics[id].clone(),
             })?;
             workers.push(handle);
             threads.push(thread);
         }
         drop(ready_tx);
-        let mut server = Server {
-            workers,
-            threads: Mutex::new(threads),
-            drivers: vec![Driver::Legacy; count],
-            state: Mutex::new(State {
-                config,
-                listeners: prepared.bound,
-                next_id,
-                path: None,
-            }),
-            draining: AtomicBool::new(false),
-        };
+        let mut drivers = vec![Driver::Legacy; count];
+        let mut failed = None;
         for _ in 0..count {
             match ready_rx.recv() {
-                Ok(Ok((id, driver))) => server.drivers[id] = driver,
-                Ok(Err(e)) => return Err(e),
+                Ok(Ok((id, driver))) => drivers[id] = driver,
+                Ok(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
                 Err(_) => {
-                    return Err(StartError::Worker(
+                    failed = Some(StartError::Worker(
                         0,
                         "worker exited during start-up".into(),
-                    ))
+                    ));
+                    break;
                 }
             }
+        }
+        let admin_config = config.admin.clone();
+        let server = Server {
+            plane: Arc::new_cyclic(|me| ControlPlane {
+                workers,
+                threads: Mutex::new(threads),
+                drivers,
+                metrics,
+                state: Mutex::new(State {
+                    config,
+                    listeners: prepared.bound,
+                    next_id,
+                    path: None,
+                    admin: None,
+                }),
+                draining: AtomicBool::new(false),
+                reloads: Mutex::new(ReloadCounts {
+                    last_success: unix_now(),
+                    ..Default::default()
+                }),
+                start_time: unix_now(),
+                me: me.clone(),
+            }),
+        };
+        // (Dropping `server` on an error stops the workers that started.)
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Some(admin) = admin_config {
+            let started = Admin::start(&admin, server.plane.me.clone()).map_err(|source| {
+                StartError::Bind {
+                    name: "admin".into(),
+                    addr: admin.bind,
+                    source,
+                }
+            })?;
+            server.state().admin = Some(started);
         }
         Ok(server)
     }
 
+    /// Waits for every worker to finish (after `drain`, or a stop).
+    pub fn join(&self) {
+        self.plane.join();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Outside the state's lock: the admin thread may be waiting for it.
+        let admin = self.state().admin.take();
+        if let Some(admin) = admin {
+            admin.stop();
+        }
+        for w in &self.workers {
+            w.send(Control::Stop);
+        }
+        self.plane.join();
+    }
+}
+
+impl ControlPlane {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves nothing half-written that matters
         // more than serving on: take the state as it is.
@@ -293,6 +385,25 @@ impl Server {
         &self.drivers
     }
 
+    /// Each worker's series.
+    pub fn worker_metrics(&self) -> &[Arc<WorkerMetrics>] {
+        &self.metrics
+    }
+
+    pub fn reload_counts(&self) -> ReloadCounts {
+        *self.reloads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Unix time of the start.
+    pub fn start_time(&self) -> f64 {
+        self.start_time
+    }
+
+    /// The admin listener's bound address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.state().admin.as_ref().map(|a| a.addr)
+    }
+
     /// The running configuration.
     pub fn config(&self) -> Arc<Config> {
         self.state().config.clone()
@@ -307,10 +418,29 @@ impl Server {
     pub fn reload_config_file(&self) -> Result<(), ReloadError> {
         let path = self.state().path.clone();
         let config = match path {
-            Some(p) => Config::load(&p)?,
-            None => Config::default_embedded(),
+            Some(p) => Config::load(&p),
+            None => Ok(Config::default_embedded()),
         };
-        self.reload(config)
+        match config {
+            Ok(config) => self.reload(config),
+            Err(e) => {
+                let failed = Err(e.into());
+                self.count(&failed);
+                failed
+            }
+        }
+    }
+
+    /// Counts a reload in `ringway_config_reloads_total`.
+    fn count(&self, result: &Result<(), ReloadError>) {
+        let mut counts = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                counts.success += 1;
+                counts.last_success = unix_now();
+            }
+            Err(_) => counts.failure += 1,
+        }
     }
 
     /// Replaces the running configuration on every worker, and returns once every
@@ -319,6 +449,18 @@ impl Server {
     /// module docs; `[runtime]` settings other than `drain_timeout` need a restart
     /// and are kept as they run (with a warning).
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        crate::notify::notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            crate::notify::monotonic_usec()
+        ));
+        let result = self.apply(config);
+        self.count(&result);
+        // Whatever the result: systemd waits for READY=1 after RELOADING=1.
+        crate::notify::notify("READY=1");
+        result
+    }
+
+    fn apply(&self, config: Config) -> Result<(), ReloadError> {
         let mut state = self.state();
         if self.is_draining() {
             return Err(ReloadError::Draining);
@@ -333,9 +475,33 @@ impl Server {
             drain_timeout,
             ..state.config.runtime.clone()
         };
+        // A moved admin listener is bound before anything changes, like listeners.
+        let new_admin = match (&config.admin, &state.admin) {
+            (Some(c), Some(running)) if c.bind == running.config.bind => None,
+            (Some(c), _) => {
+                Some(
+                    Admin::start(c, self.me.clone()).map_err(|source| ReloadError::Bind {
+                        name: "admin".into(),
+                        addr: c.bind,
+                        source,
+                    })?,
+                )
+            }
+            (None, _) => None,
+        };
         let mut next_id = state.next_id;
         let prepared = prepare(&state.listeners, &config, self.workers.len(), &mut next_id)?;
         state.next_id = next_id;
+        let old_admin = match (new_admin, &config.admin) {
+            (Some(started), _) => state.admin.replace(started),
+            (None, None) => state.admin.take(),
+            (None, Some(c)) => {
+                if let Some(running) = &mut state.admin {
+                    running.config = c.clone();
+                }
+                None
+            }
+        };
         let config = Arc::new(config);
         let (done, confirmations) = mpsc::channel();
         let mut sent = 0;
@@ -366,6 +532,11 @@ impl Server {
         // now, whatever the others said.
         state.config = config;
         state.listeners = prepared.bound;
+        drop(state);
+        // Outside the lock: its thread may be waiting for it (or be this thread).
+        if let Some(admin) = old_admin {
+            admin.stop();
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -378,7 +549,9 @@ impl Server {
     /// `runtime.drain_timeout`.
     pub fn drain(&self) {
         let mut state = self.state();
-        self.draining.store(true, Ordering::Relaxed);
+        if !self.draining.swap(true, Ordering::Relaxed) {
+            crate::notify::notify("STOPPING=1");
+        }
         for w in &self.workers {
             w.send(Control::Drain(state.config.runtime.drain_timeout));
         }
@@ -397,14 +570,5 @@ impl Server {
                 tracing::error!("a worker thread panicked");
             }
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        for w in &self.workers {
-            w.send(Control::Stop);
-        }
-        self.join();
     }
 }

@@ -7,6 +7,11 @@
 //! worker     per-core state: the current Snapshot, listeners, endpoints, lifecycle
 //! snapshot   one core's replaceable compiled config (routes, clusters); listeners
 //! upstream/endpoint  per-core endpoint state keyed by (cluster, address): pools
+//! outcome    one request's figures (status, bytes, route, endpoint, timings, flags)
+//! account    counts a finished request into the core's series (metrics)
+//! metrics    single-writer per-core counters, gauges, histograms; their registry
+//! admin      the admin HTTP listener (own thread); exposition renders /metrics
+//! notify     sd_notify (READY, RELOADING, STOPPING) for systemd
 //! listener   SO_REUSEPORT socket per core, accept loop
 //! conn       THE HOT PATH, one loop per downstream connection:
 //!              1. read + parse request head (http::parse, zero-copy)
@@ -21,14 +26,20 @@
 //! cross-core queues. Only control messages (reload, drain, stop) cross threads.
 #![deny(unsafe_code)]
 
+pub mod account;
+pub mod admin;
 pub mod buf;
 pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod control;
 pub mod error;
+pub mod exposition;
 pub mod http;
 pub mod listener;
+pub mod metrics;
+pub mod notify;
+pub mod outcome;
 pub mod relay;
 pub mod route;
 pub mod runtime;

@@ -83,6 +83,11 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     for (name, addr) in server.addrs() {
         tracing::info!(listener = %name, %addr, "listening");
     }
+    if let Some(addr) = server.admin_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    // Every worker serves (Server::start returns once they all do).
+    ringway::notify::notify("READY=1");
     let handle = signals.handle();
     let control = server.clone();
     std::thread::Builder::new()

@@ -372,6 +372,8 @@ pub struct Body {
     kind: Kind,
     /// Body bytes (chunk data for chunked) seen so far, for limits.
     seen: u64,
+    /// Bytes handed out to be written (framing included, as sent).
+    out: u64,
     limit: Option<u64>,
 }
 
@@ -416,8 +418,14 @@ impl Body {
         Body {
             kind,
             seen: 0,
+            out: 0,
             limit,
         }
+    }
+
+    /// The bytes of the body consumed so far, as written on (with their framing).
+    pub fn out_bytes(&self) -> u64 {
+        self.out
     }
 
     /// Whether more than `n` body bytes may still come.
@@ -480,6 +488,7 @@ impl Body {
             return Err(RelayError::TooLarge);
         }
         *pos = start + take;
+        self.out += out_len as u64;
         Ok(start..start + out_len)
     }
 

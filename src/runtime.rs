@@ -127,6 +127,7 @@ pub(crate) struct WorkerStart {
     /// This worker's socket of each listener, by id.
     pub sockets: Vec<(u32, std::net::TcpListener)>,
     pub ready: Ready,
+    pub metrics: Arc<crate::metrics::WorkerMetrics>,
 }
 
 /// Starts a worker thread; it reports to `start.ready` once it serves, or why not.
@@ -301,9 +302,10 @@ async fn run(start: WorkerStart, (rx, bell): ControlLine, driver: Driver) {
         listeners,
         sockets,
         ready,
+        metrics,
         ..
     } = start;
-    let worker = Rc::new(Worker::new(id, &config, &listeners));
+    let worker = Rc::new(Worker::new(id, &config, &listeners, metrics));
     drop(config);
     let _ = bell.set_nonblocking(driver == Driver::Legacy);
     let started = monoio::net::UnixStream::from_std(bell)

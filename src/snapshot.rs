@@ -12,17 +12,25 @@
 
 use crate::config::{ClusterConfig, Config, ForwardingConfig, ListenerConfig};
 use crate::http::rewrite::port_line;
+use crate::metrics::{ClusterStats, CodeCounts, ListenerStats, RouteStats, WorkerMetrics};
 use crate::route::RouteTable;
 use crate::upstream::balance::Balancer;
 use crate::upstream::endpoint::{Endpoint, Endpoints};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub struct Snapshot {
     pub routes: RouteTable,
     /// In configuration order (route actions name clusters by this index).
     pub clusters: Vec<ClusterRt>,
     pub forwarding: ForwardingConfig,
+    /// Each route's series, index for index.
+    pub route_stats: Vec<Arc<RouteStats>>,
+    /// The ids of the configuration's listeners, in order (see `requests`).
+    listener_ids: Vec<u32>,
+    /// `ringway_requests_total` of (route r, listener l) at `r * listeners + l`.
+    requests: Vec<Arc<CodeCounts>>,
 }
 
 pub struct ClusterRt {
@@ -30,6 +38,7 @@ pub struct ClusterRt {
     pub balancer: Balancer,
     /// Run-time state of `config.endpoints`, index for index.
     pub endpoints: Vec<Rc<Endpoint>>,
+    pub stats: Arc<ClusterStats>,
 }
 
 impl Snapshot {
@@ -42,8 +51,9 @@ impl Snapshot {
         listener_ids: &[u32],
         seed: usize,
         endpoints: &Endpoints,
+        metrics: &WorkerMetrics,
     ) -> Snapshot {
-        let states = endpoints.update(&config.clusters);
+        let states = endpoints.update(&config.clusters, metrics);
         let clusters = config
             .clusters
             .iter()
@@ -52,13 +62,42 @@ impl Snapshot {
                 config: c.clone(),
                 balancer: Balancer::new(c, seed),
                 endpoints,
+                stats: metrics.cluster(&c.name),
+            })
+            .collect();
+        let requests = config
+            .routes
+            .iter()
+            .flat_map(|r| {
+                config
+                    .listeners
+                    .iter()
+                    .map(|l| metrics.requests(&l.name, &r.name))
             })
             .collect();
         Snapshot {
             routes: RouteTable::build_for(config, listener_ids),
             clusters,
             forwarding: config.forwarding.clone(),
+            route_stats: config
+                .routes
+                .iter()
+                .map(|r| metrics.route(&r.name))
+                .collect(),
+            listener_ids: listener_ids.to_vec(),
+            requests,
         }
+    }
+
+    /// The `ringway_requests_total` series of `route` on the listener with this
+    /// id; `None` for a listener this configuration does not have (a connection of
+    /// a listener removed by the reload, finishing its last request).
+    #[inline]
+    pub fn requests(&self, route: usize, listener: u32) -> Option<&CodeCounts> {
+        let pos = self.listener_ids.iter().position(|&id| id == listener)?;
+        self.requests
+            .get(route * self.listener_ids.len() + pos)
+            .map(|s| &**s)
     }
 }
 
@@ -67,6 +106,8 @@ impl Snapshot {
 pub struct ListenerRt {
     /// Stable across reloads, unique in the process (route predicates use it).
     pub id: u32,
+    /// Its series, kept for its whole life (a rename renames them).
+    pub stats: Arc<ListenerStats>,
     settings: RefCell<Rc<ListenerSettings>>,
     /// Set when the core drains or a reload removes the listener: its accept loop
     /// ends, its idle connections close, and in-flight requests are answered with
@@ -82,9 +123,10 @@ pub struct ListenerSettings {
 }
 
 impl ListenerRt {
-    pub fn new(id: u32, config: ListenerConfig, port: u16) -> ListenerRt {
+    pub fn new(id: u32, config: ListenerConfig, port: u16, metrics: &WorkerMetrics) -> ListenerRt {
         ListenerRt {
             id,
+            stats: metrics.listener(&config.name),
             settings: RefCell::new(Rc::new(ListenerSettings {
                 config,
                 port_line: port_line(port),
@@ -98,9 +140,18 @@ impl ListenerRt {
         Rc::clone(&self.settings.borrow())
     }
 
-    /// New settings from a reload (same bind address, so same port).
-    pub fn configure(&self, config: ListenerConfig) {
-        let port_line = self.settings.borrow().port_line.clone();
+    /// New settings from a reload (same bind address, so same port). A new name
+    /// takes the listener's series along.
+    pub fn configure(&self, config: ListenerConfig, metrics: &WorkerMetrics) {
+        let old = self.settings();
+        if old.config.name != config.name {
+            let mut registry = metrics.registry();
+            registry.listeners.remove(&old.config.name);
+            registry
+                .listeners
+                .insert(config.name.clone(), self.stats.clone());
+        }
+        let port_line = old.port_line.clone();
         *self.settings.borrow_mut() = Rc::new(ListenerSettings { config, port_line });
     }
 

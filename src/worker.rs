@@ -7,12 +7,14 @@ use crate::buf::BufPool;
 use crate::clock::DateCache;
 use crate::config::Config;
 use crate::http::answer::ErrorAnswers;
+use crate::metrics::WorkerMetrics;
 use crate::snapshot::{ListenerRt, Snapshot};
 use crate::upstream::endpoint::Endpoints;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// Size of per-request buffers (upstream reads, rewritten heads).
@@ -39,15 +41,22 @@ pub struct Worker {
     pub bufs: BufPool,
     pub date: DateCache,
     pub lifecycle: Lifecycle,
+    /// This core's series (the control plane reads them when scraped).
+    pub metrics: Arc<WorkerMetrics>,
     rng: Cell<u64>,
 }
 
 impl Worker {
     /// `listeners`: the id and bound port of each of `config.listeners`.
-    pub fn new(id: usize, config: &Config, listeners: &[ListenerSlot]) -> Worker {
+    pub fn new(
+        id: usize,
+        config: &Config,
+        listeners: &[ListenerSlot],
+        metrics: Arc<WorkerMetrics>,
+    ) -> Worker {
         let endpoints = Endpoints::default();
         let ids: Vec<u32> = listeners.iter().map(|l| l.id).collect();
-        let snapshot = Snapshot::build(config, &ids, id, &endpoints);
+        let snapshot = Snapshot::build(config, &ids, id, &endpoints, &metrics);
         Worker {
             id,
             snapshot: RefCell::new(Rc::new(snapshot)),
@@ -57,13 +66,14 @@ impl Worker {
                     .listeners
                     .iter()
                     .zip(listeners)
-                    .map(|(c, l)| Rc::new(ListenerRt::new(l.id, c.clone(), l.port)))
+                    .map(|(c, l)| Rc::new(ListenerRt::new(l.id, c.clone(), l.port, &metrics)))
                     .collect(),
             ),
             errors: ErrorAnswers::new(),
             bufs: BufPool::new(BUF_SIZE, 256, BUFS_FLOOR),
             date: DateCache::new(),
             lifecycle: Lifecycle::default(),
+            metrics,
             rng: Cell::new(seed(id)),
         }
     }
@@ -90,10 +100,15 @@ impl Worker {
             for (c, slot) in config.listeners.iter().zip(listeners) {
                 match current.iter().find(|l| l.id == slot.id) {
                     Some(l) => {
-                        l.configure(c.clone());
+                        l.configure(c.clone(), &self.metrics);
                         next.push(Rc::clone(l));
                     }
-                    None => next.push(Rc::new(ListenerRt::new(slot.id, c.clone(), slot.port))),
+                    None => next.push(Rc::new(ListenerRt::new(
+                        slot.id,
+                        c.clone(),
+                        slot.port,
+                        &self.metrics,
+                    ))),
                 }
             }
         }
@@ -107,8 +122,10 @@ impl Worker {
             removed = true;
         }
         let ids: Vec<u32> = listeners.iter().map(|l| l.id).collect();
-        let snapshot = Snapshot::build(config, &ids, self.id, &self.endpoints);
+        let snapshot = Snapshot::build(config, &ids, self.id, &self.endpoints, &self.metrics);
         *self.snapshot.borrow_mut() = Rc::new(snapshot);
+        drop(old);
+        self.metrics.prune();
         if removed {
             // Idle connections of the removed listeners notice and close.
             self.lifecycle.nudge();
@@ -410,12 +427,14 @@ impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.worker.lifecycle.forget(self.key);
         self.worker.lifecycle.leave();
+        self.worker.metrics.connections_active.dec();
     }
 }
 
 /// The task of a connection of `worker`'s core (see [`ConnTask`]).
 pub fn conn_task<F: Future<Output = ()>>(worker: Rc<Worker>, fut: F) -> ConnTask<F> {
     worker.lifecycle.enter();
+    worker.metrics.connections_active.inc();
     ConnTask {
         fut,
         stop: TaskGuard {
@@ -565,7 +584,8 @@ mod tests {
     #[test]
     fn request_ids_are_uuid_v4_shaped_and_distinct() {
         let config = crate::config::Config::default_embedded();
-        let w = Worker::new(0, &config, &[ListenerSlot { id: 0, port: 8080 }]);
+        let slots = [ListenerSlot { id: 0, port: 8080 }];
+        let w = Worker::new(0, &config, &slots, Default::default());
         let mut a = Vec::new();
         let mut b = Vec::new();
         w.write_request_id(&mut a);

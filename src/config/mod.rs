@@ -9,6 +9,7 @@ mod validate;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use validate::is_tchar;
@@ -41,6 +42,17 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     pub routes: Vec<RouteConfig>,
     pub clusters: Vec<ClusterConfig>,
+    /// The admin listener; none when the file has no `[admin]`.
+    pub admin: Option<AdminConfig>,
+    /// The text this configuration was read from (`GET /config` shows it).
+    pub source: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// A non-loopback `bind` is refused unless this is set.
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -298,7 +310,9 @@ impl Config {
                 .unwrap_or_else(|| "config".to_string());
             ConfigError::new(field, reason)
         })?;
-        validate::validate(raw)
+        let mut config = validate::validate(raw)?;
+        config.source = text.into();
+        Ok(config)
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

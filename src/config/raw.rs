@@ -18,6 +18,14 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub clusters: BTreeMap<String, RawCluster>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Option<String>,
+    pub allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

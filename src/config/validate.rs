@@ -33,13 +33,50 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
     if routes.is_empty() {
         return Err(ConfigError::new("routes", "at least one route is required"));
     }
+    let admin = raw
+        .admin
+        .as_ref()
+        .map(|a| admin(a, &listeners))
+        .transpose()?;
     Ok(Config {
         runtime,
         listeners,
         forwarding,
         routes,
         clusters,
+        admin,
+        source: Default::default(),
     })
+}
+
+fn admin(raw: &RawAdmin, listeners: &[ListenerConfig]) -> Result<AdminConfig> {
+    let text = raw
+        .bind
+        .as_deref()
+        .ok_or_else(|| ConfigError::new("admin.bind", "missing (e.g. \"127.0.0.1:9901\")"))?;
+    let bind: SocketAddr = text.parse().map_err(|_| {
+        ConfigError::new(
+            "admin.bind",
+            format!("{text:?} is not an IP address with port"),
+        )
+    })?;
+    let allow_remote = raw.allow_remote.unwrap_or(false);
+    if !bind.ip().is_loopback() && !allow_remote {
+        return Err(ConfigError::new(
+            "admin.bind",
+            format!(
+                "{bind} is not a loopback address: the admin API can reload and drain the \
+                 proxy; set admin.allow_remote = true to expose it anyway"
+            ),
+        ));
+    }
+    if bind.port() != 0 && listeners.iter().any(|l| l.bind == bind) {
+        return Err(ConfigError::new(
+            "admin.bind",
+            format!("{bind} is bound by a listener"),
+        ));
+    }
+    Ok(AdminConfig { bind, allow_remote })
 }
 
 fn runtime(raw: &RawRuntime) -> Result<RuntimeConfig> {

@@ -7,16 +7,19 @@
 
 use crate::clock::Moment;
 use crate::config::ClusterConfig;
+use crate::metrics::{EndpointStats, WorkerMetrics};
 use crate::upstream::pool::Pool;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub struct Endpoint {
     pub cluster: Box<str>,
     pub addr: SocketAddr,
     pub pool: Pool,
+    pub stats: Arc<EndpointStats>,
 }
 
 type Key = (Box<str>, SocketAddr);
@@ -31,7 +34,11 @@ impl Endpoints {
     /// The endpoints of each of `clusters`, in configuration order: the state of
     /// those already known is reused (with the new pool limits), new ones start
     /// empty, and those no cluster names any more are retired.
-    pub fn update(&self, clusters: &[ClusterConfig]) -> Vec<Vec<Rc<Endpoint>>> {
+    pub fn update(
+        &self,
+        clusters: &[ClusterConfig],
+        metrics: &WorkerMetrics,
+    ) -> Vec<Vec<Rc<Endpoint>>> {
         let mut old = std::mem::take(&mut *self.live.borrow_mut());
         let mut live = HashMap::with_capacity_and_hasher(old.len(), Default::default());
         let per_cluster = clusters
@@ -49,11 +56,19 @@ impl Endpoints {
                                 ep.pool.configure(c.pool_max_idle, c.pool_idle_timeout);
                                 ep
                             }
-                            None => Rc::new(Endpoint {
-                                cluster: c.name.as_str().into(),
-                                addr: e.addr,
-                                pool: Pool::new(c.pool_max_idle, c.pool_idle_timeout),
-                            }),
+                            None => {
+                                let stats = metrics.endpoint(&c.name, e.addr);
+                                Rc::new(Endpoint {
+                                    cluster: c.name.as_str().into(),
+                                    addr: e.addr,
+                                    pool: Pool::new(
+                                        c.pool_max_idle,
+                                        c.pool_idle_timeout,
+                                        stats.clone(),
+                                    ),
+                                    stats,
+                                })
+                            }
                         };
                         live.insert(key, Rc::clone(&ep));
                         ep

@@ -17,7 +17,7 @@ pub mod balance;
 pub mod endpoint;
 pub mod pool;
 
-use crate::clock::Moment;
+use crate::clock::{Moment, Stamp};
 use crate::conn::{request_body_error, Downstream, Failure, Next};
 use crate::error::ProxyError;
 use crate::http::answer::ConnHeader;
@@ -26,11 +26,14 @@ use crate::http::rewrite::{
     write_interim_head, write_request_head, write_response_head, ClientFraming, RequestRewrite,
     ResponseRewrite,
 };
+use crate::metrics::TimeoutKind;
+use crate::outcome::{timeout_kind, Flags};
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
 use crate::route::Route;
 use crate::snapshot::{ClusterRt, Snapshot};
 use crate::worker::Worker;
 use monoio::net::TcpStream;
+use pool::UpstreamConn;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -108,6 +111,8 @@ pub async fn forward(
             };
             let endpoint = &cluster.config.endpoints[ep];
             let state = &cluster.endpoints[ep];
+            d.outcome.attempts = d.outcome.attempts.saturating_add(1);
+            d.outcome.endpoint = Some(ep as u32);
             let pooled = if fresh {
                 None
             } else {
@@ -125,9 +130,14 @@ pub async fn forward(
                 )
                 .await
                 {
-                    Ok(s) => s,
+                    Ok(s) => UpstreamConn::new(s, state.stats.clone()),
                     Err(e) => {
                         tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
+                        state.stats.connect_failures.inc();
+                        d.outcome.flags.set(Flags::of(&e));
+                        if let ProxyError::ConnectTimeout { .. } = e {
+                            cluster.stats.timeouts[TimeoutKind::Connect as usize].inc();
+                        }
                         tried.push(ep);
                         last_error = Some(e);
                         continue;
@@ -135,6 +145,7 @@ pub async fn forward(
                 },
             };
             d.pos = body_start;
+            state.stats.in_flight.inc();
             let mut ex = Exchange {
                 w,
                 head,
@@ -150,7 +161,7 @@ pub async fn forward(
 
                 // 1. Request head, then body (or both in one write).
                 let len = bufs.head.len();
-                let mut up_io = Io::new(&mut up, &mut d.up_timer, up_timeout);
+                let mut up_io = Io::new(&mut up.stream, &mut d.up_timer, up_timeout);
                 if let Err((f, written)) =
                     relay::write_range(&mut up_io, &mut bufs.head, 0..len).await
                 {
@@ -159,16 +170,23 @@ pub async fn forward(
                 }
                 p.wrote_request = true;
                 // (Checked here: a call would create and poll one more future.)
+                // The request counts as sent from its head's arrival unless a body
+                // had to be relayed (no clock read for the common case).
+                let mut sent_at = d.outcome.start;
                 if let Some(n) = inline_body {
                     d.pos = body_start + n;
                     p.request_consumed = true;
+                    d.outcome.request_bytes = head.head_len as u64 + n as u64;
                 } else if !head.has_body() {
                     p.request_consumed = true;
-                } else if let Err(e) = ex
-                    .send_body(d, &mut up, &mut p, client_timeout, up_timeout)
-                    .await
-                {
-                    break 'exchange Err(e);
+                } else {
+                    if let Err(e) = ex
+                        .send_body(d, &mut up.stream, &mut p, client_timeout, up_timeout)
+                        .await
+                    {
+                        break 'exchange Err(e);
+                    }
+                    sent_at = Stamp::now();
                 }
 
                 // 2. Response head (after any interim 1xx responses). The first read's
@@ -189,10 +207,17 @@ pub async fn forward(
                                 }
                             }
                             Ok(Some(r)) => {
+                                d.outcome.upstream_ns = Some(Stamp::now().nanos_since(sent_at));
+                                d.outcome.upstream_status = r.status;
                                 if let Some(end) = small_body_end(&bufs, &r) {
                                     if bufs.resp.len() < end {
-                                        let read =
-                                            ex.read_small_body(d, &mut up, &mut bufs, end, &mut p);
+                                        let read = ex.read_small_body(
+                                            d,
+                                            &mut up.stream,
+                                            &mut bufs,
+                                            end,
+                                            &mut p,
+                                        );
                                         if let Err(e) = read.await {
                                             break 'exchange Err(e);
                                         }
@@ -207,7 +232,7 @@ pub async fn forward(
                         None => up_timeout,
                         Some(at) => at.saturating_duration_since(Moment::now()),
                     };
-                    let mut up_io = Io::new(&mut up, &mut d.up_timer, left);
+                    let mut up_io = Io::new(&mut up.stream, &mut d.up_timer, left);
                     match relay::read_into(&mut up_io, &mut bufs.resp).await {
                         Ok(0) | Err(Fail::Closed) => {
                             let op = "read response head";
@@ -259,16 +284,21 @@ pub async fn forward(
                 if let Err((f, _)) = sent {
                     break 'exchange Err(p.fail(client_write_error(f)));
                 }
-                let mut up_io = Io::new(&mut up, &mut d.up_timer, up_timeout);
+                d.outcome.status = resp.status;
+                d.outcome.response_bytes = head_len as u64;
+                let mut up_io = Io::new(&mut up.stream, &mut d.up_timer, up_timeout);
                 // (The rest of the body, if any: a call would create and poll one
                 // more future.)
                 if !body.is_done() {
-                    if let Err(e) = body
+                    let relayed = body
                         .relay(&mut up_io, Some(&mut client), &mut bufs.resp, &mut pos)
-                        .await
-                    {
+                        .await;
+                    d.outcome.response_bytes += body.out_bytes();
+                    if let Err(e) = relayed {
                         break 'exchange Err(p.fail(body_error(e)));
                     }
+                } else {
+                    d.outcome.response_bytes += body.out_bytes();
                 }
 
                 // 4. Keep the upstream connection if it is in sync: whole response read and
@@ -278,6 +308,7 @@ pub async fn forward(
                 }
                 Ok(if close { Next::Close } else { Next::KeepAlive })
             };
+            state.stats.in_flight.dec();
             match outcome {
                 Ok(next) => break 'attempts Ok(next),
                 Err(x) if reused && !retried && x.is_replayable(head.method) => {
@@ -285,8 +316,15 @@ pub async fn forward(
                     "stale pooled connection, retrying on a fresh one");
                     retried = true;
                     retry_on = Some(ep);
+                    cluster.stats.retries.inc();
+                    d.outcome.flags.set(Flags::RETRIED);
                 }
-                Err(x) => break 'attempts Err(x.failure),
+                Err(x) => {
+                    if let Some(kind) = timeout_kind(&x.failure.error) {
+                        cluster.stats.timeouts[kind as usize].inc();
+                    }
+                    break 'attempts Err(x.failure);
+                }
             }
         }
     };
@@ -447,10 +485,11 @@ impl Exchange<'_> {
         );
         let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
         let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
-        match body
+        let relayed = body
             .relay(&mut client, Some(&mut up_io), &mut d.rbuf, &mut d.pos)
-            .await
-        {
+            .await;
+        d.outcome.request_bytes += body.out_bytes();
+        match relayed {
             Ok(r) => {
                 p.read_client = r.read_from_source;
                 p.request_consumed = true;

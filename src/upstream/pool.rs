@@ -11,15 +11,37 @@
 //! closed ones, so their descriptors do not linger in CLOSE_WAIT.
 
 use crate::clock::Moment;
+use crate::metrics::EndpointStats;
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// An open upstream connection, counted in its endpoint's
+/// `ringway_upstream_connections_active` for as long as it lives.
+pub struct UpstreamConn {
+    pub stream: TcpStream,
+    stats: Arc<EndpointStats>,
+}
+
+impl UpstreamConn {
+    pub fn new(stream: TcpStream, stats: Arc<EndpointStats>) -> UpstreamConn {
+        stats.connections_active.inc();
+        UpstreamConn { stream, stats }
+    }
+}
+
+impl Drop for UpstreamConn {
+    fn drop(&mut self) {
+        self.stats.connections_active.dec();
+    }
+}
 
 /// Idle time from which a pooled connection is probed before reuse.
 pub const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 struct Idle {
-    stream: TcpStream,
+    conn: UpstreamConn,
     since: Moment,
 }
 
@@ -28,6 +50,8 @@ struct Idle {
 /// endpoint keeps its pool (and may change its limits).
 pub struct Pool {
     idle: RefCell<Vec<Idle>>,
+    /// `pool_idle` follows the length of `idle`.
+    stats: Arc<EndpointStats>,
     max_idle: Cell<usize>,
     idle_timeout: Cell<Duration>,
     /// The endpoint left the configuration: nothing is pooled any more.
@@ -35,9 +59,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration, stats: Arc<EndpointStats>) -> Pool {
         Pool {
             idle: RefCell::new(Vec::with_capacity(max_idle.min(64))),
+            stats,
             max_idle: Cell::new(max_idle),
             idle_timeout: Cell::new(idle_timeout),
             retired: Cell::new(false),
@@ -55,6 +80,7 @@ impl Pool {
             let surplus = idle.len() - max_idle;
             idle.drain(..surplus);
         }
+        self.stats.pool_idle.set(idle.len() as i64);
     }
 
     /// Closes the idle connections, and those checked in from now on.
@@ -65,40 +91,48 @@ impl Pool {
 
     /// The most recently used live connection, if any. `probe`: peek at it whatever
     /// its idle time (the request cannot be retried).
-    pub fn checkout(&self, now: Moment, probe: bool) -> Option<TcpStream> {
+    pub fn checkout(&self, now: Moment, probe: bool) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let timeout = self.idle_timeout.get();
-        while let Some(conn) = idle.pop() {
-            let idle_for = now.saturating_duration_since(conn.since);
+        let mut found = None;
+        while let Some(pooled) = idle.pop() {
+            let idle_for = now.saturating_duration_since(pooled.since);
             if idle_for < timeout
-                && ((idle_for < PROBE_AFTER && !probe) || is_open_and_quiet(&conn.stream))
+                && ((idle_for < PROBE_AFTER && !probe) || is_open_and_quiet(&pooled.conn.stream))
             {
-                return Some(conn.stream);
+                found = Some(pooled.conn);
+                break;
             }
         }
-        None
+        self.stats.pool_idle.set(idle.len() as i64);
+        found
     }
 
     /// Returns a connection after a complete exchange; dropped (closed) if the pool
     /// is full or retired.
-    pub fn checkin(&self, stream: TcpStream, now: Moment) {
+    pub fn checkin(&self, conn: UpstreamConn, now: Moment) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() < self.max_idle.get() && !self.retired.get() {
-            idle.push(Idle { stream, since: now });
+            idle.push(Idle { conn, since: now });
+            self.stats.pool_idle.set(idle.len() as i64);
         }
     }
 
     /// Drops expired connections and those the backend closed.
     pub fn sweep(&self, now: Moment) {
         let timeout = self.idle_timeout.get();
-        self.idle.borrow_mut().retain(|conn| {
-            now.saturating_duration_since(conn.since) < timeout && is_open_and_quiet(&conn.stream)
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|pooled| {
+            now.saturating_duration_since(pooled.since) < timeout
+                && is_open_and_quiet(&pooled.conn.stream)
         });
+        self.stats.pool_idle.set(idle.len() as i64);
     }
 
     /// Closes every idle connection.
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
+        self.stats.pool_idle.set(0);
     }
 
     pub fn idle_count(&self) -> usize {
@@ -130,6 +164,10 @@ mod tests {
     use std::io::Write;
     use std::time::Instant;
 
+    fn conn(stream: TcpStream) -> UpstreamConn {
+        UpstreamConn::new(stream, Default::default())
+    }
+
     /// Runs `f` on a monoio runtime (legacy driver works everywhere tests run).
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
@@ -144,12 +182,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         block_on(async move {
-            let pool = Pool::new(4, Duration::from_secs(30));
+            let pool = Pool::new(4, Duration::from_secs(30), Default::default());
             let now = Moment::now();
             // Three connections: one stays open, one is closed by the peer, one gets stray bytes.
             let mut peers = Vec::new();
             for _ in 0..3 {
-                let c = TcpStream::connect(addr).await.unwrap();
+                let c = conn(TcpStream::connect(addr).await.unwrap());
                 let (p, _) = listener.accept().unwrap();
                 peers.push(p);
                 pool.checkin(c, now);
@@ -184,11 +222,11 @@ mod tests {
     async fn closed_by_peer(
         listener: &std::net::TcpListener,
         addr: std::net::SocketAddr,
-    ) -> TcpStream {
-        let c = TcpStream::connect(addr).await.unwrap();
+    ) -> UpstreamConn {
+        let c = conn(TcpStream::connect(addr).await.unwrap());
         drop(listener.accept().unwrap());
         let deadline = Instant::now() + Duration::from_secs(5);
-        while is_open_and_quiet(&c) {
+        while is_open_and_quiet(&c.stream) {
             assert!(Instant::now() < deadline, "FIN never arrived");
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -200,7 +238,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         block_on(async move {
-            let pool = Pool::new(4, Duration::from_secs(30));
+            let pool = Pool::new(4, Duration::from_secs(30), Default::default());
             let c = closed_by_peer(&listener, addr).await;
             let now = Moment::now();
             pool.checkin(c, now);
@@ -221,14 +259,59 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         block_on(async move {
-            let pool = Pool::new(1, Duration::from_secs(30));
+            let pool = Pool::new(1, Duration::from_secs(30), Default::default());
             let mut keep = Vec::new();
             for _ in 0..2 {
-                let c = TcpStream::connect(addr).await.unwrap();
+                let c = conn(TcpStream::connect(addr).await.unwrap());
                 keep.push(listener.accept().unwrap());
                 pool.checkin(c, Moment::now());
             }
             assert_eq!(pool.idle_count(), 1);
         });
+    }
+}
+
+#[cfg(test)]
+mod gauge_tests {
+    use super::*;
+
+    #[test]
+    fn gauges_follow_connections_and_retire_closes_them() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                let stats = Arc::new(EndpointStats::default());
+                let pool = Pool::new(4, Duration::from_secs(30), stats.clone());
+                let mut peers = Vec::new();
+                for _ in 0..2 {
+                    let s = TcpStream::connect(addr).await.unwrap();
+                    peers.push(listener.accept().unwrap());
+                    pool.checkin(UpstreamConn::new(s, stats.clone()), Moment::now());
+                }
+                assert_eq!(
+                    (stats.connections_active.get(), stats.pool_idle.get()),
+                    (2, 2)
+                );
+                let c = pool.checkout(Moment::now(), false).unwrap();
+                assert_eq!(
+                    (stats.connections_active.get(), stats.pool_idle.get()),
+                    (2, 1)
+                );
+                pool.retire();
+                assert_eq!(
+                    (stats.connections_active.get(), stats.pool_idle.get()),
+                    (1, 0)
+                );
+                pool.checkin(c, Moment::now());
+                assert_eq!(
+                    (stats.connections_active.get(), stats.pool_idle.get()),
+                    (0, 0),
+                    "a retired pool closes what comes back"
+                );
+            });
     }
 }

@@ -32,7 +32,7 @@ check() { # name, command...
   if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
 }
 
-UP=$(free_port); PX=$(free_port)
+UP=$(free_port); PX=$(free_port); AD=$(free_port)
 python3 tests/interop/upstream.py "$UP" & PIDS+=($!)
 wait_port "$UP" || { echo "upstream did not start"; exit 1; }
 cat > "$WORK/ringway.toml" <<TOML
@@ -56,10 +56,13 @@ cluster = "py"
 response_headers = { add = { "x-via" = "ringway" } }
 [clusters.py]
 endpoints = ["127.0.0.1:$UP"]
+[admin]
+bind = "127.0.0.1:$AD"
 TOML
 $BIN --config "$WORK/ringway.toml" --log-level warn 2>"$WORK/proxy.log" & PROXY=$!; PIDS+=($PROXY)
 wait_port "$PX" || { echo "proxy did not start"; cat "$WORK/proxy.log"; exit 1; }
 URL=http://127.0.0.1:$PX
+ADMIN=http://127.0.0.1:$AD
 
 t_get() { [ "$(curl -s $URL/healthz)" = "ok" ]; }
 t_proxy_headers() {
@@ -86,6 +89,37 @@ t_check_ok() { $BIN check --config config/example.toml >/dev/null; }
 t_check_bad() { printf '[[listeners]]\nbind="127.0.0.1:1"\n[[routes]]\ncluster="api"\n' > "$WORK/bad.toml"
   ! $BIN check --config "$WORK/bad.toml" 2>"$WORK/err" && grep -q 'routes\[0\].cluster: unknown cluster "api"' "$WORK/err"; }
 t_version() { $BIN --version | grep -q '^ringway '; }
+# The admin API with curl; /metrics parsed by the Prometheus project's own Python
+# parser (installed here from PyPI if missing).
+python3 -c 'import prometheus_client' 2>/dev/null \
+  || pip install -q prometheus-client >/dev/null 2>&1 \
+  || pip install -q --break-system-packages prometheus-client >/dev/null 2>&1
+t_admin_metrics() {
+  curl -s $URL/healthz >/dev/null
+  curl -s $ADMIN/metrics > "$WORK/metrics.txt"
+  python3 - "$WORK/metrics.txt" <<'PY'
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+families = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+for name in ["ringway_requests", "ringway_request_duration_seconds", "ringway_upstream_requests",
+             "ringway_downstream_connections_active", "process_resident_memory_bytes",
+             "ringway_build_info", "ringway_config_reloads"]:
+    assert name in families, name
+ok = [s for s in families["ringway_requests"].samples
+      if s.labels.get("route") == "health" and s.labels.get("code") == "200"]
+assert ok and ok[0].value >= 1, ok
+PY
+}
+t_admin_health() {
+  [ "$(curl -s -o /dev/null -w '%{http_code}' $ADMIN/ready)" = 200 ] \
+    && [ "$(curl -s -o /dev/null -w '%{http_code}' $ADMIN/live)" = 200 ] \
+    && [ "$(curl -s -o /dev/null -w '%{http_code}' $ADMIN/reload)" = 405 ] \
+    && curl -s $ADMIN/clusters | python3 -c 'import json,sys; c=json.load(sys.stdin)["clusters"]; assert c[0]["name"]=="py"' \
+    && [ "$(curl -s -D - $ADMIN/config | grep -i '^x-config-sha256' | tr -d '\r' | awk '{print $2}')" = "$(sha256sum "$WORK/ringway.toml" | cut -d' ' -f1)" ]
+}
+t_admin_reload() { [ "$(curl -s -X POST $ADMIN/reload)" = "reloaded" ]; }
+t_systemd_unit() { local out; out=$(bash tests/interop/systemd.sh) || { echo "$out"; return 1; }; }
+
 # SIGHUP re-reads the file: a route added to it is served, on a connection opened
 # before the reload too; an invalid file is refused with the field named in the log.
 hold_connection() { # port, seconds, flag file: one request, then an idle keep-alive
@@ -150,6 +184,10 @@ check "bounded proxy memory" t_bounded_memory
 check "ringway check (valid)" t_check_ok
 check "ringway check (invalid, names the field)" t_check_bad
 check "ringway --version" t_version
+check "admin: /metrics parses as Prometheus text" t_admin_metrics
+check "admin: /ready, /live, /clusters, /config, 405" t_admin_health
+check "admin: POST /reload" t_admin_reload
+check "systemd-analyze verify deploy/ringway.service" t_systemd_unit
 check "SIGHUP reloads the file" t_sighup_reload
 check "SIGHUP with an invalid file changes nothing" t_sighup_invalid
 check "SIGTERM with an idle client exits at once, 0" t_sigterm

@@ -1,0 +1,61 @@
+//! Counting a finished request into its core's series (`metrics`), from the
+//! figures its connection noted (`outcome`). Called once per request, on the
+//! request path: a few single-writer stores and one clock read.
+
+use crate::clock::Stamp;
+use crate::metrics::OTHER_CODE;
+use crate::outcome::Outcome;
+use crate::snapshot::{ListenerRt, Snapshot};
+use crate::worker::Worker;
+
+/// The code counted for a request that got no response at all (the client went
+/// away first, or the connection failed): nginx's 499.
+pub const NO_RESPONSE: u16 = 499;
+
+/// Counts the request `o` that came in on `listener` and was served with
+/// `snapshot` (`None`: refused before routing).
+pub fn request(w: &Worker, snapshot: Option<&Snapshot>, listener: &ListenerRt, o: &Outcome) {
+    w.metrics.requests.inc();
+    let status = match o.status {
+        0 => NO_RESPONSE,
+        // A code the counters could not tell from their overflow slot.
+        OTHER_CODE => NO_RESPONSE,
+        s => s,
+    };
+    if let Some(reason) = o.rejected {
+        listener.stats.rejected[reason as usize].inc();
+    }
+    let Some(snapshot) = snapshot else {
+        listener.stats.unrouted.inc(status);
+        return;
+    };
+    let Some(route) = o.route.map(|r| r as usize) else {
+        listener.stats.unrouted.inc(status);
+        return;
+    };
+    match snapshot.requests(route, listener.id) {
+        Some(codes) => codes.inc(status),
+        // The last request of a connection whose listener the reload removed.
+        None => w
+            .metrics
+            .requests(
+                &listener.settings().config.name,
+                &snapshot.routes.route(route).name,
+            )
+            .inc(status),
+    }
+    let stats = &snapshot.route_stats[route];
+    stats.duration.observe_ns(Stamp::now().nanos_since(o.start));
+    stats.request_bytes.add(o.request_bytes);
+    stats.response_bytes.add(o.response_bytes);
+    if let Some(cluster) = o.cluster.and_then(|c| snapshot.clusters.get(c as usize)) {
+        if let Some(ns) = o.upstream_ns {
+            cluster.stats.response.observe_ns(ns);
+        }
+        if let (Some(e), 1..) = (o.endpoint, o.upstream_status) {
+            if let Some(ep) = cluster.endpoints.get(e as usize) {
+                ep.stats.codes.inc(o.upstream_status);
+            }
+        }
+    }
+}
