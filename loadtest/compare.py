@@ -20,6 +20,28 @@ ring flags and httparse on both heads, nothing else. It is the least a proxy bui
 this runtime costs per request, so it shows how much of Ringway's cost is its own.
 "ringway-peerwork" (small GET only) is the same Ringway doing the header work the
 nginx and HAProxy peers are configured for: no X-Forwarded-*, no request id.
+
+"logged" is the small GET (same requests, keep-alive, c=50) with an access log line per
+request written to a local file by each proxy, configured for the same work as
+BENCHMARKING.md's fair peers ask (access logs stay off in every other scenario):
+  Ringway  [access_log] path = "DIR/<name>-access.log", format = "json";
+  nginx    log_format main = nginx's predefined "combined" format,
+           access_log DIR/ngx-access.log main buffer=64k flush=1s;
+  HAProxy  option httplog, option dontlognull, log stdout format raw local0, stdout to
+           DIR/haproxy-access.log (one writev per request, done in HAProxy's own process
+           and so in its measured CPU and syscalls; a UDP syslog sink would put the
+           receiving side on the load generator's core instead, and may drop lines).
+Each proxy process's log lines are counted when it stops (nginx flushes its buffer then;
+Ringway must too) against the 2xx answers h2load got from it, reported as "access log
+lines/req" and under "access_log" in the JSON, with a warning below 99 % (a timed run
+may log up to c requests more than h2load counts: those in flight when it stops); the
+file is then deleted. A Ringway binary whose `ringway check` rejects the [access_log]
+section is left out of this scenario, with a warning. Ringway keeps its default header
+work here (X-Forwarded-*, request id; ringway-peerwork is measured for "small" only).
+Saturation (rps, latency) is not measured in this scenario, which keeps the full run
+under 20 minutes (the scenario takes about 2 of them); exact counts, CPU at fixed load
+and cachegrind are, as for the small GET. Quick mode measures its exact counts and CPU
+at fixed load, and leaves cachegrind out (quick runs stay under 3 minutes).
 """
 
 import argparse
@@ -57,7 +79,8 @@ HAPROXY_MAXCONN = 9000  # ulimit -n is 20000 here and cannot be raised
 
 
 class Scenario:
-    def __init__(self, name, title, path, n, c, rate, cg, method_args=(), headers=()):
+    def __init__(self, name, title, path, n, c, rate, cg, method_args=(), headers=(), access_log=False,
+                 saturation=True, quick="exact", notes=None):
         self.name = name
         self.title = title
         self.path = path
@@ -67,6 +90,12 @@ class Scenario:
         self.cg = cg  # (n1, n2) request counts for cachegrind
         self.method_args = list(method_args)
         self.headers = list(headers)
+        self.access_log = access_log  # every proxy writes an access log line per request
+        self.saturation = saturation  # rps and latency at saturation (information only)
+        # What quick mode measures: "exact" counts only, "timed" (exact counts and the timed
+        # figures), or "all" (cachegrind too).
+        self.quick = quick
+        self.notes = notes  # how the peers are configured for the same work
 
     def h2load_args(self):
         args = list(self.method_args)
@@ -78,7 +107,15 @@ class Scenario:
 def scenarios(quick, upload_file):
     k = 4 if quick else 1  # quick mode: fewer requests
     return [
-        Scenario("small", "small GET, keep-alive, c=50", "/", 200_000 // k, 50, 20_000, (5_000, 25_000)),
+        Scenario("small", "small GET, keep-alive, c=50", "/", 200_000 // k, 50, 20_000, (5_000, 25_000),
+                 quick="all"),
+        # The small GET with access logs on; no saturation runs (full run under 20 minutes).
+        Scenario("logged", "small GET, keep-alive, c=50, access log on", "/", 200_000 // k, 50, 20_000,
+                 (5_000, 25_000), access_log=True, saturation=False, quick="timed",
+                 notes="access log on: Ringway [access_log] format = \"json\" to a file; nginx "
+                       "access_log FILE main buffer=64k flush=1s (main = the combined format); "
+                       "HAProxy option httplog, option dontlognull, log stdout format raw local0, "
+                       "stdout to a file"),
         Scenario("1k", "1 KiB response, c=50", "/1k", 100_000 // k, 50, 15_000, (2_000, 10_000)),
         Scenario("64k", "64 KiB response, c=50", "/64k", 40_000 // k, 50, 4_000, (1_000, 5_000)),
         Scenario("1m", "1 MiB response, c=10", "/1m", 4_000 // k, 10, 300, (100, 500)),
@@ -112,20 +149,25 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s; sendf
 NGINX_PROXY = """worker_processes 1; daemon off; {master} pid {dir}/ngx-proxy.pid;
 error_log {dir}/ngx-proxy.err warn; worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
-http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
+http {{ {access_log} keepalive_requests 1000000; keepalive_timeout 75s;
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
   server {{ listen 127.0.0.1:{port} backlog=4096;
     client_max_body_size 0;
     location / {{ proxy_pass http://backend; proxy_http_version 1.1;
                  proxy_set_header Connection ""; proxy_request_buffering off; }} }} }}
 """
+# The "logged" scenario's access log (BENCHMARKING.md's fair peers); "main" is nginx's
+# predefined "combined" format under the usual name.
+NGINX_ACCESS_LOG = """log_format main '$remote_addr - $remote_user [$time_local] "$request" '
+                    '$status $body_bytes_sent "$http_referer" "$http_user_agent"';
+  access_log {path} main buffer=64k flush=1s;"""
 
 HAPROXY = """global
     nbthread 1
     maxconn {maxconn}
 defaults
     mode http
-    timeout connect 5s
+{log}    timeout connect 5s
     timeout client 30s
     timeout server 30s
     option http-keep-alive
@@ -135,6 +177,13 @@ frontend fe
     default_backend be
 backend be
     server s1 127.0.0.1:{backend} maxconn 1000
+"""
+# The "logged" scenario: one httplog line per request, written by HAProxy itself (one
+# writev each) to its stdout, which Proxy.start redirects to the access log file;
+# dontlognull leaves out connections without a request (wait_port's probe).
+HAPROXY_LOG = """    log stdout format raw local0
+    option httplog
+    option dontlognull
 """
 
 # Ringway with its defaults (X-Forwarded-*, X-Request-Id on), one unpinned worker
@@ -163,6 +212,12 @@ cluster = "backend"
 
 [clusters.backend]
 endpoints = ["127.0.0.1:{backend}"]
+{access_log}"""
+
+RINGWAY_ACCESS_LOG = """
+[access_log]
+path = "{path}"
+format = "json"
 """
 
 
@@ -245,19 +300,28 @@ class Proxy:
         self.binary = binary
         self.proc = None
         self.pid = None
+        # The access log file of the running process ("logged" scenario; None: no log),
+        # and one {"phase", "requests", "lines"} per logging process, in start order.
+        self.access_log = None
+        self.phase = None
+        self.log_checks = []
 
     def write_config(self, valgrind):
+        log = self.access_log
         if self.kind == "nginx":
-            path = f"{self.dir}/ngx-proxy-{self.name}{'-vg' if valgrind else ''}.conf"
+            path = f"{self.dir}/ngx-proxy-{self.name}{'-vg' if valgrind else ''}{'-log' if log else ''}.conf"
+            access_log = NGINX_ACCESS_LOG.format(path=log) if log else "access_log off;"
             text = NGINX_PROXY.format(dir=self.dir, backend=BACKEND_PORT, port=self.port,
-                                      master="master_process off;" if valgrind else "")
+                                      master="master_process off;" if valgrind else "", access_log=access_log)
         elif self.kind == "haproxy":
-            path = f"{self.dir}/haproxy-{self.name}.cfg"
-            text = HAPROXY.format(port=self.port, backend=BACKEND_PORT, maxconn=HAPROXY_MAXCONN)
+            path = f"{self.dir}/haproxy-{self.name}{'-log' if log else ''}.cfg"
+            text = HAPROXY.format(port=self.port, backend=BACKEND_PORT, maxconn=HAPROXY_MAXCONN,
+                                  log=HAPROXY_LOG if log else "")
         else:
-            path = f"{self.dir}/ringway-{self.name}.toml"
+            path = f"{self.dir}/ringway-{self.name}{'-log' if log else ''}.toml"
             text = RINGWAY.format(port=self.port, backend=BACKEND_PORT, runtime_extra=self.runtime_extra,
-                                  listener_extra=self.listener_extra, forwarding_extra=self.forwarding_extra)
+                                  listener_extra=self.listener_extra, forwarding_extra=self.forwarding_extra,
+                                  access_log=RINGWAY_ACCESS_LOG.format(path=log) if log else "")
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -272,13 +336,31 @@ class Proxy:
             return ["haproxy", "-db", "-f", cfg]
         return [self.binary, "--config", cfg, "--log-level", "warn"]
 
-    def start(self, cachegrind_out=None):
+    def start(self, cachegrind_out=None, access_log=False, phase=None):
+        """access_log: write an access log line per request (the "logged" scenario);
+        phase: what this process measures, for its access log check."""
+        self.access_log = None
+        if access_log:
+            if self.kind == "floor":
+                raise RuntimeError("the floor relay writes no access log")
+            name = "ngx" if self.kind == "nginx" else self.name
+            self.access_log = f"{self.dir}/{name}-access.log"
+            self.phase = phase or ("cachegrind" if cachegrind_out else "run")
+            if os.path.exists(self.access_log):
+                os.unlink(self.access_log)
+        ANSWERED[self.port] = 0
         argv = self.argv(cachegrind_out is not None)
         if cachegrind_out:
             argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "-q",
                     f"--cachegrind-out-file={cachegrind_out}"] + argv
         log = open(f"{self.dir}/{self.name}.log", "ab")
-        self.proc = PROCS.start(["taskset", "-c", "1"] + argv, stdout=log, stderr=log)
+        out = log
+        if self.access_log and self.kind == "haproxy":
+            # "log stdout": HAProxy's stdout is its access log (O_APPEND).
+            out = open(self.access_log, "ab")
+        self.proc = PROCS.start(["taskset", "-c", "1"] + argv, stdout=out, stderr=log)
+        if out is not log:
+            out.close()
         wait_port(self.port, 120 if cachegrind_out else 20, self.proc)
         self.pid = self.proc.pid
         if self.kind == "nginx" and not cachegrind_out:
@@ -297,9 +379,55 @@ class Proxy:
         sig = signal.SIGUSR1 if self.kind == "haproxy" else signal.SIGTERM
         PROCS.stop(self.proc, sig, 120)
         self.proc = None
+        if self.access_log:
+            self.check_access_log()
+
+    def check_access_log(self):
+        """Counts the stopped process's access log lines (its buffers are flushed by
+        then) against the 2xx answers h2load got from it, warns below 99 %, and deletes
+        the file so that the next process starts a fresh one."""
+        path, self.access_log = self.access_log, None
+        lines = 0
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                # HAProxy's stdout also gets "Proxy fe stopped (...)" when it stops.
+                lines = sum(1 for line in f if not (self.kind == "haproxy" and line.startswith(b"Proxy ")))
+            os.unlink(path)
+        requests = ANSWERED.get(self.port, 0)
+        self.log_checks.append({"phase": self.phase, "requests": requests, "lines": lines})
+        share = lines / requests if requests else None
+        if share is None or share < 0.99:
+            print(f"   WARNING {self.name}: access log has {lines} lines for {requests} requests "
+                  f"({self.phase})", file=sys.stderr, flush=True)
+
+    def rejects_access_log(self):
+        """Ringway only: why `ringway check` rejects this proxy's config with the
+        [access_log] section (a build without access logs), or None."""
+        if self.kind != "ringway":
+            return None
+        self.access_log = f"{self.dir}/{self.name}-access.log"
+        try:
+            cfg = self.write_config(False)
+        finally:
+            self.access_log = None
+        r = subprocess.run([self.binary, "check", "--config", cfg], capture_output=True, text=True)
+        return None if r.returncode == 0 else (r.stderr.strip() or f"exit status {r.returncode}")
+
+    def take_log_checks(self):
+        """The access log checks since the last call, summed, for the JSON results."""
+        checks, self.log_checks = self.log_checks, []
+        requests = sum(c["requests"] for c in checks)
+        lines = sum(c["lines"] for c in checks)
+        return {"requests": requests, "lines": lines,
+                "lines_per_request": lines / requests if requests else None, "runs": checks}
 
 
 # ----------------------------------------------------------------------------- measuring
+
+# 2xx answers h2load got through each port since the proxy on it started: the requests
+# its access log must hold (the "logged" scenario).
+ANSWERED = {}
+
 
 def h2load(port, sc, n=None, c=None, duration=None, rate=None, log_file=None, timeout=300):
     argv = ["taskset", "-c", "0", "h2load", "--h1", "-t", "1"]
@@ -332,6 +460,7 @@ def h2load(port, sc, n=None, c=None, duration=None, rate=None, log_file=None, ti
         raise RuntimeError(f"h2load output not understood:\n{out}")
     ok = int(codes.group(1))
     bad = int(m.group(2)) + int(m.group(3)) + sum(int(codes.group(i)) for i in (2, 3, 4))
+    ANSWERED[port] = ANSWERED.get(port, 0) + ok
     return {"ok": ok, "bad": bad, "rps": float(rps.group(1)) if rps else None}
 
 
@@ -434,7 +563,7 @@ def cachegrind(px, sc, d):
     irs = []
     for n in sc.cg:
         out = f"{d}/cg-{px.name}-{sc.name}-{n}.out"
-        px.start(cachegrind_out=out)
+        px.start(cachegrind_out=out, access_log=sc.access_log, phase=f"cachegrind {n}")
         # Warm-up connection established; then exactly n requests at c=10.
         r = h2load(px.port, sc, n=n, c=10, timeout=900)
         px.stop()
@@ -528,6 +657,7 @@ def report(results, names):
         ("p99.9 ms (info)", lambda r: r.get("sat", {}).get("median_p999_ms")),
         ("RSS bytes/idle conn", lambda r: r.get("idle", {}).get("bytes_per_conn")),
         ("RSS bytes/idle conn, marginal", lambda r: r.get("idle", {}).get("marginal_bytes_per_conn")),
+        ("access log lines/req", lambda r: r.get("access_log", {}).get("lines_per_request")),
     ]
     for sc_name, per_proxy in results["scenarios"].items():
         for label, get in metrics:
@@ -556,7 +686,7 @@ def main():
                     help="a Ringway binary to measure, with optional settings ([runtime] keys, or listener.KEY), e.g. "
                          "'noflags=target/release/ringway;io_uring_flags=[]' (repeat to compare "
                          "builds or settings in one run)")
-    ap.add_argument("--scenarios", help="comma-separated subset of: small,1k,64k,1m,upload,newconn,idle")
+    ap.add_argument("--scenarios", help="comma-separated subset of: small,logged,1k,64k,1m,upload,newconn,idle")
     ap.add_argument("--proxies", help="comma-separated subset of the proxy names")
     ap.add_argument("--rounds", type=int, help="interleaved rounds for the timed figures")
     ap.add_argument("--idle-conns", type=int, default=10_000)
@@ -621,28 +751,38 @@ def main():
     results = {"meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                         "commit": commit, "kernel": os.uname().release, "cpu": cpu_model,
                         "quick": args.quick, "rounds": rounds, "duration_s": DURATION,
-                        "steal_limit_pct": STEAL_LIMIT, "command": " ".join(sys.argv)},
+                        "steal_limit_pct": STEAL_LIMIT, "command": " ".join(sys.argv),
+                        "scenario_notes": {s.name: s.notes for s in scs if s.notes}},
                "scenarios": {}}
     started = time.monotonic()
     try:
         for sc in scs:
             res = results["scenarios"].setdefault(sc.name, {})
-            # Quick mode: every figure for the small GET, exact counts for the rest.
-            full = not args.quick or sc.name == "small"
+            # Quick mode: every figure for the small GET, the timed ones with access logs,
+            # exact counts for the rest.
+            full = not args.quick or sc.quick in ("timed", "all")
             # The floor relay knows only bodiless requests and Content-Length responses;
             # it and the peer-work row are measured for the small GET, where Ringway's
             # own cost is the question.
             pxs = [p for p in proxies if p.only is None or sc.name in p.only]
             print(f"== {sc.title}", file=sys.stderr, flush=True)
+            if sc.access_log:
+                for px in list(pxs):
+                    why = px.rejects_access_log()
+                    if why:
+                        print(f"   WARNING {px.name}: left out, its binary rejects [access_log]: {why}",
+                              file=sys.stderr, flush=True)
+                        res[px.name] = {"left_out": why}
+                        pxs.remove(px)
             for px in pxs:
-                px.start()
+                px.start(access_log=sc.access_log, phase="perf")
                 h2load(px.port, sc, n=max(1000, sc.n // 20))  # warm-up: pools, caches
                 res.setdefault(px.name, {})["perf"] = perf_counts(px, sc, d)
                 px.stop()
                 print(f"   {px.name}: perf {res[px.name]['perf']['per_request']}", file=sys.stderr, flush=True)
             if full:
                 for px in pxs:
-                    px.start()
+                    px.start(access_log=sc.access_log, phase="timed")
                     h2load(px.port, sc, n=max(1000, sc.n // 20))
                     res[px.name]["cpu_runs"] = []
                     res[px.name]["sat_runs"] = []
@@ -650,8 +790,9 @@ def main():
                 for _ in range(rounds):
                     for px in pxs:
                         res[px.name]["cpu_runs"].append(fixed_load_cpu(px, sc))
-                    for px in pxs:
-                        res[px.name]["sat_runs"].append(saturation(px, sc, d))
+                    if sc.saturation:
+                        for px in pxs:
+                            res[px.name]["sat_runs"].append(saturation(px, sc, d))
                 for px in pxs:
                     px.stop()
                     r = res[px.name]
@@ -660,19 +801,29 @@ def main():
                     r["cpu"] = {"median_us_per_req": med, "discarded_for_steal": discarded,
                                 "median_user_share": share,
                                 "kernel_us_per_req": med * (1 - share) if med and share is not None else None}
-                    sat = {"discarded_for_steal": median_clean(r["sat_runs"], "rps")[1]}
-                    for k in ("rps", "p50_ms", "p99_ms", "p999_ms"):
-                        sat[f"median_{k}"] = median_clean(r["sat_runs"], k)[0]
-                    r["sat"] = sat
-                    print(f"   {px.name}: cpu {med} us/req ({discarded} discarded), rps {sat['median_rps']}",
+                    rps = "not measured"
+                    if sc.saturation:
+                        sat = {"discarded_for_steal": median_clean(r["sat_runs"], "rps")[1]}
+                        for k in ("rps", "p50_ms", "p99_ms", "p999_ms"):
+                            sat[f"median_{k}"] = median_clean(r["sat_runs"], k)[0]
+                        r["sat"] = sat
+                        rps = sat["median_rps"]
+                    else:
+                        del r["sat_runs"]
+                    print(f"   {px.name}: cpu {med} us/req ({discarded} discarded), rps {rps}",
                           file=sys.stderr, flush=True)
-                if not args.no_cachegrind:
+                if not args.no_cachegrind and (not args.quick or sc.quick == "all"):
                     # The floor relay cannot be stopped under valgrind (bench/floor.rs);
                     # tuning.md section 2 counts it with callgrind instead.
                     for px in [p for p in pxs if p.kind != "floor"]:
                         res[px.name]["cachegrind"] = cachegrind(px, sc, d)
                         print(f"   {px.name}: {res[px.name]['cachegrind']['per_request']:.0f} instr/req",
                               file=sys.stderr, flush=True)
+            if sc.access_log:
+                for px in pxs:
+                    log = res[px.name]["access_log"] = px.take_log_checks()
+                    print(f"   {px.name}: access log {log['lines']} lines for {log['requests']} requests",
+                          file=sys.stderr, flush=True)
         if "idle" in wanted:
             print(f"== {idle_conns} idle keep-alive connections", file=sys.stderr, flush=True)
             res = results["scenarios"].setdefault("idle", {})
@@ -699,6 +850,10 @@ def main():
     print()
     print(report(results, names))
     print()
+    for name, notes in m["scenario_notes"].items():
+        print(f"{name}: {notes}")
+    if m["scenario_notes"]:
+        print()
     print(f"Raw figures (steal of every run included): {out}")
     shutil.rmtree(d, ignore_errors=True)
 

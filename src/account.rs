@@ -13,8 +13,9 @@ use crate::worker::Worker;
 pub const NO_RESPONSE: u16 = 499;
 
 /// Counts the request `o` that came in on `listener` and was served with
-/// `snapshot` (`None`: refused before routing).
-pub fn request(w: &Worker, snapshot: Option<&Snapshot>, listener: &ListenerRt, o: &Outcome) {
+/// `snapshot` (`None`: refused before routing). Returns its duration in ns.
+pub fn request(w: &Worker, snapshot: Option<&Snapshot>, listener: &ListenerRt, o: &Outcome) -> u64 {
+    let duration = Stamp::now().nanos_since(o.start);
     w.metrics.requests.inc();
     let status = match o.status {
         0 => NO_RESPONSE,
@@ -27,11 +28,11 @@ pub fn request(w: &Worker, snapshot: Option<&Snapshot>, listener: &ListenerRt, o
     }
     let Some(snapshot) = snapshot else {
         listener.stats.unrouted.inc(status);
-        return;
+        return duration;
     };
     let Some(route) = o.route.map(|r| r as usize) else {
         listener.stats.unrouted.inc(status);
-        return;
+        return duration;
     };
     match snapshot.requests(route, listener.id) {
         Some(codes) => codes.inc(status),
@@ -45,7 +46,7 @@ pub fn request(w: &Worker, snapshot: Option<&Snapshot>, listener: &ListenerRt, o
             .inc(status),
     }
     let stats = &snapshot.route_stats[route];
-    stats.duration.observe_ns(Stamp::now().nanos_since(o.start));
+    stats.duration.observe_ns(duration);
     stats.request_bytes.add(o.request_bytes);
     stats.response_bytes.add(o.response_bytes);
     if let Some(cluster) = o.cluster.and_then(|c| snapshot.clusters.get(c as usize)) {
@@ -58,4 +59,5 @@ pub fn request(w: &Worker, snapshot: Option<&Snapshot>, listener: &ListenerRt, o
             }
         }
     }
+    duration
 }

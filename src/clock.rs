@@ -291,6 +291,19 @@ pub fn format_imf_fixdate(secs: u64, out: &mut [u8; 29]) {
     out[25..29].copy_from_slice(b" GMT");
 }
 
+/// Milliseconds since the Unix epoch on the coarse wall clock (a kernel tick's
+/// resolution, as nginx's cached time): for log timestamps.
+pub fn wall_ms() -> u64 {
+    coarse_ms(libc::CLOCK_REALTIME_COARSE)
+}
+
+/// Seconds since the Unix epoch -> (year, month 1-12, day 1-31, hour, minute, second).
+pub fn civil_time(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = (secs % 86_400) as u32;
+    (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
 /// Days since 1970-01-01 -> (year, month 1-12, day 1-31); H. Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -19,6 +19,7 @@
 //! 16 KiB buffer and a 2 KB future. A busy connection stays in one burst: no
 //! allocation per request.
 
+use crate::access_log;
 use crate::clock::{Moment, Stamp};
 use crate::error::ProxyError;
 use crate::http::answer::{Answer, ConnHeader};
@@ -73,6 +74,8 @@ pub struct Downstream<'c> {
     canceller: Option<Canceller>,
     /// The current request's figures (metrics and the access log read them).
     pub outcome: Outcome,
+    /// The current request's fields for its access log line (with an access log).
+    pub log: Option<access_log::Scratch>,
 }
 
 /// How a burst ended.
@@ -216,6 +219,7 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
         up_timer: Timer::new(),
         canceller: None,
         outcome: Outcome::new(Stamp::now()),
+        log: None,
     };
     let end = loop {
         // Read until a complete request head is buffered, by `head_deadline` when
@@ -301,7 +305,11 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                     let answer = w.errors.get(status);
                     let _ = d.answer(w, answer, None, Next::Close).await;
                 }
-                crate::account::request(w, None, &d.conn.listener, &d.outcome);
+                let duration = crate::account::request(w, None, &d.conn.listener, &d.outcome);
+                if w.logs_requests() {
+                    d.log.get_or_insert_with(Default::default).clear();
+                    d.log_request(w, None, duration);
+                }
                 break Burst::Close;
             }
         };
@@ -311,6 +319,15 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
         // The configuration this request is served with, whatever reloads happen
         // meanwhile.
         let snapshot = w.snapshot();
+        // (Asked per request: a reload may start or stop the access log.)
+        let logging = w.logs_requests();
+        if logging {
+            let id_header = &snapshot.forwarding.request_id_header;
+            let fields = d.log.get_or_insert_with(Default::default);
+            fields.capture(&d.rbuf, &head, &d.headers, id_header);
+        } else if d.log.is_some() {
+            d.log = None;
+        }
         let result = match d.route(&snapshot, &head) {
             Ok(Act::Forward(route, cluster)) => {
                 upstream::forward(&mut d, w, &snapshot, &head, route, cluster).await
@@ -333,7 +350,10 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
             Ok(next) => next,
             Err(f) => d.failed(w, &head, f).await,
         };
-        crate::account::request(w, Some(&snapshot), &d.conn.listener, &d.outcome);
+        let duration = crate::account::request(w, Some(&snapshot), &d.conn.listener, &d.outcome);
+        if logging {
+            d.log_request(w, Some(&snapshot), duration);
+        }
         if next == Next::Close {
             break Burst::Close;
         }
@@ -364,6 +384,43 @@ impl Downstream<'_> {
             }
             _ => Next::Close,
         }
+    }
+
+    /// Writes the access log line of the request that just ended.
+    fn log_request(&self, w: &Worker, snapshot: Option<&Snapshot>, duration_ns: u64) {
+        let Some(fields) = &self.log else { return };
+        let o = &self.outcome;
+        let route = snapshot.zip(o.route);
+        let cluster = snapshot
+            .zip(o.cluster)
+            .and_then(|(s, c)| s.clusters.get(c as usize));
+        let record = access_log::Record {
+            request_id: fields.request_id(),
+            client_ip: self.peer.text(),
+            client_port: self.peer.port,
+            listener: &self.settings.config.name,
+            route: route.map(|(s, r)| &*s.routes.route(r as usize).name),
+            cluster: cluster.map(|c| c.config.name.as_str()),
+            endpoint: cluster
+                .zip(o.endpoint)
+                .and_then(|(c, e)| c.endpoints.get(e as usize))
+                .map(|e| &*e.addr_text),
+            method: fields.method(),
+            host: fields.host(),
+            target: fields.target(),
+            protocol: fields.protocol(),
+            status: o.status,
+            request_bytes: o.request_bytes,
+            response_bytes: o.response_bytes,
+            duration_ns,
+            upstream_ns: o.upstream_ns,
+            attempts: o.attempts,
+            flags: o.flags,
+            user_agent: fields.user_agent(),
+            referer: fields.referer(),
+            traceparent: fields.traceparent(),
+        };
+        w.log_request(&record);
     }
 
     /// What to do with a request: the listener's checks, then the route table.

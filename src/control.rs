@@ -10,6 +10,7 @@
 //! failure leaves everything as it was); a listener that is gone stops accepting
 //! on every core and its connections drain.
 
+use crate::access_log;
 use crate::admin::Admin;
 use crate::config::{Config, ConfigError, ListenerConfig, RuntimeConfig};
 use crate::metrics::WorkerMetrics;
@@ -97,6 +98,7 @@ struct State {
     /// The file reloads read (`None`: the embedded default configuration).
     path: Option<PathBuf>,
     admin: Option<Admin>,
+    access_log: Option<access_log::Writer>,
 }
 
 /// A listener's sockets, one per worker.
@@ -218,6 +220,15 @@ fn prepare(
     })
 }
 
+/// A log file that cannot be opened, as a configuration error naming the field.
+fn log_error(c: &crate::config::AccessLogConfig, e: std::io::Error) -> ConfigError {
+    let path = match &c.path {
+        crate::config::LogPath::Stdout => "stdout".to_string(),
+        crate::config::LogPath::File(p) => p.display().to_string(),
+    };
+    ConfigError::new("access_log.path", format!("cannot open {path}: {e}"))
+}
+
 /// Settings of `[runtime]` that only a restart (or an upgrade) can change.
 fn restart_only_changes(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<&'static str> {
     let mut changed = Vec::new();
@@ -252,6 +263,11 @@ impl Server {
             ReloadError::Bind { name, addr, source } => StartError::Bind { name, addr, source },
             other => StartError::Worker(0, other.to_string()),
         })?;
+        let writer = config
+            .access_log
+            .as_ref()
+            .map(|c| access_log::Writer::start(c).map_err(|e| log_error(c, e)))
+            .transpose()?;
         let config = Arc::new(config);
         let (ready_tx, ready_rx) = mpsc::channel();
         let metrics: Vec<Arc<WorkerMetrics>> = (0..count).map(|_| Arc::default()).collect();
@@ -268,6 +284,7 @@ impl Server {
                 sockets,
                 ready: ready_tx.clone(),
                 metrics: metrics[id].clone(),
+                access_log: writer.as_ref().and_then(access_log::Writer::sink),
             })?;
             workers.push(handle);
             threads.push(thread);
@@ -304,6 +321,7 @@ impl Server {
                     next_id,
                     path: None,
                     admin: None,
+                    access_log: writer,
                 }),
                 draining: AtomicBool::new(false),
                 reloads: Mutex::new(ReloadCounts {
@@ -489,9 +507,21 @@ impl ControlPlane {
             }
             (None, _) => None,
         };
+        // A new access log file is opened before anything changes too.
+        let new_log = match (&config.access_log, &state.access_log) {
+            (Some(c), Some(running)) if *c == running.config => None,
+            (Some(c), _) => Some(access_log::Writer::start(c).map_err(|e| log_error(c, e))?),
+            (None, _) => None,
+        };
         let mut next_id = state.next_id;
         let prepared = prepare(&state.listeners, &config, self.workers.len(), &mut next_id)?;
         state.next_id = next_id;
+        let old_log = match (new_log, &config.access_log) {
+            (Some(started), _) => state.access_log.replace(started),
+            (None, None) => state.access_log.take(),
+            (None, Some(_)) => None,
+        };
+        let sink = state.access_log.as_ref().and_then(access_log::Writer::sink);
         let old_admin = match (new_admin, &config.admin) {
             (Some(started), _) => state.admin.replace(started),
             (None, None) => state.admin.take(),
@@ -510,6 +540,7 @@ impl ControlPlane {
                 config: config.clone(),
                 listeners: prepared.slots.clone(),
                 sockets,
+                access_log: sink.clone(),
                 done: done.clone(),
             };
             if w.send(Control::Reload(Box::new(reload))) {
@@ -537,6 +568,9 @@ impl ControlPlane {
         if let Some(admin) = old_admin {
             admin.stop();
         }
+        // Waits for its thread to write what the workers handed over before they
+        // switched.
+        drop(old_log);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -562,7 +596,8 @@ impl ControlPlane {
         }
     }
 
-    /// Waits for every worker to finish (after `drain`, or a stop).
+    /// Waits for every worker to finish (after `drain`, or a stop), then for the
+    /// access log's last lines to be written.
     pub fn join(&self) {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
@@ -570,5 +605,22 @@ impl ControlPlane {
                 tracing::error!("a worker thread panicked");
             }
         }
+        let writer = self.state().access_log.take();
+        drop(writer);
+    }
+
+    /// Reopens the access log file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_logs(&self) {
+        if let Some(w) = &self.state().access_log {
+            w.reopen();
+        }
+    }
+
+    /// Access log lines lost to write errors.
+    pub fn access_log_failed(&self) -> u64 {
+        self.state()
+            .access_log
+            .as_ref()
+            .map_or(0, |w| w.failed.load(Ordering::Relaxed))
     }
 }

@@ -195,6 +195,10 @@ impl Scrape {
 
 const HELP: &[(&str, &str)] = &[
     ("ringway_build_info", "Ringway's version (value 1)."),
+    (
+        "ringway_access_log_dropped_total",
+        "Access log lines dropped because the disk could not keep up (or a write failed).",
+    ),
     ("ringway_config_reloads_total", "Configuration reloads by result."),
     (
         "ringway_config_last_reload_success_timestamp_seconds",
@@ -313,6 +317,13 @@ pub fn render(plane: &ControlPlane) -> String {
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     );
+    let dropped: u64 = plane
+        .worker_metrics()
+        .iter()
+        .map(|w| w.access_log_dropped.get())
+        .sum::<u64>()
+        + plane.access_log_failed();
+    scrape.counter("ringway_access_log_dropped_total", &[], dropped as f64);
     let reloads = plane.reload_counts();
     scrape.counter(
         "ringway_config_reloads_total",

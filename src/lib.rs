@@ -26,6 +26,7 @@
 //! cross-core queues. Only control messages (reload, drain, stop) cross threads.
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod account;
 pub mod admin;
 pub mod buf;

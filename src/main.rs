@@ -70,13 +70,13 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     if path.is_none() {
         tracing::info!("no --config given: running the embedded default configuration");
     }
     let config = load(path.as_ref())?;
     // Block the signals before workers start so only this thread receives them.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
     let server = Arc::new(Server::start(config).context("cannot start")?);
     server.set_config_path(path);
@@ -97,6 +97,7 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             for signal in signals.forever() {
                 match signal {
                     SIGHUP => reload(&control),
+                    SIGUSR1 => control.reopen_logs(),
                     _ if draining => {
                         tracing::warn!(signal, "second signal: exiting now");
                         std::process::exit(0);

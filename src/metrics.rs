@@ -267,6 +267,8 @@ pub struct EndpointStats {
 pub struct WorkerMetrics {
     pub connections_active: Gauge,
     pub requests: Counter,
+    /// Access log lines dropped because the writer was behind.
+    pub access_log_dropped: Counter,
     registry: Mutex<Registry>,
 }
 

@@ -48,6 +48,8 @@ pub enum StartError {
     NoIoUring(String),
     #[error("worker {0}: {1}")]
     Worker(usize, String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 pub(crate) enum Control {
@@ -63,6 +65,8 @@ pub(crate) struct Reload {
     pub listeners: Vec<ListenerSlot>,
     /// This worker's sockets of the listeners that are new, by id.
     pub sockets: Vec<(u32, std::net::TcpListener)>,
+    /// The access log to write through from now on.
+    pub access_log: Option<crate::access_log::Sink>,
     /// Told when the worker serves the new configuration, or why it could not.
     pub done: mpsc::Sender<Result<(), String>>,
 }
@@ -128,6 +132,7 @@ pub(crate) struct WorkerStart {
     pub sockets: Vec<(u32, std::net::TcpListener)>,
     pub ready: Ready,
     pub metrics: Arc<crate::metrics::WorkerMetrics>,
+    pub access_log: Option<crate::access_log::Sink>,
 }
 
 /// Starts a worker thread; it reports to `start.ready` once it serves, or why not.
@@ -289,6 +294,7 @@ fn accept_on(worker: &Rc<Worker>, sockets: Vec<(u32, monoio::net::TcpListener)>)
 fn reload(worker: &Rc<Worker>, r: Reload, driver: Driver) -> Result<(), String> {
     let sockets = register_all(r.sockets, driver)?;
     worker.apply(&r.config, &r.listeners);
+    worker.set_access_log(r.access_log);
     accept_on(worker, sockets);
     Ok(())
 }
@@ -303,9 +309,10 @@ async fn run(start: WorkerStart, (rx, bell): ControlLine, driver: Driver) {
         sockets,
         ready,
         metrics,
+        access_log,
         ..
     } = start;
-    let worker = Rc::new(Worker::new(id, &config, &listeners, metrics));
+    let worker = Rc::new(Worker::new(id, &config, &listeners, metrics, access_log));
     drop(config);
     let _ = bell.set_nonblocking(driver == Driver::Legacy);
     let started = monoio::net::UnixStream::from_std(bell)
@@ -337,8 +344,10 @@ async fn run(start: WorkerStart, (rx, bell): ControlLine, driver: Driver) {
                 _ = monoio::time::sleep(Duration::from_secs(1)) => {
                     sweeper.endpoints.sweep(crate::clock::Moment::now());
                     sweeper.bufs.sweep();
+                    sweeper.flush_log();
                 }
-                _ = sweeper.lifecycle.draining() => return,
+                // (Also while draining: pools expire, log lines go out.)
+                _ = sweeper.lifecycle.wait(|| sweeper.lifecycle.is_stopped()) => return,
             }
         }
     });
@@ -379,6 +388,7 @@ async fn run(start: WorkerStart, (rx, bell): ControlLine, driver: Driver) {
     worker.lifecycle.stop();
     worker.lifecycle.all_closed().await;
     worker.endpoints.clear();
+    worker.set_access_log(None);
     // io_uring closes sockets with queued Close operations; park once so the
     // driver submits them before the ring is torn down.
     monoio::time::sleep(Duration::from_millis(1)).await;

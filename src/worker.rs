@@ -3,6 +3,7 @@
 //! date cache and the connection lifecycle used for draining. Everything here is
 //! `Rc`/`Cell`/`RefCell`: it never leaves its core.
 
+use crate::access_log::{CoreLog, Record, Sink};
 use crate::buf::BufPool;
 use crate::clock::DateCache;
 use crate::config::Config;
@@ -43,6 +44,9 @@ pub struct Worker {
     pub lifecycle: Lifecycle,
     /// This core's series (the control plane reads them when scraped).
     pub metrics: Arc<WorkerMetrics>,
+    access_log: RefCell<Option<CoreLog>>,
+    /// Whether `access_log` is set (asked for every request).
+    logging: Cell<bool>,
     rng: Cell<u64>,
 }
 
@@ -53,6 +57,7 @@ impl Worker {
         config: &Config,
         listeners: &[ListenerSlot],
         metrics: Arc<WorkerMetrics>,
+        access_log: Option<Sink>,
     ) -> Worker {
         let endpoints = Endpoints::default();
         let ids: Vec<u32> = listeners.iter().map(|l| l.id).collect();
@@ -74,6 +79,8 @@ impl Worker {
             date: DateCache::new(),
             lifecycle: Lifecycle::default(),
             metrics,
+            logging: Cell::new(access_log.is_some()),
+            access_log: RefCell::new(access_log.map(CoreLog::new)),
             rng: Cell::new(seed(id)),
         }
     }
@@ -82,6 +89,34 @@ impl Worker {
     #[inline]
     pub fn snapshot(&self) -> Rc<Snapshot> {
         Rc::clone(&self.snapshot.borrow())
+    }
+
+    /// Whether requests are logged (connections then keep their fields).
+    #[inline]
+    pub fn logs_requests(&self) -> bool {
+        self.logging.get()
+    }
+
+    /// Writes the access log line of a request (when there is an access log).
+    pub fn log_request(&self, r: &Record<'_>) {
+        if let Some(log) = &*self.access_log.borrow() {
+            log.write(r, &self.metrics.access_log_dropped);
+        }
+    }
+
+    /// Hands the buffered access log lines to the writer (once a second, on drain
+    /// and reload).
+    pub fn flush_log(&self) {
+        if let Some(log) = &*self.access_log.borrow() {
+            log.flush(&self.metrics.access_log_dropped);
+        }
+    }
+
+    /// Logs through `sink` from now on (a reload), after flushing the old buffer.
+    pub fn set_access_log(&self, sink: Option<Sink>) {
+        self.flush_log();
+        self.logging.set(sink.is_some());
+        *self.access_log.borrow_mut() = sink.map(CoreLog::new);
     }
 
     /// The current listener with this id.
@@ -232,6 +267,10 @@ pub struct Lifecycle {
 impl Lifecycle {
     pub fn is_draining(&self) -> bool {
         self.phase.get() >= Phase::Draining
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.phase.get() >= Phase::Stopped
     }
 
     pub fn active(&self) -> usize {
@@ -585,7 +624,7 @@ mod tests {
     fn request_ids_are_uuid_v4_shaped_and_distinct() {
         let config = crate::config::Config::default_embedded();
         let slots = [ListenerSlot { id: 0, port: 8080 }];
-        let w = Worker::new(0, &config, &slots, Default::default());
+        let w = Worker::new(0, &config, &slots, Default::default(), None);
         let mut a = Vec::new();
         let mut b = Vec::new();
         w.write_request_id(&mut a);

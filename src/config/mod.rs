@@ -44,8 +44,30 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// The admin listener; none when the file has no `[admin]`.
     pub admin: Option<AdminConfig>,
+    /// None when the file has no `[access_log]`.
+    pub access_log: Option<AccessLogConfig>,
     /// The text this configuration was read from (`GET /config` shows it).
     pub source: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub path: LogPath,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogPath {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Apache/nginx "combined".
+    Combined,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

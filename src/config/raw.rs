@@ -19,6 +19,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub clusters: BTreeMap<String, RawCluster>,
     pub admin: Option<RawAdmin>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub path: Option<String>,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

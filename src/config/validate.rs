@@ -38,6 +38,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         .as_ref()
         .map(|a| admin(a, &listeners))
         .transpose()?;
+    let access_log = raw.access_log.as_ref().map(access_log).transpose()?;
     Ok(Config {
         runtime,
         listeners,
@@ -45,8 +46,34 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         routes,
         clusters,
         admin,
+        access_log,
         source: Default::default(),
     })
+}
+
+fn access_log(raw: &RawAccessLog) -> Result<AccessLogConfig> {
+    let path = match raw.path.as_deref() {
+        None => {
+            return Err(ConfigError::new(
+                "access_log.path",
+                "missing (\"stdout\" or a file path)",
+            ))
+        }
+        Some("") => return Err(ConfigError::new("access_log.path", "empty")),
+        Some("stdout") => LogPath::Stdout,
+        Some(p) => LogPath::File(p.into()),
+    };
+    let format = match raw.format.as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("combined") => LogFormat::Combined,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "access_log.format",
+                format!("{other:?} is not \"json\" or \"combined\""),
+            ))
+        }
+    };
+    Ok(AccessLogConfig { path, format })
 }
 
 fn admin(raw: &RawAdmin, listeners: &[ListenerConfig]) -> Result<AdminConfig> {

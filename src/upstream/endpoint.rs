@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub struct Endpoint {
     pub cluster: Box<str>,
     pub addr: SocketAddr,
+    /// `addr` as text, made once (for log lines).
+    pub addr_text: Box<str>,
     pub pool: Pool,
     pub stats: Arc<EndpointStats>,
 }
@@ -61,6 +63,7 @@ impl Endpoints {
                                 Rc::new(Endpoint {
                                     cluster: c.name.as_str().into(),
                                     addr: e.addr,
+                                    addr_text: e.addr.to_string().into(),
                                     pool: Pool::new(
                                         c.pool_max_idle,
                                         c.pool_idle_timeout,

@@ -71,8 +71,13 @@ pub async fn forward(
         host_rewrite: route.host_rewrite.as_deref(),
         fallback_host: cluster.config.endpoints[0].name.as_bytes(),
     };
+    let log = &mut d.log;
     write_request_head(&mut bufs.head, &d.rbuf, head, &d.headers, &rewrite, |out| {
-        w.write_request_id(out)
+        let at = out.len();
+        w.write_request_id(out);
+        if let Some(fields) = log {
+            fields.set_request_id(&out[at..]);
+        }
     });
     let inline_body = match head.framing {
         Framing::Length(n) if n <= INLINE_BODY as u64 => d
