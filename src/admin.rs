@@ -39,9 +39,24 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Binds `config.bind` and serves on a thread of its own.
+    /// Binds `config.bind` and serves on a thread of its own. The socket is
+    /// SO_REUSEPORT, so that a new process taking over (`takeover`) binds the same
+    /// address while this one drains.
     pub fn start(config: &AdminConfig, plane: Weak<ControlPlane>) -> io::Result<Admin> {
-        let listener = TcpListener::bind(config.bind)?;
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(
+            Domain::for_address(config.bind),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&config.bind.into())?;
+        socket.listen(64)?;
+        // Polled with a timeout (`serve`), so that stopping needs no wake-up
+        // connection, which a sibling socket of the port could take.
+        socket.set_nonblocking(true)?;
+        let listener: TcpListener = socket.into();
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -60,8 +75,6 @@ impl Admin {
     /// called from that request: a reload that moves the admin listener).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
@@ -70,12 +83,24 @@ impl Admin {
     }
 }
 
+/// How often the admin thread looks at its stop flag while idle.
+const STOP_CHECK: u16 = 100;
+
 fn serve(listener: TcpListener, plane: &Weak<ControlPlane>, stop: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
+    use nix::poll::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, STOP_CHECK), Ok(n) if n > 0) {
+            continue;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok((stream, _)) = listener.accept() else {
+            continue;
+        };
+        // Accepted sockets do not inherit O_NONBLOCK on Linux; be sure.
+        if stream.set_nonblocking(false).is_err() {
+            continue;
+        }
         let Some(plane) = plane.upgrade() else { return };
         if let Err(e) = answer(stream, &plane) {
             tracing::debug!(error = %e, "admin request failed");

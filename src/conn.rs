@@ -38,6 +38,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// When its listener closes (a drain, a reload that removed it), a connection that
+/// served a request less than this ago, or was just accepted, may still send one
+/// (answered with `Connection: close`): its client may have sent it already, and
+/// closing under it would fail it. Connections idle for longer close at once.
+const DRAIN_GRACE: Duration = Duration::from_millis(100);
+
 /// Request bodies up to this size are read and discarded before a direct answer,
 /// so the connection can stay open; larger ones close it instead.
 const MAX_DISCARD: u64 = 64 * 1024;
@@ -173,6 +179,11 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
         let readable = relay::until(c.stream.readable(false), || listener.is_closing());
         match c.timer.run(header_timeout, readable).await {
             Some(Some(Ok(()))) => {}
+            // Closing: a last short wait for a request already on its way.
+            Some(None) => match c.timer.run(DRAIN_GRACE, c.stream.readable(false)).await {
+                Some(Ok(())) => {}
+                _ => return,
+            },
             _ => return,
         }
         let mut first = true;
@@ -259,9 +270,15 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                         let canceller = d.canceller.get_or_insert_with(Canceller::new);
                         let listener = &*d.conn.listener;
                         let quit = || listener.is_closing();
-                        match relay::read_or_release(&mut io, &mut d.rbuf, hold, canceller, quit)
-                            .await
-                        {
+                        let read = relay::read_or_release(
+                            &mut io,
+                            &mut d.rbuf,
+                            hold,
+                            canceller,
+                            quit,
+                            DRAIN_GRACE,
+                        );
+                        match read.await {
                             Ok(Waited::Read(n)) => Ok(n),
                             // Idle since the wait began, `hold` ago (no clock read per
                             // request for the rare case).

@@ -17,6 +17,7 @@ use crate::metrics::WorkerMetrics;
 use crate::runtime::{
     spawn_worker, Control, Driver, Reload, StartError, WorkerHandle, WorkerStart,
 };
+use crate::takeover::{ControlSocket, Handed, Inherited};
 use crate::worker::ListenerSlot;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -99,6 +100,8 @@ struct State {
     path: Option<PathBuf>,
     admin: Option<Admin>,
     access_log: Option<access_log::Writer>,
+    /// `runtime.control_socket`, served for a process that takes over.
+    control: Option<ControlSocket>,
 }
 
 /// A listener's sockets, one per worker.
@@ -145,6 +148,7 @@ fn prepare(
     config: &Config,
     workers: usize,
     next_id: &mut u32,
+    inherited: &mut Vec<Handed>,
 ) -> Result<Prepared, ReloadError> {
     let mut bound = Vec::with_capacity(config.listeners.len());
     let mut per_worker: Vec<Vec<(u32, TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
@@ -178,11 +182,13 @@ fn prepare(
             addr: l.bind,
             source,
         };
-        let (sockets, addr) = crate::listener::bind(l, workers).map_err(bind_error)?;
-        let mut dups = Vec::with_capacity(workers);
-        for (w, socket) in sockets.into_iter().enumerate() {
+        let (sockets, addr) = sockets_for(l, workers, inherited).map_err(bind_error)?;
+        let mut dups = Vec::with_capacity(sockets.len());
+        // More sockets than workers (taken over from a process with more): some
+        // workers accept on several.
+        for (k, socket) in sockets.into_iter().enumerate() {
             dups.push(socket.try_clone().map_err(bind_error)?);
-            per_worker[w].push((id, socket));
+            per_worker[k % workers].push((id, socket));
         }
         bound.push(Bound {
             id,
@@ -229,6 +235,37 @@ fn log_error(c: &crate::config::AccessLogConfig, e: std::io::Error) -> ConfigErr
     ConfigError::new("access_log.path", format!("cannot open {path}: {e}"))
 }
 
+/// The sockets of a listener that is new to this process: those a process being
+/// replaced handed over for it (plus more bound beside them, SO_REUSEPORT, when
+/// this one has more workers), else `workers` freshly bound ones.
+fn sockets_for(
+    l: &ListenerConfig,
+    workers: usize,
+    inherited: &mut Vec<Handed>,
+) -> std::io::Result<(Vec<TcpListener>, SocketAddr)> {
+    let found = inherited.iter().position(|h| {
+        h.addr == l.bind || (h.bind == l.bind && (l.bind.port() != 0 || h.name == l.name))
+    });
+    let Some(found) = found else {
+        return crate::listener::bind(l, workers);
+    };
+    let handed = inherited.swap_remove(found);
+    let mut sockets = handed.sockets;
+    if sockets.len() < workers {
+        let same = ListenerConfig {
+            bind: handed.addr,
+            ..l.clone()
+        };
+        let (more, _) = crate::listener::bind(&same, workers - sockets.len())?;
+        sockets.extend(more);
+    }
+    for s in &sockets {
+        // The worker's driver decides (`runtime::register_listener`); start blocking.
+        s.set_nonblocking(false)?;
+    }
+    Ok((sockets, handed.addr))
+}
+
 /// Settings of `[runtime]` that only a restart (or an upgrade) can change.
 fn restart_only_changes(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<&'static str> {
     let mut changed = Vec::new();
@@ -247,11 +284,21 @@ fn restart_only_changes(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<&'stati
     if old.io_uring_flags != new.io_uring_flags {
         changed.push("runtime.io_uring_flags");
     }
+    if old.control_socket != new.control_socket {
+        changed.push("runtime.control_socket");
+    }
     changed
 }
 
 impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with(config, None)
+    }
+
+    /// Starts on the listening sockets a running proxy handed over (see
+    /// `takeover`), then tells it to drain: a binary upgrade that loses no
+    /// connection.
+    pub fn start_with(config: Config, inherited: Option<Inherited>) -> Result<Server, StartError> {
         crate::buf::map_large_allocations(crate::worker::BUF_SIZE);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let count = match config.runtime.workers {
@@ -259,10 +306,15 @@ impl Server {
             n => n,
         };
         let mut next_id = 0;
-        let prepared = prepare(&[], &config, count, &mut next_id).map_err(|e| match e {
-            ReloadError::Bind { name, addr, source } => StartError::Bind { name, addr, source },
-            other => StartError::Worker(0, other.to_string()),
-        })?;
+        let (mut handed, takeover) = match inherited {
+            Some(mut i) => (std::mem::take(&mut i.listeners), Some(i)),
+            None => (Vec::new(), None),
+        };
+        let prepared =
+            prepare(&[], &config, count, &mut next_id, &mut handed).map_err(|e| match e {
+                ReloadError::Bind { name, addr, source } => StartError::Bind { name, addr, source },
+                other => StartError::Worker(0, other.to_string()),
+            })?;
         let writer = config
             .access_log
             .as_ref()
@@ -322,6 +374,7 @@ impl Server {
                     path: None,
                     admin: None,
                     access_log: writer,
+                    control: None,
                 }),
                 draining: AtomicBool::new(false),
                 reloads: Mutex::new(ReloadCounts {
@@ -346,26 +399,55 @@ impl Server {
             })?;
             server.state().admin = Some(started);
         }
+        let control_socket = server.config().runtime.control_socket.clone();
+        let took_over = takeover.is_some();
+        if let Some(takeover) = takeover {
+            // Serving: the old process may go. Under systemd this process becomes
+            // the service's main one first, so that the old one's exit does not end
+            // the service.
+            crate::notify::notify(&format!("MAINPID={}", std::process::id()));
+            let path = takeover.path().to_path_buf();
+            takeover
+                .finish()
+                .map_err(|e| StartError::Worker(0, e.to_string()))?;
+            tracing::info!(control_socket = %path.display(), "took over: the old process drains");
+        }
+        if let Some(path) = control_socket {
+            let replace = took_over;
+            let started = ControlSocket::start(&path, replace, server.plane.me.clone()).map_err(
+                |source| StartError::ControlSocket {
+                    path: path.display().to_string(),
+                    source,
+                },
+            )?;
+            server.state().control = Some(started);
+        }
         Ok(server)
     }
 
     /// Waits for every worker to finish (after `drain`, or a stop).
+    /// Then closes the admin listener and the control socket (removing its file
+    /// unless a new process took it over): the process is done.
     pub fn join(&self) {
         self.plane.join();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
         // Outside the state's lock: the admin thread may be waiting for it.
         let admin = self.state().admin.take();
         if let Some(admin) = admin {
             admin.stop();
         }
+        let control = self.state().control.take();
+        if let Some(control) = control {
+            control.stop();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
         for w in &self.workers {
             w.send(Control::Stop);
         }
-        self.plane.join();
+        self.join();
     }
 }
 
@@ -514,7 +596,14 @@ impl ControlPlane {
             (None, _) => None,
         };
         let mut next_id = state.next_id;
-        let prepared = prepare(&state.listeners, &config, self.workers.len(), &mut next_id)?;
+        let workers = self.workers.len();
+        let prepared = prepare(
+            &state.listeners,
+            &config,
+            workers,
+            &mut next_id,
+            &mut Vec::new(),
+        )?;
         state.next_id = next_id;
         let old_log = match (new_log, &config.access_log) {
             (Some(started), _) => state.access_log.replace(started),
@@ -582,8 +671,18 @@ impl ControlPlane {
     /// in-flight requests finish (answered with `Connection: close`) for up to
     /// `runtime.drain_timeout`.
     pub fn drain(&self) {
+        self.drain_as(true);
+    }
+
+    /// The drain of a process a new one took over from: the service is not
+    /// stopping, so systemd hears nothing.
+    pub fn drain_handed_over(&self) {
+        self.drain_as(false);
+    }
+
+    fn drain_as(&self, stopping: bool) {
         let mut state = self.state();
-        if !self.draining.swap(true, Ordering::Relaxed) {
+        if !self.draining.swap(true, Ordering::Relaxed) && stopping {
             crate::notify::notify("STOPPING=1");
         }
         for w in &self.workers {
@@ -607,6 +706,26 @@ impl ControlPlane {
         }
         let writer = self.state().access_log.take();
         drop(writer);
+    }
+
+    /// Duplicates of every listener's sockets, for a process taking over.
+    pub fn handover(&self) -> std::io::Result<Vec<Handed>> {
+        self.state()
+            .listeners
+            .iter()
+            .map(|b| {
+                Ok(Handed {
+                    name: b.name.clone(),
+                    bind: b.key.bind,
+                    addr: b.addr,
+                    sockets: b
+                        .sockets
+                        .iter()
+                        .map(TcpListener::try_clone)
+                        .collect::<Result<_, _>>()?,
+                })
+            })
+            .collect()
     }
 
     /// Reopens the access log file (SIGUSR1, after logrotate moved it).

@@ -45,6 +45,7 @@ pub mod relay;
 pub mod route;
 pub mod runtime;
 pub mod snapshot;
+pub mod takeover;
 pub mod upstream;
 pub mod worker;
 

@@ -19,6 +19,10 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG wins.
     #[arg(long, default_value = "info", global = true)]
     log_level: String,
+    /// Binary upgrade: take the listening sockets over from the proxy serving
+    /// runtime.control_socket, then tell it to drain.
+    #[arg(long)]
+    takeover: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -34,7 +38,7 @@ fn main() {
     init_logging(&cli.log_level);
     let result = match cli.command {
         Some(Command::Check) => check(cli.config),
-        None => run(cli.config),
+        None => run(cli.config, cli.takeover),
     };
     if let Err(e) = result {
         eprintln!("ringway: {e:#}");
@@ -69,16 +73,27 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+fn run(path: Option<PathBuf>, takeover: bool) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     if path.is_none() {
         tracing::info!("no --config given: running the embedded default configuration");
     }
     let config = load(path.as_ref())?;
     // Block the signals before workers start so only this thread receives them.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
-        .context("cannot install signal handlers")?;
-    let server = Arc::new(Server::start(config).context("cannot start")?);
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
+            .context("cannot install signal handlers")?;
+    let inherited = if takeover {
+        let socket = config
+            .runtime
+            .control_socket
+            .clone()
+            .context("--takeover needs runtime.control_socket in the configuration")?;
+        Some(ringway::takeover::fetch(&socket)?)
+    } else {
+        None
+    };
+    let server = Arc::new(Server::start_with(config, inherited).context("cannot start")?);
     server.set_config_path(path);
     for (name, addr) in server.addrs() {
         tracing::info!(listener = %name, %addr, "listening");
@@ -86,7 +101,8 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(addr) = server.admin_addr() {
         tracing::info!(%addr, "admin API listening");
     }
-    // Every worker serves (Server::start returns once they all do).
+    // Every worker serves (Server::start returns once they all do; after a
+    // takeover, this process has told systemd it is the main one).
     ringway::notify::notify("READY=1");
     let handle = signals.handle();
     let control = server.clone();
@@ -98,6 +114,7 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
                 match signal {
                     SIGHUP => reload(&control),
                     SIGUSR1 => control.reopen_logs(),
+                    SIGUSR2 => upgrade(&control),
                     _ if draining => {
                         tracing::warn!(signal, "second signal: exiting now");
                         std::process::exit(0);
@@ -116,6 +133,35 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     handle.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGUSR2: starts the binary found at the path this one was started from (a new
+/// version installed over it), with the same arguments and `--takeover`, as nginx
+/// does on USR2; it takes the listening sockets over and this process drains. The
+/// child stays in this process's service (cgroup), and tells systemd it is the
+/// main process now.
+fn upgrade(server: &Server) {
+    if server.config().runtime.control_socket.is_none() {
+        tracing::error!("upgrade (SIGUSR2) needs runtime.control_socket");
+        return;
+    }
+    let mut args = std::env::args_os();
+    let Some(program) = args.next() else {
+        tracing::error!("upgrade (SIGUSR2): no program path in the arguments");
+        return;
+    };
+    let mut args: Vec<_> = args.collect();
+    if !args.iter().any(|a| a == "--takeover") {
+        args.push("--takeover".into());
+    }
+    match std::process::Command::new(&program).args(&args).spawn() {
+        Ok(child) => {
+            tracing::info!(pid = child.id(), program = ?program, "upgrade: new process started")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, program = ?program, "upgrade: cannot start the new binary")
+        }
+    }
 }
 
 /// SIGHUP: re-reads the configuration file and applies it.

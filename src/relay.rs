@@ -244,17 +244,20 @@ pub enum Waited {
     Released,
 }
 
-/// Reads like [`read_into`], but when nothing arrives within `hold`, or `quit`
-/// holds (the connection should close while idle: see [`Until`]), the read is
+/// Reads like [`read_into`], but when nothing arrives within `hold` the read is
 /// cancelled and `Released` returned, so that the caller can free the buffer while
-/// the connection idles. The cancelled read is still awaited to its end: bytes that
-/// raced the cancellation are kept (`Read`), never lost with a dropped op.
+/// the connection idles. When `quit` comes to hold (the connection should close
+/// while idle: see [`Until`]), the read waits `grace` more at most (a request
+/// already on its way is still served) and then ends the same way. The cancelled
+/// read is still awaited to its end: bytes that raced the cancellation are kept
+/// (`Read`), never lost with a dropped op.
 pub async fn read_or_release(
     io: &mut Io<'_>,
     buf: &mut Vec<u8>,
     hold: Duration,
     canceller: &mut Canceller,
     quit: impl Fn() -> bool,
+    grace: Duration,
 ) -> Result<Waited, Fail> {
     if hold >= io.timeout {
         // Nothing to release before the timeout; on `quit` the read is dropped with
@@ -275,10 +278,19 @@ pub async fn read_or_release(
     let mut cancelled = false;
     let (res, slice) = match io.timer.run(hold, until(read.as_mut(), quit)).await {
         Some(Some(done)) => done,
-        Some(None) | None => {
-            cancelled = true;
-            *canceller = std::mem::take(canceller).cancel();
-            read.await
+        first => {
+            let late = match first {
+                Some(None) => io.timer.run(grace.min(hold), read.as_mut()).await,
+                _ => None,
+            };
+            match late {
+                Some(done) => done,
+                None => {
+                    cancelled = true;
+                    *canceller = std::mem::take(canceller).cancel();
+                    read.await
+                }
+            }
         }
     };
     *buf = slice.into_inner();

@@ -50,6 +50,8 @@ pub enum StartError {
     Worker(usize, String),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("control socket {path}: {source}")]
+    ControlSocket { path: String, source: io::Error },
 }
 
 pub(crate) enum Control {

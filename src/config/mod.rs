@@ -87,6 +87,8 @@ pub struct RuntimeConfig {
     /// Submission queue entries of each worker's ring.
     pub io_uring_entries: u32,
     pub io_uring_flags: RingFlags,
+    /// The Unix socket a new process takes the listening sockets over from.
+    pub control_socket: Option<std::path::PathBuf>,
 }
 
 /// io_uring setup flags (see tuning.md for their measured effect).

@@ -45,6 +45,7 @@ pub struct RawRuntime {
     pub pin_workers: Option<bool>,
     pub io_uring_entries: Option<i64>,
     pub io_uring_flags: Option<Vec<String>>,
+    pub control_socket: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

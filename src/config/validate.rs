@@ -170,6 +170,11 @@ fn runtime(raw: &RawRuntime) -> Result<RuntimeConfig> {
         pin_workers: raw.pin_workers.unwrap_or(true),
         io_uring_entries,
         io_uring_flags,
+        control_socket: match raw.control_socket.as_deref() {
+            None => None,
+            Some("") => return Err(ConfigError::new("runtime.control_socket", "empty")),
+            Some(p) => Some(p.into()),
+        },
     })
 }
 

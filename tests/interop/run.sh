@@ -4,8 +4,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v curl >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends curl >/dev/null
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 cargo build --release --quiet || exit 1
 BIN=target/release/ringway
@@ -120,6 +123,74 @@ t_admin_health() {
 t_admin_reload() { [ "$(curl -s -X POST $ADMIN/reload)" = "reloaded" ]; }
 t_systemd_unit() { local out; out=$(bash tests/interop/systemd.sh) || { echo "$out"; return 1; }; }
 
+# Binary upgrade under load: h2load runs 20 keep-alive connections for 4 s while a
+# second binary takes the sockets over (--takeover) and the first drains and exits.
+t_takeover() {
+  local port; port=$(free_port)
+  printf '[runtime]\nworkers = 2\ncontrol_socket = "%s"\n[[listeners]]\nname = "l"\nbind = "127.0.0.1:%s"\n[[routes]]\nrespond = { status = 200, body = "ok" }\n' \
+    "$WORK/control.sock" "$port" > "$WORK/upgrade.toml"
+  $BIN --config "$WORK/upgrade.toml" 2>"$WORK/old.log" & local old=$!
+  wait_port "$port" || return 1
+  [ "$(stat -c %a "$WORK/control.sock")" = 600 ] || { echo "     control socket mode $(stat -c %a "$WORK/control.sock")"; return 1; }
+  h2load --h1 -c 20 -D 4 "http://127.0.0.1:$port/" > "$WORK/h2load.txt" 2>&1 & local load=$!
+  sleep 1
+  $BIN --config "$WORK/upgrade.toml" --takeover 2>"$WORK/new.log" & local new=$!
+  wait $old; local old_rc=$?
+  wait $load
+  grep -E '^requests:|^status codes:' "$WORK/h2load.txt" | sed 's/^/     /'
+  local served; served=$(curl -s "http://127.0.0.1:$port/")
+  kill -TERM $new; wait $new; local new_rc=$?
+  [ $old_rc -eq 0 ] && [ $new_rc -eq 0 ] && [ "$served" = ok ] \
+    && grep -q 'took over' "$WORK/new.log" \
+    && grep -qE ' [1-9][0-9]* succeeded, 0 failed, 0 errored, 0 timeout' "$WORK/h2load.txt" \
+    && grep -q ' 0 3xx, 0 4xx, 0 5xx' "$WORK/h2load.txt" \
+    && [ ! -e "$WORK/control.sock" ]
+}
+
+# SIGUSR2: the running binary starts its own path again with --takeover (as under
+# systemd: systemctl kill -s USR2 ringway); the child takes over, the parent exits.
+t_usr2_upgrade() {
+  local port; port=$(free_port)
+  printf '[runtime]\nworkers = 1\ncontrol_socket = "%s"\n[[listeners]]\nname = "l"\nbind = "127.0.0.1:%s"\n[[routes]]\nrespond = { status = 200, body = "ok" }\n' \
+    "$WORK/usr2.sock" "$port" > "$WORK/usr2.toml"
+  $BIN --config "$WORK/usr2.toml" 2>"$WORK/usr2.log" & local old=$!
+  wait_port "$port" || return 1
+  kill -USR2 $old; wait $old; local rc=$?
+  local child; child=$(pgrep -f "usr2.toml --takeover")
+  local served; served=$(curl -s "http://127.0.0.1:$port/")
+  [ -n "$child" ] && kill -TERM $child
+  for _ in $(seq 1 100); do kill -0 "$child" 2>/dev/null || break; sleep 0.05; done
+  [ $rc -eq 0 ] && [ -n "$child" ] && [ "$served" = ok ] && grep -q 'took over' "$WORK/usr2.log"
+}
+
+# 200 reloads (POST /reload, which returns once every worker serves the new file)
+# alternating between two configurations that both route the path, under h2load.
+t_reload_under_load() {
+  local port adm; port=$(free_port); adm=$(free_port)
+  for v in a b; do
+    printf '[runtime]\nworkers = 2\n[[listeners]]\nname = "l"\nbind = "127.0.0.1:%s"\n[admin]\nbind = "127.0.0.1:%s"\n[[routes]]\nname = "%s"\nmatch = { path_prefix = "/" }\nrespond = { status = 200, body = "%s" }\n' \
+      "$port" "$adm" "$v" "$v" > "$WORK/reload-$v.toml"
+  done
+  cp "$WORK/reload-a.toml" "$WORK/reload.toml"
+  $BIN --config "$WORK/reload.toml" 2>"$WORK/reload.log" & local px=$!
+  wait_port "$port" && wait_port "$adm" || return 1
+  h2load --h1 -c 50 -D 6 "http://127.0.0.1:$port/" > "$WORK/h2reload.txt" 2>&1 & local load=$!
+  sleep 0.5
+  local done_ok=0
+  for i in $(seq 1 200); do
+    if [ $((i % 2)) -eq 1 ]; then cp "$WORK/reload-b.toml" "$WORK/reload.toml"; else cp "$WORK/reload-a.toml" "$WORK/reload.toml"; fi
+    [ "$(curl -s -X POST "http://127.0.0.1:$adm/reload")" = reloaded ] && done_ok=$((done_ok + 1))
+  done
+  wait $load
+  local successes; successes=$(curl -s "http://127.0.0.1:$adm/metrics" | awk '/^ringway_config_reloads_total\{result="success"\}/ {print $2}')
+  grep -E '^requests:|^status codes:' "$WORK/h2reload.txt" | sed 's/^/     /'
+  echo "     reloads confirmed: $done_ok, counted: $successes"
+  kill -TERM $px; wait $px
+  [ "$done_ok" = 200 ] && [ "$successes" = 200 ] \
+    && grep -qE ' [1-9][0-9]* succeeded, 0 failed, 0 errored, 0 timeout' "$WORK/h2reload.txt" \
+    && grep -q ' 0 3xx, 0 4xx, 0 5xx' "$WORK/h2reload.txt"
+}
+
 # SIGHUP re-reads the file: a route added to it is served, on a connection opened
 # before the reload too; an invalid file is refused with the field named in the log.
 hold_connection() { # port, seconds, flag file: one request, then an idle keep-alive
@@ -188,6 +259,9 @@ check "admin: /metrics parses as Prometheus text" t_admin_metrics
 check "admin: /ready, /live, /clusters, /config, 405" t_admin_health
 check "admin: POST /reload" t_admin_reload
 check "systemd-analyze verify deploy/ringway.service" t_systemd_unit
+check "binary upgrade (--takeover) under h2load: 0 failed requests" t_takeover
+check "200 reloads under h2load -c 50: 0 failed requests" t_reload_under_load
+check "SIGUSR2 starts the binary again with --takeover" t_usr2_upgrade
 check "SIGHUP reloads the file" t_sighup_reload
 check "SIGHUP with an invalid file changes nothing" t_sighup_invalid
 check "SIGTERM with an idle client exits at once, 0" t_sigterm
