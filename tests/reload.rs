@@ -8,8 +8,7 @@ use ringway::control::ReloadError;
 use ringway::Config;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// A configuration whose only route forwards to `up` and tags requests with `tag`.
@@ -263,43 +262,13 @@ fn two_hundred_reloads_under_load_fail_no_request() {
     let (a, b) = (config(&a), config(&b));
     let server = ringway::Server::start(a.clone()).unwrap();
     let addr = server.local_addr("edge").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..6)
-        .map(|i| {
-            let (stop, ok) = (stop.clone(), ok.clone());
-            std::thread::spawn(move || -> Result<(), String> {
-                // Half the clients keep their connection, half open one per request.
-                let keep = i % 2 == 0;
-                let mut c = Client::connect(addr);
-                while !stop.load(Ordering::SeqCst) {
-                    if !keep {
-                        c = Client::connect(addr);
-                    }
-                    c.send(b"GET /test HTTP/1.1\r\nHost: h\r\n\r\n");
-                    let r = c.read();
-                    if r.status != 200 {
-                        return Err(format!("status {}", r.status));
-                    }
-                    ok.fetch_add(1, Ordering::SeqCst);
-                }
-                Ok(())
-            })
-        })
-        .collect();
+    let load = Load::start(addr, b"GET /test HTTP/1.1\r\nHost: h\r\n\r\n", 6);
     for i in 0..200 {
         let next = if i % 2 == 0 { b.clone() } else { a.clone() };
         server.reload(next).unwrap();
         // Let some requests through between reloads (a count, not a time).
-        let seen = ok.load(Ordering::SeqCst);
-        eventually("requests flow", || ok.load(Ordering::SeqCst) > seen + 3);
+        load.flows(3);
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        // A panic in a client (a read error or a close) fails the test too.
-        c.join()
-            .expect("client thread")
-            .expect("every response is a 200");
-    }
-    assert!(ok.load(Ordering::SeqCst) > 600);
+    let ok = load.finish().expect("every response is a 200");
+    assert!(ok > 600);
 }

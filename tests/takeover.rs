@@ -3,8 +3,6 @@
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 fn config(tag: &str, socket: &std::path::Path, up: std::net::SocketAddr) -> ringway::Config {
     let text = config_text(
@@ -56,33 +54,8 @@ fn takeover_under_load_fails_no_request() {
         err.map_err(|e| e.to_string())
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..6)
-        .map(|i| {
-            let (stop, ok) = (stop.clone(), ok.clone());
-            std::thread::spawn(move || -> Result<(), String> {
-                let keep = i % 2 == 0;
-                let mut c = Client::connect(addr);
-                while !stop.load(Ordering::SeqCst) {
-                    c.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
-                    let r = c.try_read().ok_or("connection closed without a response")?;
-                    if r.status != 200 {
-                        return Err(format!("status {}", r.status));
-                    }
-                    ok.fetch_add(1, Ordering::SeqCst);
-                    // A response with Connection: close ends the connection (the
-                    // old process draining); so does a client that opens one per
-                    // request.
-                    if !keep || r.header("connection").as_deref() == Some("close") {
-                        c = Client::connect(addr);
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    eventually("load flows", || ok.load(Ordering::SeqCst) > 200);
+    let load = Load::start(addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 6);
+    load.flows(200);
     let inherited = ringway::takeover::fetch(&socket).expect("the old server hands over");
     let new = ringway::Server::start_with(config("new", &socket, up.addr), Some(inherited))
         .expect("the new server starts on the handed sockets");
@@ -92,15 +65,9 @@ fn takeover_under_load_fails_no_request() {
         "the old server drains once the new one serves"
     );
     old.join(); // every old worker has finished its connections
-    let at_switch = ok.load(Ordering::SeqCst);
-    eventually("the new server serves", || {
-        ok.load(Ordering::SeqCst) > at_switch + 200
-            && up.last().header("x-config").as_deref() == Some("new")
-    });
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().expect("client thread").expect("no request fails");
-    }
+    load.flows(200);
+    assert_eq!(up.last().header("x-config").as_deref(), Some("new"));
+    load.finish().expect("no request fails");
     drop(old);
     // The control socket is the new server's now: it hands over in its turn.
     assert!(socket.exists());

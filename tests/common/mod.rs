@@ -532,3 +532,62 @@ pub fn close_wait_to(port: u16) -> usize {
         })
         .count()
 }
+
+/// Continuous load from client threads until `finish`: half keep their connection
+/// (reconnecting after a `Connection: close`), half open one per request. Any
+/// non-200 answer, or a connection that closes without one, is a failure.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    clients: Vec<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, request: &'static [u8], clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|i| {
+                let (stop, ok) = (stop.clone(), ok.clone());
+                std::thread::spawn(move || -> Result<(), String> {
+                    let keep = i % 2 == 0;
+                    let mut c = Client::connect(addr);
+                    while !stop.load(Ordering::SeqCst) {
+                        c.send(request);
+                        let r = c.try_read().ok_or("connection closed without a response")?;
+                        if r.status != 200 {
+                            return Err(format!("status {}", r.status));
+                        }
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        if !keep || r.header("connection").as_deref() == Some("close") {
+                            c = Client::connect(addr);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        Load { stop, ok, clients }
+    }
+
+    /// Responses received so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Waits (a count, not a time) until `more` responses came after this call.
+    pub fn flows(&self, more: usize) {
+        let seen = self.ok();
+        eventually("requests flow", || self.ok() > seen + more);
+    }
+
+    /// Stops the clients; the first failure of any of them, if one failed.
+    pub fn finish(self) -> Result<usize, String> {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients {
+            c.join()
+                .map_err(|_| "a client thread panicked".to_string())??;
+        }
+        Ok(self.ok.load(Ordering::SeqCst))
+    }
+}

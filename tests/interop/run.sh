@@ -123,6 +123,14 @@ t_admin_health() {
 t_admin_reload() { [ "$(curl -s -X POST $ADMIN/reload)" = "reloaded" ]; }
 t_systemd_unit() { local out; out=$(bash tests/interop/systemd.sh) || { echo "$out"; return 1; }; }
 
+# Prints h2load's totals from FILE; true when requests succeeded and none failed,
+# errored, timed out or got a non-2xx status.
+h2load_clean() {
+  grep -E '^requests:|^status codes:' "$1" | sed 's/^/     /'
+  grep -qE ' [1-9][0-9]* succeeded, 0 failed, 0 errored, 0 timeout' "$1" \
+    && grep -q ' 0 3xx, 0 4xx, 0 5xx' "$1"
+}
+
 # Binary upgrade under load: h2load runs 20 keep-alive connections for 4 s while a
 # second binary takes the sockets over (--takeover) and the first drains and exits.
 t_takeover() {
@@ -137,14 +145,10 @@ t_takeover() {
   $BIN --config "$WORK/upgrade.toml" --takeover 2>"$WORK/new.log" & local new=$!
   wait $old; local old_rc=$?
   wait $load
-  grep -E '^requests:|^status codes:' "$WORK/h2load.txt" | sed 's/^/     /'
   local served; served=$(curl -s "http://127.0.0.1:$port/")
   kill -TERM $new; wait $new; local new_rc=$?
-  [ $old_rc -eq 0 ] && [ $new_rc -eq 0 ] && [ "$served" = ok ] \
-    && grep -q 'took over' "$WORK/new.log" \
-    && grep -qE ' [1-9][0-9]* succeeded, 0 failed, 0 errored, 0 timeout' "$WORK/h2load.txt" \
-    && grep -q ' 0 3xx, 0 4xx, 0 5xx' "$WORK/h2load.txt" \
-    && [ ! -e "$WORK/control.sock" ]
+  h2load_clean "$WORK/h2load.txt" && [ $old_rc -eq 0 ] && [ $new_rc -eq 0 ] \
+    && [ "$served" = ok ] && grep -q 'took over' "$WORK/new.log" && [ ! -e "$WORK/control.sock" ]
 }
 
 # SIGUSR2: the running binary starts its own path again with --takeover (as under
@@ -183,12 +187,9 @@ t_reload_under_load() {
   done
   wait $load
   local successes; successes=$(curl -s "http://127.0.0.1:$adm/metrics" | awk '/^ringway_config_reloads_total\{result="success"\}/ {print $2}')
-  grep -E '^requests:|^status codes:' "$WORK/h2reload.txt" | sed 's/^/     /'
   echo "     reloads confirmed: $done_ok, counted: $successes"
   kill -TERM $px; wait $px
-  [ "$done_ok" = 200 ] && [ "$successes" = 200 ] \
-    && grep -qE ' [1-9][0-9]* succeeded, 0 failed, 0 errored, 0 timeout' "$WORK/h2reload.txt" \
-    && grep -q ' 0 3xx, 0 4xx, 0 5xx' "$WORK/h2reload.txt"
+  h2load_clean "$WORK/h2reload.txt" && [ "$done_ok" = 200 ] && [ "$successes" = 200 ]
 }
 
 # SIGHUP re-reads the file: a route added to it is served, on a connection opened
