@@ -5,8 +5,8 @@
 //! and on drain and reload) to the writer thread ([`Writer`]) over a bounded
 //! queue, without waiting: when the queue is full, because the disk cannot keep up,
 //! the buffer's lines are dropped and counted (`ringway_access_log_dropped_total`),
-//! never queued without bound. The writer thread owns the file; `SIGUSR1` (or a
-//! reload that keeps the path) makes it reopen it, for logrotate.
+//! never queued without bound. The writer thread owns the file; `SIGUSR1` makes it
+//! reopen it, for logrotate.
 //!
 //! Values are escaped: in JSON every `"`, `\`, control byte and byte over 0x7e is
 //! escaped (bytes over 0x7f as `\u00XX`, so a line is valid JSON whatever bytes a
@@ -87,12 +87,21 @@ impl Writer {
         })
     }
 
-    /// Closes and opens the file again (after logrotate moved it).
+    /// Closes and opens the file again (after logrotate moved it). Never waits: a
+    /// writer so far behind that its queue is full is told to reopen later.
     pub fn reopen(&self) {
         if let Some(tx) = &self.tx {
-            // The control thread may wait here: it is not a worker.
-            let _ = tx.send(Msg::Reopen);
+            if tx.try_send(Msg::Reopen).is_err() {
+                tracing::warn!("access log writer busy: SIGUSR1 again to reopen");
+            }
         }
+    }
+
+    /// Lets the thread finish writing what it holds without waiting for it (a
+    /// reload replaced it: a worker that could not switch may still hold a sink).
+    pub fn retire(mut self) {
+        self.tx.take();
+        self.thread.take();
     }
 }
 

@@ -73,7 +73,14 @@ impl Admin {
 
     /// Stops accepting and waits for the request being answered, if any (unless
     /// called from that request: a reload that moves the admin listener).
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+/// Dropped (also when a reload that started it fails), it stops.
+impl Drop for Admin {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             if t.thread().id() != std::thread::current().id() {
@@ -128,12 +135,22 @@ impl Reply {
 }
 
 fn answer(mut stream: TcpStream, plane: &ControlPlane) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    // The whole request within IO_TIMEOUT, not each read: a client trickling bytes
+    // must not hold the (single) admin thread.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let read = |stream: &mut TcpStream, chunk: &mut [u8]| -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        stream.read(chunk)
+    };
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let (method, path, head_len, body_len) = loop {
-        let n = stream.read(&mut chunk)?;
+        let n = read(&mut stream, &mut chunk)?;
         if n == 0 {
             return Ok(());
         }
@@ -162,7 +179,7 @@ fn answer(mut stream: TcpStream, plane: &ControlPlane) -> io::Result<()> {
     // Read (and drop) a body, so that the close does not reset the answer.
     let mut left = body_len.saturating_sub(buf.len() - head_len);
     while left > 0 {
-        let n = stream.read(&mut chunk)?;
+        let n = read(&mut stream, &mut chunk)?;
         if n == 0 {
             break;
         }

@@ -198,16 +198,33 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
             let readable = {
                 let idle_timeout = c.listener.settings().config.idle_timeout;
                 let wait = (at + idle_timeout).saturating_duration_since(Moment::now());
-                if wait.is_zero() || c.is_closing() {
+                let listener = &*c.listener;
+                if wait.is_zero() || listener.is_closing() {
+                    None
+                } else {
+                    let readable = relay::until(c.stream.readable(false), || listener.is_closing());
+                    Some(c.timer.run(wait, readable))
+                }
+            };
+            let closing = match readable {
+                None => true,
+                Some(readable) => match readable.await {
+                    Some(Some(Ok(()))) => false,
+                    Some(None) => true,
+                    _ => return,
+                },
+            };
+            if closing {
+                // Idle for less than the grace (a short release_buffers_after): a
+                // request may be on its way.
+                let grace = (at + DRAIN_GRACE).saturating_duration_since(Moment::now());
+                if grace.is_zero() || !c.is_closing() {
                     return;
                 }
-                let listener = &*c.listener;
-                let readable = relay::until(c.stream.readable(false), || listener.is_closing());
-                c.timer.run(wait, readable)
-            };
-            match readable.await {
-                Some(Some(Ok(()))) => {}
-                _ => return,
+                match c.timer.run(grace, c.stream.readable(false)).await {
+                    Some(Ok(())) => {}
+                    _ => return,
+                }
             }
         }
     }

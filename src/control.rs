@@ -401,26 +401,29 @@ impl Server {
         }
         let control_socket = server.config().runtime.control_socket.clone();
         let took_over = takeover.is_some();
+        // From here on this process serves: a failure is logged, not fatal (the old
+        // process, if it did not drain, serves on beside it on the same sockets).
         if let Some(takeover) = takeover {
-            // Serving: the old process may go. Under systemd this process becomes
-            // the service's main one first, so that the old one's exit does not end
-            // the service.
-            crate::notify::notify(&format!("MAINPID={}", std::process::id()));
             let path = takeover.path().to_path_buf();
-            takeover
-                .finish()
-                .map_err(|e| StartError::Worker(0, e.to_string()))?;
-            tracing::info!(control_socket = %path.display(), "took over: the old process drains");
+            match takeover.finish() {
+                Ok(()) => tracing::info!(control_socket = %path.display(),
+                    "took over: the old process drains"),
+                Err(e) => tracing::error!(error = %e,
+                    "takeover: the old process did not confirm its drain"),
+            }
         }
         if let Some(path) = control_socket {
-            let replace = took_over;
-            let started = ControlSocket::start(&path, replace, server.plane.me.clone()).map_err(
-                |source| StartError::ControlSocket {
-                    path: path.display().to_string(),
-                    source,
-                },
-            )?;
-            server.state().control = Some(started);
+            match ControlSocket::start(&path, took_over, server.plane.me.clone()) {
+                Ok(started) => server.state().control = Some(started),
+                Err(e) if took_over => tracing::error!(error = %e, path = %path.display(),
+                    "cannot serve the control socket: no further takeover possible"),
+                Err(source) => {
+                    return Err(StartError::ControlSocket {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            }
         }
         Ok(server)
     }
@@ -657,9 +660,12 @@ impl ControlPlane {
         if let Some(admin) = old_admin {
             admin.stop();
         }
-        // Waits for its thread to write what the workers handed over before they
-        // switched.
-        drop(old_log);
+        // Its thread writes what the workers handed over before they switched, and
+        // ends with the last sink (not waited for: a worker that failed to switch
+        // keeps one).
+        if let Some(old) = old_log {
+            old.retire();
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -682,7 +688,12 @@ impl ControlPlane {
 
     fn drain_as(&self, stopping: bool) {
         let mut state = self.state();
-        if !self.draining.swap(true, Ordering::Relaxed) && stopping {
+        // Once: a second request (POST /drain retried, then SIGTERM) must not cut
+        // the first drain short.
+        if self.draining.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if stopping {
             crate::notify::notify("STOPPING=1");
         }
         for w in &self.workers {
@@ -731,7 +742,7 @@ impl ControlPlane {
     /// Reopens the access log file (SIGUSR1, after logrotate moved it).
     pub fn reopen_logs(&self) {
         if let Some(w) = &self.state().access_log {
-            w.reopen();
+            w.reopen(); // never waits
         }
     }
 

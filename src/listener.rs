@@ -5,6 +5,7 @@
 use crate::config::ListenerConfig;
 use crate::snapshot::ListenerRt;
 use crate::worker::Worker;
+use monoio::io::Canceller;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -48,10 +49,22 @@ pub async fn accept_loop(
     listener: Rc<ListenerRt>,
     socket: monoio::net::TcpListener,
 ) {
+    let mut canceller = Canceller::new();
     loop {
-        let accepted = monoio::select! {
-            r = socket.accept() => r,
-            _ = worker.lifecycle.wait(|| listener.is_closing()) => return,
+        let (accepted, last) = {
+            let mut accept = std::pin::pin!(socket.cancelable_accept(canceller.handle()));
+            monoio::select! {
+                r = &mut accept => (r, false),
+                _ = worker.lifecycle.wait(|| listener.is_closing()) => {
+                    // Cancelled, and awaited to its end: a connection the kernel
+                    // handed to this accept as it was cancelled is served, not lost
+                    // (monoio 0.2.4 drops the descriptor of an accept dropped in
+                    // flight, leaving its client hanging; at a takeover the socket
+                    // lives on in the new process, busy).
+                    canceller = std::mem::take(&mut canceller).cancel();
+                    (accept.await, true)
+                }
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -60,11 +73,15 @@ pub async fn accept_loop(
                 let serving = crate::conn::serve(worker.clone(), conn);
                 monoio::spawn(crate::worker::conn_task(worker.clone(), serving));
             }
+            Err(_) if last => {}
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+        if last {
+            return;
         }
     }
 }

@@ -79,7 +79,8 @@ fn run(path: Option<PathBuf>, takeover: bool) -> anyhow::Result<()> {
         tracing::info!("no --config given: running the embedded default configuration");
     }
     let config = load(path.as_ref())?;
-    // Block the signals before workers start so only this thread receives them.
+    // Handlers installed before the workers start: a signal that arrives meanwhile is
+    // not lost to its default action (SIGHUP would end the process).
     let mut signals =
         signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
             .context("cannot install signal handlers")?;
@@ -145,6 +146,10 @@ fn upgrade(server: &Server) {
         tracing::error!("upgrade (SIGUSR2) needs runtime.control_socket");
         return;
     }
+    if server.is_draining() {
+        tracing::warn!("upgrade (SIGUSR2) ignored: this process is draining");
+        return;
+    }
     let mut args = std::env::args_os();
     let Some(program) = args.next() else {
         tracing::error!("upgrade (SIGUSR2): no program path in the arguments");
@@ -155,8 +160,18 @@ fn upgrade(server: &Server) {
         args.push("--takeover".into());
     }
     match std::process::Command::new(&program).args(&args).spawn() {
-        Ok(child) => {
-            tracing::info!(pid = child.id(), program = ?program, "upgrade: new process started")
+        Ok(mut child) => {
+            tracing::info!(pid = child.id(), program = ?program, "upgrade: new process started");
+            // Reaped if it fails (it outlives this process when it succeeds).
+            let _ = std::thread::Builder::new()
+                .name("ringway-upgrade".into())
+                .spawn(move || {
+                    if let Ok(status) = child.wait() {
+                        if !status.success() {
+                            tracing::error!(%status, "upgrade: the new process failed; serving on");
+                        }
+                    }
+                });
         }
         Err(e) => {
             tracing::error!(error = %e, program = ?program, "upgrade: cannot start the new binary")

@@ -294,10 +294,6 @@ impl WorkerMetrics {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn listener(&self, name: &str) -> Arc<ListenerStats> {
-        series(&mut self.registry().listeners, name.to_string())
-    }
-
     pub fn route(&self, name: &str) -> Arc<RouteStats> {
         series(&mut self.registry().routes, name.to_string())
     }

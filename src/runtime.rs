@@ -379,7 +379,8 @@ async fn run(start: WorkerStart, (rx, bell): ControlLine, driver: Driver) {
                     Control::Reload(r) => {
                         let _ = r.done.send(Err("the proxy is draining".into()));
                     }
-                    Control::Drain(_) | Control::Stop => break,
+                    Control::Drain(_) => {}
+                    Control::Stop => break,
                 },
             }
         }

@@ -17,6 +17,7 @@ use crate::route::RouteTable;
 use crate::upstream::balance::Balancer;
 use crate::upstream::endpoint::{Endpoint, Endpoints};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -115,6 +116,22 @@ pub struct ListenerRt {
     closing: Cell<bool>,
 }
 
+/// Registers the series of `live` listeners by their current names, and of
+/// `draining` ones (removed by a reload, their connections finishing) by theirs
+/// unless a live one took the name: the map is made anew, so renames, swaps of
+/// names included, move series with their listeners.
+pub fn register_listeners(
+    metrics: &WorkerMetrics,
+    live: &[Rc<ListenerRt>],
+    draining: &[Rc<ListenerRt>],
+) {
+    let mut names: HashMap<String, Arc<ListenerStats>> = HashMap::new();
+    for l in draining.iter().chain(live) {
+        names.insert(l.settings().config.name.clone(), l.stats.clone());
+    }
+    metrics.registry().listeners = names;
+}
+
 /// A listener's settings as of the last reload.
 pub struct ListenerSettings {
     pub config: ListenerConfig,
@@ -123,10 +140,11 @@ pub struct ListenerSettings {
 }
 
 impl ListenerRt {
-    pub fn new(id: u32, config: ListenerConfig, port: u16, metrics: &WorkerMetrics) -> ListenerRt {
+    /// (Its series are registered under its name by the worker: `Worker::apply`.)
+    pub fn new(id: u32, config: ListenerConfig, port: u16) -> ListenerRt {
         ListenerRt {
             id,
-            stats: metrics.listener(&config.name),
+            stats: Arc::default(),
             settings: RefCell::new(Rc::new(ListenerSettings {
                 config,
                 port_line: port_line(port),
@@ -140,18 +158,10 @@ impl ListenerRt {
         Rc::clone(&self.settings.borrow())
     }
 
-    /// New settings from a reload (same bind address, so same port). A new name
-    /// takes the listener's series along.
-    pub fn configure(&self, config: ListenerConfig, metrics: &WorkerMetrics) {
-        let old = self.settings();
-        if old.config.name != config.name {
-            let mut registry = metrics.registry();
-            registry.listeners.remove(&old.config.name);
-            registry
-                .listeners
-                .insert(config.name.clone(), self.stats.clone());
-        }
-        let port_line = old.port_line.clone();
+    /// New settings from a reload (same bind address, so same port; a new name
+    /// keeps the listener's series).
+    pub fn configure(&self, config: ListenerConfig) {
+        let port_line = self.settings.borrow().port_line.clone();
         *self.settings.borrow_mut() = Rc::new(ListenerSettings { config, port_line });
     }
 

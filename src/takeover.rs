@@ -124,6 +124,8 @@ pub fn fetch(path: &Path) -> Result<Inherited, TakeoverError> {
     line.connect(&addr).map_err(connect_error)?;
     line.set_read_timeout(Some(PATIENCE))
         .map_err(connect_error)?;
+    line.set_write_timeout(Some(PATIENCE))
+        .map_err(connect_error)?;
     let io_error = |e: io::Error| protocol(path, e.to_string());
     send(&line, b"TAKEOVER", &[]).map_err(io_error)?;
     let mut listeners: Vec<Handed> = Vec::new();
@@ -198,7 +200,15 @@ impl ControlSocket {
         plane: Weak<ControlPlane>,
     ) -> io::Result<ControlSocket> {
         let addr = SockAddr::unix(path)?;
-        if path.exists() {
+        // Only a socket file is ever replaced (a typo must not delete a config).
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
             let probe = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
             if !replace && probe.connect(&addr).is_ok() {
                 return Err(io::Error::new(
@@ -269,6 +279,7 @@ fn serve(socket: Socket, plane: &Weak<ControlPlane>, stop: &AtomicBool, handed: 
             continue;
         }
         let _ = line.set_read_timeout(Some(PATIENCE));
+        let _ = line.set_write_timeout(Some(PATIENCE));
         match hand_over(&line, &plane) {
             Ok(true) => {
                 handed.store(true, Ordering::SeqCst);
@@ -312,6 +323,13 @@ fn hand_over(line: &Socket, plane: &ControlPlane) -> io::Result<bool> {
         return Ok(false);
     }
     tracing::info!("taken over: draining");
+    // Under systemd the new process becomes the service's main one before this one
+    // drains away (an exit of the main process would end the service). Said by
+    // this, the main process, so it holds whatever NotifyAccess says.
+    match nix::sys::socket::getsockopt(line, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(peer) => crate::notify::notify(&format!("MAINPID={}", peer.pid())),
+        Err(e) => tracing::warn!(error = %e, "takeover: the new process's pid is unknown"),
+    }
     plane.drain_handed_over();
     send(line, b"OK", &[])?;
     Ok(true)

@@ -9,7 +9,7 @@ use crate::clock::DateCache;
 use crate::config::Config;
 use crate::http::answer::ErrorAnswers;
 use crate::metrics::WorkerMetrics;
-use crate::snapshot::{ListenerRt, Snapshot};
+use crate::snapshot::{register_listeners, ListenerRt, Snapshot};
 use crate::upstream::endpoint::Endpoints;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -62,18 +62,18 @@ impl Worker {
         let endpoints = Endpoints::default();
         let ids: Vec<u32> = listeners.iter().map(|l| l.id).collect();
         let snapshot = Snapshot::build(config, &ids, id, &endpoints, &metrics);
+        let live: Vec<Rc<ListenerRt>> = config
+            .listeners
+            .iter()
+            .zip(listeners)
+            .map(|(c, l)| Rc::new(ListenerRt::new(l.id, c.clone(), l.port)))
+            .collect();
+        register_listeners(&metrics, &live, &[]);
         Worker {
             id,
             snapshot: RefCell::new(Rc::new(snapshot)),
             endpoints,
-            listeners: RefCell::new(
-                config
-                    .listeners
-                    .iter()
-                    .zip(listeners)
-                    .map(|(c, l)| Rc::new(ListenerRt::new(l.id, c.clone(), l.port, &metrics)))
-                    .collect(),
-            ),
+            listeners: RefCell::new(live),
             errors: ErrorAnswers::new(),
             bufs: BufPool::new(BUF_SIZE, 256, BUFS_FLOOR),
             date: DateCache::new(),
@@ -135,41 +135,32 @@ impl Worker {
             for (c, slot) in config.listeners.iter().zip(listeners) {
                 match current.iter().find(|l| l.id == slot.id) {
                     Some(l) => {
-                        l.configure(c.clone(), &self.metrics);
+                        l.configure(c.clone());
                         next.push(Rc::clone(l));
                     }
-                    None => next.push(Rc::new(ListenerRt::new(
-                        slot.id,
-                        c.clone(),
-                        slot.port,
-                        &self.metrics,
-                    ))),
+                    None => next.push(Rc::new(ListenerRt::new(slot.id, c.clone(), slot.port))),
                 }
             }
         }
         let old = std::mem::replace(&mut *self.listeners.borrow_mut(), next);
-        let mut removed = false;
-        for l in old
-            .iter()
+        let gone: Vec<Rc<ListenerRt>> = old
+            .into_iter()
             .filter(|l| !listeners.iter().any(|s| s.id == l.id))
-        {
+            .collect();
+        for l in &gone {
             l.close();
-            removed = true;
         }
+        let removed = !gone.is_empty();
+        register_listeners(&self.metrics, &self.listeners.borrow(), &gone);
         let ids: Vec<u32> = listeners.iter().map(|l| l.id).collect();
         let snapshot = Snapshot::build(config, &ids, self.id, &self.endpoints, &self.metrics);
         *self.snapshot.borrow_mut() = Rc::new(snapshot);
-        drop(old);
+        drop(gone);
         self.metrics.prune();
         if removed {
             // Idle connections of the removed listeners notice and close.
             self.lifecycle.nudge();
         }
-    }
-
-    /// The listeners of the current configuration.
-    pub fn listeners(&self) -> Vec<Rc<ListenerRt>> {
-        self.listeners.borrow().clone()
     }
 
     /// Starts draining: every listener closes (accept loops end, idle connections
@@ -310,7 +301,7 @@ impl Lifecycle {
         }
     }
 
-    /// Resolves when draining starts (the pool sweeper waits on it).
+    /// Resolves when draining starts.
     pub fn draining(&self) -> Wait<'_, impl Fn() -> bool + '_> {
         self.wait(move || self.is_draining())
     }

@@ -327,3 +327,52 @@ fn a_remote_admin_bind_needs_allow_remote() {
     assert!(ok.admin.unwrap().allow_remote);
     assert!(ringway::Config::from_toml(base).unwrap().admin.is_none());
 }
+
+#[test]
+fn a_reload_that_swaps_listener_names_moves_their_series() {
+    let text = |first: &str, second: &str, binds: (&str, &str)| {
+        format!(
+            "[runtime]\nworkers = 1\npin_workers = false\n\
+             [[listeners]]\nname = \"{first}\"\nbind = \"{}\"\n\
+             [[listeners]]\nname = \"{second}\"\nbind = \"{}\"\n\
+             [[routes]]\nname = \"r\"\nrespond = {{ status = 200 }}\n\
+             [admin]\nbind = \"127.0.0.1:0\"\n",
+            binds.0, binds.1
+        )
+    };
+    let any = ("127.0.0.1:0", "127.0.0.1:0");
+    let server =
+        ringway::Server::start(ringway::Config::from_toml(&text("a", "b", any)).unwrap()).unwrap();
+    let (a, b) = (
+        server.local_addr("a").unwrap(),
+        server.local_addr("b").unwrap(),
+    );
+    for _ in 0..3 {
+        get(a, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    }
+    get(b, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    let admin_addr = server.admin_addr().unwrap();
+    scrape_until(
+        admin_addr,
+        "ringway_downstream_connections_total{listener=\"a\"}",
+        3.0,
+    );
+    // The socket that was "a" is called "b" now, and the other way round.
+    let (a_text, b_text) = (a.to_string(), b.to_string());
+    let swapped = text("b", "a", (&a_text, &b_text));
+    server
+        .reload(ringway::Config::from_toml(&swapped).unwrap())
+        .unwrap();
+    let admin_addr = server.admin_addr().unwrap();
+    let m = admin(admin_addr, "GET", "/metrics").body_str();
+    assert_eq!(
+        sample(&m, "ringway_downstream_connections_total{listener=\"b\"}"),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "ringway_downstream_connections_total{listener=\"a\"}"),
+        Some(1.0),
+        "{m}"
+    );
+}

@@ -950,3 +950,26 @@ fn response_timeout_bounds_a_head_that_trickles_in() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_second_drain_does_not_cut_the_first_short() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = std::sync::Mutex::new(rx);
+    let up = Mock::start(move |_, _| {
+        let _ = rx.lock().unwrap().recv_timeout(DEADLINE);
+        Some((response(200, &[], b"done"), false))
+    });
+    let p = proxy_with("drain_timeout = \"60s\"", "", WEB, &[("up", up.addr)]);
+    let mut busy = Client::connect(p.addr);
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    eventually("request reached the upstream", || up.requests().len() == 1);
+    p.server.drain();
+    p.server.drain(); // a retried POST /drain, or SIGTERM after it
+    tx.send(()).unwrap();
+    let r = busy.read();
+    assert_eq!(
+        (r.status, r.header("connection").as_deref()),
+        (200, Some("close"))
+    );
+    p.server.join();
+}

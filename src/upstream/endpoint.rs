@@ -99,11 +99,4 @@ impl Endpoints {
             ep.pool.clear();
         }
     }
-
-    /// Calls `f` with every live endpoint.
-    pub fn for_each(&self, mut f: impl FnMut(&Endpoint)) {
-        for ep in self.live.borrow().values() {
-            f(ep);
-        }
-    }
 }

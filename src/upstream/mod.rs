@@ -150,7 +150,7 @@ pub async fn forward(
                 },
             };
             d.pos = body_start;
-            state.stats.in_flight.inc();
+            let in_flight = InFlight::of(&state.stats.in_flight);
             let mut ex = Exchange {
                 w,
                 head,
@@ -175,9 +175,14 @@ pub async fn forward(
                 }
                 p.wrote_request = true;
                 // (Checked here: a call would create and poll one more future.)
-                // The request counts as sent from its head's arrival unless a body
-                // had to be relayed (no clock read for the common case).
-                let mut sent_at = d.outcome.start;
+                // The request counts as sent from its head's arrival when it goes
+                // out at once on a pooled connection (no clock read for the common
+                // case); after a connect, a retry, or a relayed body, from then.
+                let mut sent_at = if reused && d.outcome.attempts == 1 {
+                    d.outcome.start
+                } else {
+                    Stamp::now()
+                };
                 if let Some(n) = inline_body {
                     d.pos = body_start + n;
                     p.request_consumed = true;
@@ -313,7 +318,7 @@ pub async fn forward(
                 }
                 Ok(if close { Next::Close } else { Next::KeepAlive })
             };
-            state.stats.in_flight.dec();
+            drop(in_flight);
             match outcome {
                 Ok(next) => break 'attempts Ok(next),
                 Err(x) if reused && !retried && x.is_replayable(head.method) => {
@@ -336,6 +341,23 @@ pub async fn forward(
     w.bufs.give(bufs.head);
     w.bufs.give(bufs.resp);
     result
+}
+
+/// Counts a request in its endpoint's `in_flight` gauge while it lives (also when
+/// the exchange's future is dropped: a stop).
+struct InFlight<'a>(&'a crate::metrics::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn of(gauge: &'a crate::metrics::Gauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 struct Bufs {
