@@ -81,3 +81,45 @@ fn takeover_under_load_fails_no_request() {
     assert!(!socket.exists(), "removed at exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A new process with more workers binds more sockets beside the handed ones; one
+/// with fewer accepts on several per worker. Both serve, with no failed request.
+#[test]
+fn takeovers_between_different_worker_counts() {
+    let dir = std::env::temp_dir().join(format!("ringway-takeover-n-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("control.sock");
+    let up = Mock::fixed(200, "ok");
+    let with_workers = |n: usize, tag: &str| {
+        let mut c = config(tag, &socket, up.addr);
+        c.runtime.workers = n;
+        c
+    };
+    let first = ringway::Server::start(with_workers(2, "two")).unwrap();
+    let addr = first.local_addr("edge").unwrap();
+    let load = Load::start(addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 4);
+    load.flows(100);
+    let handed = ringway::takeover::fetch(&socket).unwrap();
+    assert_eq!(
+        handed.listeners[0].sockets.len(),
+        2,
+        "one socket per worker"
+    );
+    let second = ringway::Server::start_with(with_workers(3, "three"), Some(handed)).unwrap();
+    first.join();
+    load.flows(100);
+    let handed = ringway::takeover::fetch(&socket).unwrap();
+    assert_eq!(
+        handed.listeners[0].sockets.len(),
+        3,
+        "two handed, one bound beside"
+    );
+    let third = ringway::Server::start_with(with_workers(1, "one"), Some(handed)).unwrap();
+    second.join();
+    load.flows(100);
+    assert_eq!(up.last().header("x-config").as_deref(), Some("one"));
+    load.finish().expect("no request fails");
+    drop((first, second, third));
+    let _ = std::fs::remove_dir_all(&dir);
+}
