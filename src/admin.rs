@@ -90,17 +90,27 @@ impl Drop for Admin {
     }
 }
 
-/// How often the admin thread looks at its stop flag while idle.
+/// How often a control-path thread (admin, control socket) looks at its stop flag
+/// while idle, in ms.
 const STOP_CHECK: u16 = 100;
 
-fn serve(listener: TcpListener, plane: &Weak<ControlPlane>, stop: &AtomicBool) {
+/// Waits until `listener` has a connection to accept (true) or `stop` is set
+/// (false): a listening thread that stops without a wake-up connection, which on
+/// a socket shared with another process could reach the wrong one.
+pub(crate) fn until_acceptable(listener: std::os::fd::BorrowedFd<'_>, stop: &AtomicBool) -> bool {
     use nix::poll::{poll, PollFd, PollFlags};
-    use std::os::fd::AsFd;
     while !stop.load(Ordering::SeqCst) {
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, STOP_CHECK), Ok(n) if n > 0) {
-            continue;
+        let mut fds = [PollFd::new(listener, PollFlags::POLLIN)];
+        if matches!(poll(&mut fds, STOP_CHECK), Ok(n) if n > 0) {
+            return true;
         }
+    }
+    false
+}
+
+fn serve(listener: TcpListener, plane: &Weak<ControlPlane>, stop: &AtomicBool) {
+    use std::os::fd::AsFd;
+    while until_acceptable(listener.as_fd(), stop) {
         let Ok((stream, _)) = listener.accept() else {
             continue;
         };

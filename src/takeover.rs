@@ -260,17 +260,9 @@ impl ControlSocket {
     }
 }
 
-/// How often the control thread looks at its stop flag while idle (ms).
-const STOP_CHECK: u16 = 100;
-
 fn serve(socket: Socket, plane: &Weak<ControlPlane>, stop: &AtomicBool, handed: &AtomicBool) {
-    use nix::poll::{poll, PollFd, PollFlags};
     use std::os::fd::AsFd;
-    while !stop.load(Ordering::SeqCst) {
-        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, STOP_CHECK), Ok(n) if n > 0) {
-            continue;
-        }
+    while crate::admin::until_acceptable(socket.as_fd(), stop) {
         let Ok((line, _)) = socket.accept() else {
             continue;
         };
