@@ -3,7 +3,6 @@
 //! request path: a few single-writer stores and one clock read.
 
 use crate::clock::Stamp;
-use crate::metrics::OTHER_CODE;
 use crate::outcome::Outcome;
 use crate::snapshot::{ListenerRt, Snapshot};
 use crate::worker::Worker;
@@ -19,8 +18,6 @@ pub fn request(w: &Worker, snapshot: Option<&Snapshot>, listener: &ListenerRt, o
     w.metrics.requests.inc();
     let status = match o.status {
         0 => NO_RESPONSE,
-        // A code the counters could not tell from their overflow slot.
-        OTHER_CODE => NO_RESPONSE,
         s => s,
     };
     if let Some(reason) = o.rejected {

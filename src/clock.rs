@@ -83,6 +83,9 @@ fn read_clock(clock: libc::clockid_t) -> libc::timespec {
 pub struct Stamp(u64);
 
 impl Stamp {
+    /// A placeholder before anything is measured.
+    pub const ZERO: Stamp = Stamp(0);
+
     #[inline]
     pub fn now() -> Stamp {
         let ts = read_clock(libc::CLOCK_MONOTONIC);

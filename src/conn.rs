@@ -246,7 +246,8 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
         resp_headers: Vec::new(),
         up_timer: Timer::new(),
         canceller: None,
-        outcome: Outcome::new(Stamp::now()),
+        // (Set anew when each request's head arrives.)
+        outcome: Outcome::new(Stamp::ZERO),
         log: None,
     };
     let end = loop {
@@ -553,14 +554,11 @@ impl Downstream<'_> {
         if ok {
             self.outcome.status = answer.status();
             self.outcome.response_bytes += len as u64;
+            next
         } else {
             self.outcome
                 .flags
                 .set(Flags::DOWNSTREAM_CONNECTION_TERMINATION);
-        }
-        if ok {
-            next
-        } else {
             Next::Close
         }
     }

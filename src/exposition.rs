@@ -468,8 +468,8 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_with_sum_and_count() {
         let h = Histogram::default();
-        h.observe(std::time::Duration::from_micros(300));
-        h.observe(std::time::Duration::from_millis(20));
+        h.observe_ns(300_000);
+        h.observe_ns(20_000_000);
         let mut family = Histograms::new();
         add_histogram(&mut family, labels(&[("route", "r")]), &h);
         let mut out = String::new();

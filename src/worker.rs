@@ -301,11 +301,6 @@ impl Lifecycle {
         }
     }
 
-    /// Resolves when draining starts.
-    pub fn draining(&self) -> Wait<'_, impl Fn() -> bool + '_> {
-        self.wait(move || self.is_draining())
-    }
-
     /// Resolves once `done` holds; `done` is asked again at every phase change and
     /// nudge (and whenever the waiting task is polled).
     pub fn wait<F: Fn() -> bool>(&self, done: F) -> Wait<'_, F> {
@@ -519,7 +514,7 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
         for _ in 0..3 {
-            let mut w = Box::pin(lc.draining());
+            let mut w = Box::pin(lc.wait(|| lc.is_draining()));
             assert!(w.as_mut().poll(&mut cx).is_pending());
         }
         assert_eq!(
@@ -527,8 +522,8 @@ mod tests {
             1,
             "dropped waits free their slot"
         );
-        let mut a = Box::pin(lc.draining());
-        let mut b = Box::pin(lc.draining());
+        let mut a = Box::pin(lc.wait(|| lc.is_draining()));
+        let mut b = Box::pin(lc.wait(|| lc.is_draining()));
         let mut stop = Box::pin(lc.wait(|| lc.phase.get() >= Phase::Stopped));
         assert!(a.as_mut().poll(&mut cx).is_pending());
         assert!(b.as_mut().poll(&mut cx).is_pending());
