@@ -14,8 +14,8 @@
 
 use crate::clock::civil_time;
 use crate::config::{AccessLogConfig, LogFormat, LogPath};
-use crate::http::parse::{HeaderKind, HeaderSpan, RequestHead, Version};
-use crate::http::rewrite::push_decimal;
+use crate::http::parse::{HeaderKind, HeaderSpan, RequestHead, Span, Version};
+use crate::http::rewrite::DIGIT_PAIRS;
 use crate::metrics::Counter;
 use crate::outcome::Flags;
 use std::cell::{Cell, RefCell};
@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// A core hands its buffer over once it holds this much.
@@ -32,8 +32,8 @@ const HAND_OVER_AT: usize = 32 * 1024;
 const QUEUE: usize = 64;
 
 enum Msg {
-    /// Complete lines, and how many.
-    Lines(Vec<u8>, u64),
+    /// A buffer, the length of its complete lines, and how many lines.
+    Lines(Vec<u8>, usize, u64),
     Reopen,
 }
 
@@ -42,12 +42,14 @@ enum Msg {
 pub struct Sink {
     tx: SyncSender<Msg>,
     format: LogFormat,
+    spare: Arc<Spare>,
 }
 
 /// The writer thread of one log file (or stdout).
 pub struct Writer {
     pub config: AccessLogConfig,
     tx: Option<SyncSender<Msg>>,
+    spare: Arc<Spare>,
     thread: Option<JoinHandle<()>>,
     /// Lines lost to write errors (the cores count the lines they drop).
     pub failed: Arc<AtomicU64>,
@@ -67,13 +69,15 @@ impl Writer {
         let file = open(&config.path)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let failed = Arc::new(AtomicU64::new(0));
-        let (path, lost) = (config.path.clone(), failed.clone());
+        let spare = Arc::new(Spare::default());
+        let (path, lost, back) = (config.path.clone(), failed.clone(), spare.clone());
         let thread = std::thread::Builder::new()
             .name("ringway-log".into())
-            .spawn(move || write_lines(rx, path, file, &lost))?;
+            .spawn(move || write_lines(rx, path, file, &lost, &back))?;
         Ok(Writer {
             config: config.clone(),
             tx: Some(tx),
+            spare,
             thread: Some(thread),
             failed,
         })
@@ -84,6 +88,7 @@ impl Writer {
         self.tx.as_ref().map(|tx| Sink {
             tx: tx.clone(),
             format: self.config.format,
+            spare: self.spare.clone(),
         })
     }
 
@@ -116,15 +121,22 @@ impl Drop for Writer {
     }
 }
 
-fn write_lines(rx: Receiver<Msg>, path: LogPath, mut file: Option<File>, lost: &AtomicU64) {
+fn write_lines(
+    rx: Receiver<Msg>,
+    path: LogPath,
+    mut file: Option<File>,
+    lost: &AtomicU64,
+    spare: &Spare,
+) {
     let mut warned = false;
     for msg in rx {
         match msg {
-            Msg::Lines(buf, lines) => {
+            Msg::Lines(buf, used, lines) => {
                 let written = match &mut file {
-                    Some(f) => f.write_all(&buf),
-                    None => io::stdout().lock().write_all(&buf),
+                    Some(f) => f.write_all(&buf[..used]),
+                    None => io::stdout().lock().write_all(&buf[..used]),
                 };
+                spare.give(buf);
                 if let Err(e) = written {
                     lost.fetch_add(lines, Ordering::Relaxed);
                     if !warned {
@@ -148,20 +160,58 @@ fn write_lines(rx: Receiver<Msg>, path: LogPath, mut file: Option<File>, lost: &
     }
 }
 
-/// One core's log buffer.
+/// A core's buffer size: it is handed over once it holds [`HAND_OVER_AT`] bytes, so
+/// a line has at least the difference as room (a longer one grows the buffer).
+const BUFFER: usize = 2 * HAND_OVER_AT;
+/// Spare buffers kept for reuse, all cores together.
+const SPARE: usize = 16;
+
+/// Buffers the writer has written out, for the cores to fill again: a reused buffer
+/// is already initialised, so a core never zeroes one (see [`Line`]).
+#[derive(Default)]
+struct Spare(Mutex<Vec<Vec<u8>>>);
+
+impl Spare {
+    /// A buffer of `BUFFER` initialised bytes.
+    fn take(&self) -> Vec<u8> {
+        let reused = self.0.lock().ok().and_then(|mut s| s.pop());
+        reused.unwrap_or_else(|| vec![0; BUFFER])
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if buf.len() != BUFFER {
+            return;
+        }
+        if let Ok(mut s) = self.0.lock() {
+            if s.len() < SPARE {
+                s.push(buf);
+            }
+        }
+    }
+}
+
+/// One core's log buffer: `bytes` is initialised in full, `used` of it holds lines.
 pub struct CoreLog {
     sink: Sink,
-    buf: RefCell<Vec<u8>>,
-    lines: Cell<u64>,
+    buf: RefCell<Lines>,
     clock: LogClock,
+}
+
+struct Lines {
+    bytes: Vec<u8>,
+    used: usize,
+    count: u64,
 }
 
 impl CoreLog {
     pub fn new(sink: Sink) -> CoreLog {
         CoreLog {
+            buf: RefCell::new(Lines {
+                bytes: sink.spare.take(),
+                used: 0,
+                count: 0,
+            }),
             sink,
-            buf: RefCell::new(Vec::with_capacity(HAND_OVER_AT * 2)),
-            lines: Cell::new(0),
             clock: LogClock::default(),
         }
     }
@@ -170,12 +220,27 @@ impl CoreLog {
     pub fn write(&self, r: &Record<'_>, dropped: &Counter) {
         let mut buf = self.buf.borrow_mut();
         let now_ms = crate::clock::wall_ms();
-        match self.sink.format {
-            LogFormat::Json => json_line(&mut buf, &self.clock.json(now_ms), r),
-            LogFormat::Combined => combined_line(&mut buf, &self.clock.combined(now_ms), r),
-        }
-        self.lines.set(self.lines.get() + 1);
-        if buf.len() >= HAND_OVER_AT {
+        let b = &mut *buf;
+        let end = loop {
+            let mut line = Line {
+                buf: &mut b.bytes,
+                at: b.used,
+            };
+            match self.sink.format {
+                LogFormat::Json => json_line(&mut line, &self.clock.json(now_ms), r),
+                LogFormat::Combined => combined_line(&mut line, &self.clock.combined(now_ms), r),
+            }
+            if line.fits() {
+                break line.at;
+            }
+            // Longer than the room left (rare: a line of kilobytes): grow and write
+            // it again.
+            let need = line.at;
+            b.bytes.resize(need, 0);
+        };
+        b.used = end;
+        b.count += 1;
+        if end >= HAND_OVER_AT {
             drop(buf);
             self.flush(dropped);
         }
@@ -185,16 +250,200 @@ impl CoreLog {
     /// queue full) or gone, the lines are dropped and counted in `dropped`.
     pub fn flush(&self, dropped: &Counter) {
         let mut buf = self.buf.borrow_mut();
-        if buf.is_empty() {
+        if buf.used == 0 {
             return;
         }
-        let full = std::mem::replace(&mut *buf, Vec::with_capacity(HAND_OVER_AT * 2));
-        let lines = self.lines.replace(0);
-        match self.sink.tx.try_send(Msg::Lines(full, lines)) {
+        let full = std::mem::replace(&mut buf.bytes, self.sink.spare.take());
+        let used = std::mem::replace(&mut buf.used, 0);
+        let lines = std::mem::replace(&mut buf.count, 0);
+        match self.sink.tx.try_send(Msg::Lines(full, used, lines)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => dropped.add(lines),
+            Err(TrySendError::Full(Msg::Lines(full, ..)))
+            | Err(TrySendError::Disconnected(Msg::Lines(full, ..))) => {
+                dropped.add(lines);
+                self.sink.spare.give(full);
+            }
+            Err(_) => dropped.add(lines),
         }
     }
+}
+
+/// A line being written at `at` into `buf`, whose bytes are all initialised: each
+/// write is a bounds-checked copy (a constant-size one is a few moves), with no
+/// growth check or length update per piece as `Vec::extend_from_slice` has. A piece
+/// that does not fit is skipped but still counted in `at`, so a line that did not
+/// fit is known afterwards ([`Line::fits`]) and written again into a larger buffer.
+pub struct Line<'b> {
+    buf: &'b mut [u8],
+    at: usize,
+}
+
+impl<'b> Line<'b> {
+    pub fn new(buf: &'b mut [u8]) -> Line<'b> {
+        Line { buf, at: 0 }
+    }
+
+    /// Whether everything written fitted; the line is `buf[start..at]`.
+    pub fn fits(&self) -> bool {
+        self.at <= self.buf.len()
+    }
+
+    /// Where the line ends (past the buffer when it did not fit).
+    pub fn end(&self) -> usize {
+        self.at
+    }
+
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, s: &[u8; N]) {
+        if let Some(d) = self.buf.get_mut(self.at..self.at + N) {
+            d.copy_from_slice(s);
+        }
+        self.at += N;
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        if let Some(d) = self.buf.get_mut(self.at) {
+            *d = b;
+        }
+        self.at += 1;
+    }
+
+    /// A short piece (most are: names, addresses, numbers' neighbours) is copied as
+    /// two overlapping words, not by a call of `memcpy`.
+    #[inline]
+    fn slice(&mut self, s: &[u8]) {
+        let n = s.len();
+        if let Some(d) = self.buf.get_mut(self.at..self.at + n) {
+            match n {
+                8..=16 => {
+                    d[..8].copy_from_slice(&s[..8]);
+                    d[n - 8..].copy_from_slice(&s[n - 8..]);
+                }
+                4..=7 => {
+                    d[..4].copy_from_slice(&s[..4]);
+                    d[n - 4..].copy_from_slice(&s[n - 4..]);
+                }
+                _ => d.copy_from_slice(s),
+            }
+        }
+        self.at += n;
+    }
+
+    /// `s` as the inside of a JSON string: see [`json_clean_len`].
+    #[inline]
+    fn json(&mut self, s: &[u8]) {
+        let clean = json_clean_len(s);
+        self.slice(&s[..clean]);
+        if clean < s.len() {
+            self.json_slow(&s[clean..]);
+        }
+    }
+
+    /// The rest of a value from its first byte that needs escaping.
+    #[cold]
+    fn json_slow(&mut self, s: &[u8]) {
+        for &b in s {
+            if !NEEDS_ESCAPE[usize::from(b)] {
+                self.byte(b);
+                continue;
+            }
+            match b {
+                b'"' => self.put(b"\\\""),
+                b'\\' => self.put(b"\\\\"),
+                b'\n' => self.put(b"\\n"),
+                b'\r' => self.put(b"\\r"),
+                b'\t' => self.put(b"\\t"),
+                _ => self.put(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]),
+            }
+        }
+    }
+
+    /// `s` as nginx escapes variables in its logs: `"`, `\`, control bytes and
+    /// bytes over 0x7e as `\xHH`.
+    fn combined(&mut self, s: &[u8]) {
+        for &b in s {
+            if !NEEDS_ESCAPE[usize::from(b)] {
+                self.byte(b);
+            } else {
+                self.put(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            }
+        }
+    }
+
+    /// `"value"` (escaped) or `null`.
+    #[inline]
+    fn json_or_null(&mut self, v: Option<&[u8]>) {
+        match v {
+            Some(v) => {
+                self.byte(b'"');
+                self.json(v);
+                self.byte(b'"');
+            }
+            None => self.put(b"null"),
+        }
+    }
+
+    /// A decimal, its digits written in place, two per division.
+    #[inline]
+    fn decimal(&mut self, n: u64) {
+        let digits = decimal_len(n);
+        if let Some(d) = self.buf.get_mut(self.at..self.at + digits) {
+            let mut n = n;
+            let mut i = digits;
+            while i >= 2 {
+                let at = 2 * (n % 100) as usize;
+                d[i - 2..i].copy_from_slice(&DIGIT_PAIRS[at..at + 2]);
+                n /= 100;
+                i -= 2;
+            }
+            if i == 1 {
+                d[0] = b'0' + n as u8;
+            }
+        }
+        self.at += digits;
+    }
+
+    /// Nanoseconds as milliseconds with three decimals.
+    fn millis(&mut self, ns: u64) {
+        let us = ns / 1000;
+        self.decimal(us / 1000);
+        let frac = (us % 1000) as usize;
+        let pair = 2 * (frac % 100);
+        self.put(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            DIGIT_PAIRS[pair],
+            DIGIT_PAIRS[pair + 1],
+        ]);
+    }
+}
+
+/// The number of decimal digits of `n`.
+#[inline]
+fn decimal_len(n: u64) -> usize {
+    // POW10[i] = 10^(i+1)
+    const POW10: [u64; 19] = {
+        let mut t = [10u64; 19];
+        let mut i = 1;
+        while i < 19 {
+            t[i] = t[i - 1] * 10;
+            i += 1;
+        }
+        t
+    };
+    let mut digits = 1;
+    while digits < 20 && n >= POW10[digits - 1] {
+        digits += 1;
+    }
+    digits
 }
 
 /// The timestamp texts of the current second, made once per second per core.
@@ -274,12 +523,15 @@ impl LogClock {
 /// Everything a line says about one request.
 pub struct Record<'a> {
     pub request_id: Option<&'a [u8]>,
-    /// The client's IP address as text, and its port.
+    /// The client's IP address as text, whether it is IPv6, and its port.
     pub client_ip: &'a [u8],
+    pub client_ipv6: bool,
     pub client_port: u16,
-    pub listener: &'a str,
-    pub route: Option<&'a str>,
-    pub cluster: Option<&'a str>,
+    /// The listener's, route's and cluster's names as JSON strings ([`json_string`]),
+    /// made when the configuration is compiled, not escaped per line.
+    pub listener: &'a [u8],
+    pub route: Option<&'a [u8]>,
+    pub cluster: Option<&'a [u8]>,
     /// The endpoint's address as text.
     pub endpoint: Option<&'a str>,
     /// The request line's parts; `None` when the head could not be parsed.
@@ -302,31 +554,36 @@ pub struct Record<'a> {
     pub traceparent: Option<&'a [u8]>,
 }
 
-/// The request-side fields of a request's line, copied when its head arrives:
-/// by the time the line is written a relayed body may have reused the buffer the
-/// head was in. One per connection burst, reused by its requests.
-#[derive(Default)]
-pub struct Scratch {
-    bytes: Vec<u8>,
-    method: Option<Range<usize>>,
-    host: Option<Range<usize>>,
-    target: Option<Range<usize>>,
-    protocol: Option<&'static str>,
-    user_agent: Option<Range<usize>>,
-    referer: Option<Range<usize>>,
-    traceparent: Option<Range<usize>>,
-    request_id: Option<Range<usize>>,
+/// A name as a JSON string, quoted and escaped: made once per configuration for
+/// the names every line carries.
+pub fn json_string(name: &str) -> Box<[u8]> {
+    let mut buf = vec![0; name.len() * 6 + 2];
+    let mut line = Line::new(&mut buf);
+    line.json_or_null(Some(name.as_bytes()));
+    let len = line.end();
+    buf.truncate(len);
+    buf.into_boxed_slice()
 }
 
-use std::ops::Range;
+/// The request-side fields of a request's line, kept when its head arrives: by the
+/// time the line is written a relayed body may have reused the buffer the head was
+/// in. The head is copied whole, in one piece, and the fields are spans of the
+/// copy. One per connection burst, reused by its requests.
+#[derive(Default)]
+pub struct Scratch {
+    /// The request head, then a request id the proxy generated.
+    bytes: Vec<u8>,
+    method: Option<Span>,
+    host: Option<Span>,
+    target: Option<Span>,
+    protocol: Option<&'static str>,
+    user_agent: Option<Span>,
+    referer: Option<Span>,
+    traceparent: Option<Span>,
+    request_id: Option<Span>,
+}
 
 impl Scratch {
-    fn keep(&mut self, v: &[u8]) -> Range<usize> {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(v);
-        start..self.bytes.len()
-    }
-
     /// Forgets the last request's fields (a head that could not be parsed has none).
     pub fn clear(&mut self) {
         *self = Scratch {
@@ -336,8 +593,8 @@ impl Scratch {
         self.bytes.clear();
     }
 
-    /// Copies the fields of the head in `buf`; `request_id_header` is the
-    /// configured request id header's (lower-case) name.
+    /// Keeps the fields of the head at the start of `buf`; `request_id_header` is
+    /// the configured request id header's (lower-case) name.
     pub fn capture(
         &mut self,
         buf: &[u8],
@@ -345,33 +602,32 @@ impl Scratch {
         headers: &[HeaderSpan],
         request_id_header: &str,
     ) {
-        self.clear();
-        self.method = Some(self.keep(head.method_span.get(buf)));
-        self.target = Some(self.keep(head.target.get(buf)));
-        if let Some(h) = head.host() {
-            self.host = Some(self.keep(h.get(buf)));
-        }
+        self.bytes.clear();
+        self.bytes
+            .extend_from_slice(buf.get(..head.head_len).unwrap_or(buf));
+        self.method = Some(head.method_span);
+        self.target = Some(head.target);
+        self.host = head.host();
         self.protocol = Some(match head.version {
             Version::Http10 => "HTTP/1.0",
             Version::Http11 => "HTTP/1.1",
         });
+        self.user_agent = None;
+        self.referer = None;
+        self.traceparent = None;
+        self.request_id = None;
+        let id = request_id_header.as_bytes();
         for h in headers.iter().filter(|h| h.kind == HeaderKind::Other) {
             let name = h.name.get(buf);
-            let slot = if name.eq_ignore_ascii_case(b"user-agent") {
-                &mut self.user_agent
-            } else if name.eq_ignore_ascii_case(b"referer") {
-                &mut self.referer
-            } else if name.eq_ignore_ascii_case(b"traceparent") {
-                &mut self.traceparent
-            } else if name.eq_ignore_ascii_case(request_id_header.as_bytes()) {
-                &mut self.request_id
-            } else {
-                continue;
+            let slot = match name.len() {
+                10 if name.eq_ignore_ascii_case(b"user-agent") => &mut self.user_agent,
+                7 if name.eq_ignore_ascii_case(b"referer") => &mut self.referer,
+                11 if name.eq_ignore_ascii_case(b"traceparent") => &mut self.traceparent,
+                n if n == id.len() && name.eq_ignore_ascii_case(id) => &mut self.request_id,
+                _ => continue,
             };
             if slot.is_none() {
-                let start = self.bytes.len();
-                self.bytes.extend_from_slice(h.value.get(buf));
-                *slot = Some(start..self.bytes.len());
+                *slot = Some(h.value);
             }
         }
     }
@@ -379,44 +635,51 @@ impl Scratch {
     /// The request id the proxy generated for a request that had none.
     pub fn set_request_id(&mut self, id: &[u8]) {
         if self.request_id.is_none() {
-            self.request_id = Some(self.keep(id));
+            let start = self.bytes.len() as u32;
+            self.bytes.extend_from_slice(id);
+            self.request_id = Some(Span {
+                start,
+                len: id.len() as u32,
+            });
         }
     }
 
-    fn get(&self, r: &Option<Range<usize>>) -> Option<&[u8]> {
-        r.clone().map(|r| &self.bytes[r])
+    fn get(&self, span: Option<Span>) -> Option<&[u8]> {
+        let span = span?;
+        let start = span.start as usize;
+        self.bytes.get(start..start + span.len as usize)
     }
 
     pub fn method(&self) -> Option<&[u8]> {
-        self.get(&self.method)
+        self.get(self.method)
     }
     pub fn host(&self) -> Option<&[u8]> {
-        self.get(&self.host)
+        self.get(self.host)
     }
     pub fn target(&self) -> Option<&[u8]> {
-        self.get(&self.target)
+        self.get(self.target)
     }
     pub fn protocol(&self) -> Option<&'static str> {
         self.protocol
     }
     pub fn user_agent(&self) -> Option<&[u8]> {
-        self.get(&self.user_agent)
+        self.get(self.user_agent)
     }
     pub fn referer(&self) -> Option<&[u8]> {
-        self.get(&self.referer)
+        self.get(self.referer)
     }
     pub fn traceparent(&self) -> Option<&[u8]> {
-        self.get(&self.traceparent)
+        self.get(self.traceparent)
     }
     pub fn request_id(&self) -> Option<&[u8]> {
-        self.get(&self.request_id)
+        self.get(self.request_id)
     }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether any byte of the word is outside printable ASCII, or is `"` or `\`.
-#[inline]
+#[inline(always)]
 fn word_needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -430,29 +693,45 @@ fn word_needs_escape(w: u64) -> bool {
         != 0
 }
 
-/// `s` as the inside of a JSON string: every byte outside printable ASCII, `"` and
-/// `\` escaped (bytes over 0x7f as `\u00XX`: the line stays valid JSON). Clean
-/// stretches are found eight bytes at a time (header values rarely need escaping).
+#[inline(always)]
+fn word_at(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// How many bytes at the start of `s` a JSON string can hold as they are: every
+/// byte outside printable ASCII, `"` and `\` is escaped (bytes over 0x7f as
+/// `\u00XX`, so a line is valid JSON whatever bytes a header held). Values rarely
+/// need escaping: they are checked eight bytes at a time, the last word overlapping
+/// the one before it, so a clean value of eight bytes or more is never looked at
+/// byte by byte.
 #[inline]
-pub fn push_json_escaped(out: &mut Vec<u8>, s: &[u8]) {
-    let mut clean = 0;
-    while let Some(word) = s.get(clean..clean + 8) {
-        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        if word_needs_escape(w) {
-            break;
+fn json_clean_len(s: &[u8]) -> usize {
+    let n = s.len();
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 < n {
+            if word_needs_escape(word_at(s, at)) {
+                break;
+            }
+            at += 8;
         }
-        clean += 8;
-    }
-    while clean < s.len() && !NEEDS_ESCAPE[usize::from(s[clean])] {
-        clean += 1;
-    }
-    out.extend_from_slice(&s[..clean]);
-    if clean < s.len() {
-        push_json_escaped_slow(out, &s[clean..]);
+        if at + 8 >= n && !word_needs_escape(word_at(s, n - 8)) {
+            return n;
+        }
+        at + s[at..]
+            .iter()
+            .position(|&b| NEEDS_ESCAPE[usize::from(b)])
+            .unwrap_or(n - at)
+    } else {
+        s.iter()
+            .position(|&b| NEEDS_ESCAPE[usize::from(b)])
+            .unwrap_or(n)
     }
 }
 
-/// Bytes a JSON string cannot hold as they are (see [`push_json_escaped`]).
+/// Bytes a JSON string cannot hold as they are (see [`json_clean_len`]).
 const NEEDS_ESCAPE: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
@@ -463,201 +742,165 @@ const NEEDS_ESCAPE: [bool; 256] = {
     t
 };
 
-/// The rest of a value from its first byte that needs escaping.
-#[cold]
-fn push_json_escaped_slow(out: &mut Vec<u8>, s: &[u8]) {
-    for &b in s {
-        if !NEEDS_ESCAPE[usize::from(b)] {
-            out.push(b);
-            continue;
-        }
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]),
-        }
-    }
-}
-
-/// `s` as nginx escapes variables in its logs: `"`, `\`, control bytes and bytes
-/// over 0x7e as `\xHH`.
-pub fn push_combined_escaped(out: &mut Vec<u8>, s: &[u8]) {
-    for &b in s {
-        if !NEEDS_ESCAPE[usize::from(b)] {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-        }
-    }
-}
-
-#[inline]
-fn push_str_or_null(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    match v {
-        Some(v) => {
-            out.push(b'"');
-            push_json_escaped(out, v);
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// A value that needs no escaping (a token, an address, a version), quoted.
-fn push_raw_or_null(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    match v {
-        Some(v) => {
-            out.push(b'"');
-            out.extend_from_slice(v);
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// Nanoseconds as milliseconds with three decimals.
-fn push_ms(out: &mut Vec<u8>, ns: u64) {
-    let us = ns / 1000;
-    push_decimal(out, us / 1000);
-    let frac = us % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
-}
-
-/// `ip:port`, `[ip]:port` for IPv6, without `fmt`.
-fn push_client(out: &mut Vec<u8>, ip: &[u8], port: u16) {
-    if ip.contains(&b':') {
-        out.push(b'[');
-        out.extend_from_slice(ip);
-        out.push(b']');
-    } else {
-        out.extend_from_slice(ip);
-    }
-    out.push(b':');
-    push_decimal(out, u64::from(port));
-}
-
-fn push_flags(out: &mut Vec<u8>, flags: Flags) {
-    if flags.is_empty() {
-        out.push(b'-');
-        return;
-    }
-    for (i, name) in flags.names().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(name.as_bytes());
-    }
-}
-
 /// One JSON line (fields as in the README).
-pub fn json_line(out: &mut Vec<u8>, time: &[u8; 24], r: &Record<'_>) {
-    // Room for a typical line at once: no growth checks that fail in between.
-    out.reserve(1024);
-    out.extend_from_slice(b"{\"time\":\"");
-    out.extend_from_slice(time);
-    out.extend_from_slice(b"\",\"request_id\":");
-    push_str_or_null(out, r.request_id);
-    out.extend_from_slice(b",\"client\":\"");
-    push_client(out, r.client_ip, r.client_port);
-    out.extend_from_slice(b"\",\"listener\":");
-    push_str_or_null(out, Some(r.listener.as_bytes()));
-    out.extend_from_slice(b",\"route\":");
-    push_str_or_null(out, r.route.map(str::as_bytes));
-    out.extend_from_slice(b",\"cluster\":");
-    push_str_or_null(out, r.cluster.map(str::as_bytes));
-    out.extend_from_slice(b",\"endpoint\":");
-    push_raw_or_null(out, r.endpoint.map(str::as_bytes));
-    out.extend_from_slice(b",\"method\":");
-    // (A method is a token: nothing in it needs escaping.)
-    push_raw_or_null(out, r.method);
-    out.extend_from_slice(b",\"host\":");
-    push_str_or_null(out, r.host);
-    out.extend_from_slice(b",\"path\":");
-    push_str_or_null(out, r.target);
-    out.extend_from_slice(b",\"protocol\":");
-    push_raw_or_null(out, r.protocol.map(str::as_bytes));
-    out.extend_from_slice(b",\"status\":");
-    push_decimal(out, u64::from(r.status));
-    out.extend_from_slice(b",\"request_bytes\":");
-    push_decimal(out, r.request_bytes);
-    out.extend_from_slice(b",\"response_bytes\":");
-    push_decimal(out, r.response_bytes);
-    out.extend_from_slice(b",\"duration_ms\":");
-    push_ms(out, r.duration_ns);
-    out.extend_from_slice(b",\"upstream_ms\":");
-    match r.upstream_ns {
-        Some(ns) => push_ms(out, ns),
-        None => out.extend_from_slice(b"null"),
+pub fn json_line(out: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
+    out.put(b"{\"time\":\"");
+    out.put(time);
+    out.put(b"\",\"request_id\":");
+    out.json_or_null(r.request_id);
+    out.put(b",\"client\":\"");
+    if r.client_ipv6 {
+        out.byte(b'[');
+        out.slice(r.client_ip);
+        out.byte(b']');
+    } else {
+        out.slice(r.client_ip);
     }
-    out.extend_from_slice(b",\"attempts\":");
-    push_decimal(out, u64::from(r.attempts));
-    out.extend_from_slice(b",\"flags\":\"");
-    push_flags(out, r.flags);
-    out.extend_from_slice(b"\",\"user_agent\":");
-    push_str_or_null(out, r.user_agent);
-    out.extend_from_slice(b",\"traceparent\":");
-    push_str_or_null(out, r.traceparent);
-    out.extend_from_slice(b"}\n");
+    out.byte(b':');
+    out.decimal(u64::from(r.client_port));
+    out.put(b"\",\"listener\":");
+    out.slice(r.listener);
+    out.put(b",\"route\":");
+    match r.route {
+        Some(name) => out.slice(name),
+        None => out.put(b"null"),
+    }
+    out.put(b",\"cluster\":");
+    match r.cluster {
+        Some(name) => out.slice(name),
+        None => out.put(b"null"),
+    }
+    out.put(b",\"endpoint\":");
+    match r.endpoint {
+        // (An address needs no escaping; nor does a method, a token.)
+        Some(e) => {
+            out.byte(b'"');
+            out.slice(e.as_bytes());
+            out.byte(b'"');
+        }
+        None => out.put(b"null"),
+    }
+    out.put(b",\"method\":");
+    match r.method {
+        Some(m) => {
+            out.byte(b'"');
+            out.slice(m);
+            out.byte(b'"');
+        }
+        None => out.put(b"null"),
+    }
+    out.put(b",\"host\":");
+    out.json_or_null(r.host);
+    out.put(b",\"path\":");
+    out.json_or_null(r.target);
+    out.put(b",\"protocol\":");
+    match r.protocol {
+        Some("HTTP/1.1") => out.put(b"\"HTTP/1.1\""),
+        Some(p) => {
+            out.byte(b'"');
+            out.slice(p.as_bytes());
+            out.byte(b'"');
+        }
+        None => out.put(b"null"),
+    }
+    out.put(b",\"status\":");
+    out.decimal(u64::from(r.status));
+    out.put(b",\"request_bytes\":");
+    out.decimal(r.request_bytes);
+    out.put(b",\"response_bytes\":");
+    out.decimal(r.response_bytes);
+    out.put(b",\"duration_ms\":");
+    out.millis(r.duration_ns);
+    out.put(b",\"upstream_ms\":");
+    match r.upstream_ns {
+        Some(ns) => out.millis(ns),
+        None => out.put(b"null"),
+    }
+    out.put(b",\"attempts\":");
+    out.decimal(u64::from(r.attempts));
+    out.put(b",\"flags\":\"");
+    if r.flags.is_empty() {
+        out.byte(b'-');
+    } else {
+        for (i, name) in r.flags.names().enumerate() {
+            if i > 0 {
+                out.byte(b',');
+            }
+            out.slice(name.as_bytes());
+        }
+    }
+    out.put(b"\",\"user_agent\":");
+    out.json_or_null(r.user_agent);
+    out.put(b",\"traceparent\":");
+    out.json_or_null(r.traceparent);
+    out.put(b"}\n");
 }
 
 /// One "combined" line: `client - - [time] "request" status bytes "referer" "agent"`.
-pub fn combined_line(out: &mut Vec<u8>, time: &[u8; 26], r: &Record<'_>) {
-    out.extend_from_slice(r.client_ip);
-    out.extend_from_slice(b" - - [");
-    out.extend_from_slice(time);
-    out.extend_from_slice(b"] \"");
+pub fn combined_line(out: &mut Line<'_>, time: &[u8; 26], r: &Record<'_>) {
+    out.slice(r.client_ip);
+    out.put(b" - - [");
+    out.put(time);
+    out.put(b"] \"");
     match (r.method, r.target, r.protocol) {
         (Some(m), Some(t), Some(p)) => {
-            push_combined_escaped(out, m);
-            out.push(b' ');
-            push_combined_escaped(out, t);
-            out.push(b' ');
-            out.extend_from_slice(p.as_bytes());
+            out.combined(m);
+            out.byte(b' ');
+            out.combined(t);
+            out.byte(b' ');
+            out.slice(p.as_bytes());
         }
-        _ => out.push(b'-'),
+        _ => out.byte(b'-'),
     }
-    out.extend_from_slice(b"\" ");
-    push_decimal(out, u64::from(r.status));
-    out.push(b' ');
-    push_decimal(out, r.response_bytes);
+    out.put(b"\" ");
+    out.decimal(u64::from(r.status));
+    out.byte(b' ');
+    out.decimal(r.response_bytes);
     for v in [r.referer, r.user_agent] {
-        out.extend_from_slice(b" \"");
+        out.put(b" \"");
         match v {
-            Some(v) => push_combined_escaped(out, v),
-            None => out.push(b'-'),
+            Some(v) => out.combined(v),
+            None => out.byte(b'-'),
         }
-        out.push(b'"');
+        out.byte(b'"');
     }
-    out.push(b'\n');
+    out.byte(b'\n');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Formats one line with `f` into a buffer of exactly `room` bytes, growing it
+    /// as `CoreLog::write` does when it did not fit.
+    fn format(room: usize, f: impl Fn(&mut Line<'_>)) -> Vec<u8> {
+        let mut buf = vec![0; room];
+        loop {
+            let mut line = Line::new(&mut buf);
+            f(&mut line);
+            if line.fits() {
+                let len = line.end();
+                buf.truncate(len);
+                return buf;
+            }
+            let need = line.end();
+            buf.resize(need, 0);
+        }
+    }
+
+    fn json(r: &Record<'_>) -> Vec<u8> {
+        format(4096, |l| json_line(l, b"2026-11-27T16:40:01.123Z", r))
+    }
+
     fn record<'a>(ua: Option<&'a [u8]>) -> Record<'a> {
         Record {
             request_id: Some(b"abc"),
             client_ip: b"127.0.0.1",
+            client_ipv6: false,
             client_port: 5000,
-            listener: "edge",
-            route: Some("api"),
-            cluster: Some("web"),
+            listener: b"\"edge\"",
+            route: Some(b"\"api\""),
+            cluster: Some(b"\"web\""),
             endpoint: Some("10.0.0.1:80"),
             method: Some(b"GET"),
             host: Some(b"example.com"),
@@ -678,13 +921,8 @@ mod tests {
 
     #[test]
     fn json_lines_parse_and_carry_every_field() {
-        let mut out = Vec::new();
         let hostile: &[u8] = b"a\"b\\c\x01\x7f\xff\xc3\xa9 d";
-        json_line(
-            &mut out,
-            b"2026-11-27T16:40:01.123Z",
-            &record(Some(hostile)),
-        );
+        let out = json(&record(Some(hostile)));
         assert_eq!(out.last(), Some(&b'\n'));
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -717,46 +955,86 @@ mod tests {
 
     #[test]
     fn every_byte_escapes_to_valid_json() {
+        let quoted = |v: &[u8]| format(v.len() + 2, |l| l.json_or_null(Some(v)));
         let all: Vec<u8> = (0..=255).collect();
-        let mut out = b"\"".to_vec();
-        push_json_escaped(&mut out, &all);
-        out.push(b'"');
+        let out = quoted(&all);
         let s: String = serde_json::from_slice(&out).unwrap();
         let back: Vec<u8> = s.chars().map(|c| c as u32 as u8).collect();
         assert_eq!(back, all);
         // Every byte value at every place of a word, for the word-at-a-time scan.
-        for b in 0..=255u8 {
-            for at in 0..20 {
-                let mut v = vec![b'a'; 20];
-                v[at] = b;
-                let mut out = b"\"".to_vec();
-                push_json_escaped(&mut out, &v);
-                out.push(b'"');
-                let s: String =
-                    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{b:#x} at {at}: {e}"));
-                let back: Vec<u8> = s.chars().map(|c| c as u32 as u8).collect();
-                assert_eq!(back, v, "{b:#x} at {at}");
+        // and for the lengths around a word's (the last word overlaps).
+        for len in 1..=20 {
+            for b in 0..=255u8 {
+                for at in 0..len {
+                    let mut v = vec![b'a'; len];
+                    v[at] = b;
+                    let out = quoted(&v);
+                    let s: String = serde_json::from_slice(&out)
+                        .unwrap_or_else(|e| panic!("{b:#x} at {at} of {len}: {e}"));
+                    let back: Vec<u8> = s.chars().map(|c| c as u32 as u8).collect();
+                    assert_eq!(back, v, "{b:#x} at {at} of {len}");
+                }
             }
         }
+        assert_eq!(quoted(b""), b"\"\"");
     }
 
     #[test]
     fn ipv6_clients_are_bracketed() {
-        let mut out = Vec::new();
-        push_client(&mut out, b"::1", 8080);
-        assert_eq!(out, b"[::1]:8080");
+        let mut r = record(None);
+        r.client_ip = b"::1";
+        r.client_ipv6 = true;
+        r.client_port = 8080;
+        let v: serde_json::Value = serde_json::from_slice(&json(&r)).unwrap();
+        assert_eq!(v["client"], "[::1]:8080");
     }
 
     #[test]
     fn combined_lines_look_like_nginx() {
-        let mut out = Vec::new();
         let mut r = record(Some(b"curl/8 \"x\""));
         r.flags.set(Flags::NO_ROUTE);
-        combined_line(&mut out, b"27/Nov/2026:16:40:01 +0000", &r);
+        let out = format(16, |l| combined_line(l, b"27/Nov/2026:16:40:01 +0000", &r));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "127.0.0.1 - - [27/Nov/2026:16:40:01 +0000] \"GET /x?y=1 HTTP/1.1\" 200 1234 \"-\" \"curl/8 \\x22x\\x22\"\n"
         );
+    }
+
+    #[test]
+    fn decimals_and_milliseconds() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            999_999,
+            1 << 40,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(format(1, |l| l.decimal(n)), n.to_string().as_bytes(), "{n}");
+        }
+        assert_eq!(format(1, |l| l.millis(1_234_567)), b"1.234");
+        assert_eq!(format(1, |l| l.millis(5_000)), b"0.005");
+        assert_eq!(format(1, |l| l.millis(10_000_000_000)), b"10000.000");
+    }
+
+    #[test]
+    fn names_are_json_strings_and_long_lines_grow_the_buffer() {
+        assert_eq!(&*json_string("a\"b"), b"\"a\\\"b\"");
+        let long = vec![b'x'; 10_000];
+        let mut r = record(Some(&long));
+        r.flags.set(Flags::NO_ROUTE);
+        r.flags.set(Flags::UPSTREAM_TIMEOUT);
+        // Room for part of the line only: written again into a larger buffer.
+        let out = format(100, |l| json_line(l, b"2026-11-27T16:40:01.123Z", &r));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["user_agent"].as_str().unwrap().len(), 10_000);
+        assert_eq!(v["flags"], "NR,UT");
+        assert_eq!(out, json(&r));
     }
 
     #[test]
@@ -774,6 +1052,7 @@ mod tests {
         let log = CoreLog::new(Sink {
             tx,
             format: LogFormat::Json,
+            spare: Arc::default(),
         });
         let dropped = Counter::default();
         log.write(&record(None), &dropped);

@@ -432,10 +432,11 @@ impl Downstream<'_> {
         let record = access_log::Record {
             request_id: fields.request_id(),
             client_ip: self.peer.text(),
+            client_ipv6: self.peer.ip.is_ipv6(),
             client_port: self.peer.port,
-            listener: &self.settings.config.name,
-            route: route.map(|(s, r)| &*s.routes.route(r as usize).name),
-            cluster: cluster.map(|c| c.config.name.as_str()),
+            listener: &self.settings.log_name,
+            route: route.map(|(s, r)| &*s.routes.route(r as usize).log_name),
+            cluster: cluster.map(|c| &*c.log_name),
             endpoint: cluster
                 .zip(o.endpoint)
                 .and_then(|(c, e)| c.endpoints.get(e as usize))

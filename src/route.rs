@@ -35,6 +35,8 @@ pub enum Action {
 
 pub struct Route {
     pub name: Box<str>,
+    /// The name as a JSON string, for access log lines.
+    pub log_name: Box<[u8]>,
     matcher: Matcher,
     pub action: Action,
     pub host_rewrite: Option<Box<[u8]>>,
@@ -142,6 +144,7 @@ impl RouteTable {
             };
             table.routes.push(Route {
                 name: r.name.as_str().into(),
+                log_name: crate::access_log::json_string(&r.name),
                 matcher: Matcher::compile(&r.matcher, listener_ids),
                 action,
                 host_rewrite: r.host_rewrite.as_deref().map(|h| h.as_bytes().into()),

@@ -40,6 +40,8 @@ pub struct ClusterRt {
     /// Run-time state of `config.endpoints`, index for index.
     pub endpoints: Vec<Rc<Endpoint>>,
     pub stats: Arc<ClusterStats>,
+    /// The name as a JSON string, for access log lines.
+    pub log_name: Box<[u8]>,
 }
 
 impl Snapshot {
@@ -64,6 +66,7 @@ impl Snapshot {
                 balancer: Balancer::new(c, seed),
                 endpoints,
                 stats: metrics.cluster(&c.name),
+                log_name: crate::access_log::json_string(&c.name),
             })
             .collect();
         let requests = config
@@ -137,6 +140,8 @@ pub struct ListenerSettings {
     pub config: ListenerConfig,
     /// The X-Forwarded-Port line for its port.
     pub port_line: Box<[u8]>,
+    /// The name as a JSON string, for access log lines.
+    pub log_name: Box<[u8]>,
 }
 
 impl ListenerRt {
@@ -146,6 +151,7 @@ impl ListenerRt {
             id,
             stats: Arc::default(),
             settings: RefCell::new(Rc::new(ListenerSettings {
+                log_name: crate::access_log::json_string(&config.name),
                 config,
                 port_line: port_line(port),
             })),
@@ -162,7 +168,11 @@ impl ListenerRt {
     /// keeps the listener's series).
     pub fn configure(&self, config: ListenerConfig) {
         let port_line = self.settings.borrow().port_line.clone();
-        *self.settings.borrow_mut() = Rc::new(ListenerSettings { config, port_line });
+        *self.settings.borrow_mut() = Rc::new(ListenerSettings {
+            log_name: crate::access_log::json_string(&config.name),
+            config,
+            port_line,
+        });
     }
 
     pub fn is_closing(&self) -> bool {

@@ -307,7 +307,7 @@ fn push_length(out: &mut Vec<u8>, n: u64) {
 }
 
 /// "00" to "99".
-static DIGIT_PAIRS: [u8; 200] = {
+pub static DIGIT_PAIRS: [u8; 200] = {
     let mut t = [0u8; 200];
     let mut i = 0;
     while i < 100 {
