@@ -10,8 +10,8 @@ use ringway::http::answer::ConnHeader;
 use ringway::http::body::{dechunk_in_place, ChunkedDecoder};
 use ringway::http::parse::{parse_request, parse_response, HeaderSpan};
 use ringway::http::rewrite::{
-    port_line, write_request_head, write_response_head, ClientFraming, Peer, RequestRewrite,
-    ResponseRewrite,
+    port_line, proto_line, write_request_head, write_response_head, ClientFraming, Peer,
+    RequestRewrite, ResponseRewrite,
 };
 use ringway::route::{RequestView, RouteTable};
 use ringway::upstream::balance::Balancer;
@@ -202,6 +202,7 @@ cluster = "web"
             query: head.query.map(|q| q.get(req)),
             headers: &headers,
             listener: 0,
+            sni: None,
         };
         assert!(table.lookup(&view).is_some());
         g.bench_function(*name, |b| b.iter(|| table.lookup(black_box(&view))));
@@ -243,6 +244,8 @@ response_headers = { add = { "strict-transport-security" = "max-age=31536000" },
         let rw = RequestRewrite {
             peer: &peer,
             port_line: &port_line(443),
+            proto_line: proto_line(false),
+            client_cert: None,
             forwarding: &cfg.forwarding,
             edits: &route.request_headers,
             host_rewrite: None,

@@ -18,6 +18,7 @@ use crate::http::parse::{HeaderKind, HeaderSpan, RequestHead, Span, Version};
 use crate::http::rewrite::DIGIT_PAIRS;
 use crate::metrics::Counter;
 use crate::outcome::Flags;
+use crate::tls::TlsInfo;
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Write};
@@ -552,6 +553,8 @@ pub struct Record<'a> {
     pub user_agent: Option<&'a [u8]>,
     pub referer: Option<&'a [u8]>,
     pub traceparent: Option<&'a [u8]>,
+    /// The connection's TLS, on TLS listeners.
+    pub tls: Option<&'a TlsInfo>,
 }
 
 /// A name as a JSON string, quoted and escaped: made once per configuration for
@@ -833,7 +836,26 @@ pub fn json_line(out: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
     out.json_or_null(r.user_agent);
     out.put(b",\"traceparent\":");
     out.json_or_null(r.traceparent);
+    if let Some(tls) = r.tls {
+        tls_fields(out, tls);
+    }
     out.put(b"}\n");
+}
+
+/// The TLS fields of a line from a TLS connection (plain connections' lines have
+/// none).
+#[cold]
+fn tls_fields(out: &mut Line<'_>, tls: &TlsInfo) {
+    out.put(b",\"tls_version\":\"");
+    out.slice(tls.version.as_bytes());
+    out.put(b"\",\"tls_cipher\":\"");
+    out.slice(tls.cipher.as_bytes());
+    out.put(b"\",\"sni\":");
+    out.json_or_null(tls.sni.as_deref().map(str::as_bytes));
+    out.put(b",\"alpn\":");
+    out.json_or_null(tls.alpn.as_deref().map(str::as_bytes));
+    out.put(b",\"client_subject\":");
+    out.json_or_null(tls.client_subject.as_deref().map(str::as_bytes));
 }
 
 /// One "combined" line: `client - - [time] "request" status bytes "referer" "agent"`.
@@ -916,6 +938,7 @@ mod tests {
             user_agent: ua,
             referer: None,
             traceparent: None,
+            tls: None,
         }
     }
 
@@ -998,6 +1021,33 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "127.0.0.1 - - [27/Nov/2026:16:40:01 +0000] \"GET /x?y=1 HTTP/1.1\" 200 1234 \"-\" \"curl/8 \\x22x\\x22\"\n"
         );
+    }
+
+    #[test]
+    fn tls_connections_add_their_fields() {
+        let plain: serde_json::Value = serde_json::from_slice(&json(&record(None))).unwrap();
+        assert!(plain.get("tls_version").is_none());
+        let info = TlsInfo {
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_128_GCM_SHA256",
+            sni: Some("a.example.com".into()),
+            alpn: Some("http/1.1".into()),
+            client_subject: Some("CN=\"x\", O=y".into()),
+            client_cert_line: None,
+        };
+        let mut r = record(None);
+        r.tls = Some(&info);
+        let v: serde_json::Value = serde_json::from_slice(&json(&r)).unwrap();
+        assert_eq!(v["tls_version"], "TLSv1.3");
+        assert_eq!(v["tls_cipher"], "TLS13_AES_128_GCM_SHA256");
+        assert_eq!(v["sni"], "a.example.com");
+        assert_eq!(v["alpn"], "http/1.1");
+        assert_eq!(v["client_subject"], "CN=\"x\", O=y");
+        let none = TlsInfo::default();
+        r.tls = Some(&none);
+        let v: serde_json::Value = serde_json::from_slice(&json(&r)).unwrap();
+        assert_eq!(v["sni"], serde_json::Value::Null);
+        assert_eq!(v["client_subject"], serde_json::Value::Null);
     }
 
     #[test]

@@ -25,14 +25,15 @@ use crate::error::ProxyError;
 use crate::http::answer::{Answer, ConnHeader};
 use crate::http::parse::{parse_request, Framing, HeaderSpan, Method, RequestHead, Version};
 use crate::http::rewrite::Peer;
+use crate::metrics::TlsFailure;
 use crate::outcome::{Flags, Outcome};
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer, Waited};
 use crate::route::{Action, RequestView, Route};
 use crate::snapshot::{ListenerRt, ListenerSettings, Snapshot};
+use crate::stream::Stream;
 use crate::upstream;
 use crate::worker::Worker;
 use monoio::io::Canceller;
-use monoio::net::TcpStream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -50,7 +51,7 @@ const MAX_DISCARD: u64 = 64 * 1024;
 
 /// A connection between bursts: all it keeps while idle (see the module docs).
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub peer: SocketAddr,
     /// The listener that accepted it (its settings as of the last reload, and
     /// whether it is closing).
@@ -121,6 +122,8 @@ pub struct Failure {
 enum Act<'s> {
     Forward(&'s Route, usize),
     Answer(&'s Answer),
+    /// A redirect made for this request.
+    Redirect(Answer),
     NoRoute,
 }
 
@@ -137,7 +140,7 @@ impl Conn {
     /// A just-accepted connection. Boxed: the connection's task then holds a
     /// pointer, not three copies of the state (async blocks keep their captures
     /// beside the futures they move them into).
-    pub fn new(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerRt>) -> Box<Self> {
+    pub fn new(stream: Stream, peer: SocketAddr, listener: Rc<ListenerRt>) -> Box<Self> {
         listener.stats.connections_total.inc();
         listener.stats.connections_active.inc();
         Box::new(Conn {
@@ -162,6 +165,47 @@ impl Drop for Conn {
     }
 }
 
+/// Serves a just-accepted connection of a TLS listener: the handshake, bounded by
+/// the listener's `handshake_timeout` (a client that stalls or sends garbage costs
+/// its read buffer and rustls' state until then), then [`serve`]. A failed
+/// handshake closes the connection; the connection counts as accepted once the
+/// handshake succeeded.
+pub async fn serve_tls(
+    worker: Rc<Worker>,
+    tcp: monoio::net::TcpStream,
+    peer: SocketAddr,
+    listener: Rc<ListenerRt>,
+) {
+    let Some(tls) = listener.settings().config.tls.clone() else {
+        return;
+    };
+    let mut timer = Timer::new();
+    let handshake = crate::tls::accept(tcp, &tls);
+    let stats = &listener.stats;
+    let stream = match timer.run(tls.settings.handshake_timeout, handshake).await {
+        Some(Ok(stream)) => stream,
+        Some(Err(e)) => {
+            let kind = e.kind();
+            tracing::debug!(%peer, error = %e, reason = kind.label(), "TLS handshake failed");
+            stats.tls_failures[kind as usize].inc();
+            return;
+        }
+        None => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            stats.tls_failures[TlsFailure::Timeout as usize].inc();
+            return;
+        }
+    };
+    let version = match stream.connection().protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => 0,
+        _ => 1,
+    };
+    stats.tls_handshakes[version].inc();
+    let mut conn = Conn::new(Stream::Tls(Box::new(stream)), peer, listener);
+    conn.timer = timer;
+    serve(worker, conn).await
+}
+
 /// Serves a just-accepted connection until it closes. Not an `async fn`: that would
 /// keep its arguments twice in the connection's future, as captures and again as
 /// locals. Only what the idle wait needs lives across it (the future of an idle
@@ -176,11 +220,11 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
         // Idle waits end early when the listener closes (drain or reload): `until`.
         let header_timeout = c.listener.settings().config.header_timeout;
         let listener = &*c.listener;
-        let readable = relay::until(c.stream.readable(false), || listener.is_closing());
+        let readable = relay::until(c.stream.readable(), || listener.is_closing());
         match c.timer.run(header_timeout, readable).await {
             Some(Some(Ok(()))) => {}
             // Closing: a last short wait for a request already on its way.
-            Some(None) => match c.timer.run(DRAIN_GRACE, c.stream.readable(false)).await {
+            Some(None) => match c.timer.run(DRAIN_GRACE, c.stream.readable()).await {
                 Some(Ok(())) => {}
                 _ => return,
             },
@@ -194,25 +238,28 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
                 return;
             };
             first = false;
-            // (A block: `wait` must not outlive the call, or the future keeps it.)
-            let readable = {
-                let idle_timeout = c.listener.settings().config.idle_timeout;
-                let wait = (at + idle_timeout).saturating_duration_since(Moment::now());
-                let listener = &*c.listener;
-                if wait.is_zero() || listener.is_closing() {
-                    None
-                } else {
-                    let readable = relay::until(c.stream.readable(false), || listener.is_closing());
-                    Some(c.timer.run(wait, readable))
+            // (Blocks: `wait` must not outlive the call, or the future keeps it, and
+            // the wait's borrow of the stream ends with it.)
+            let closing = {
+                let readable = {
+                    let idle_timeout = c.listener.settings().config.idle_timeout;
+                    let wait = (at + idle_timeout).saturating_duration_since(Moment::now());
+                    let listener = &*c.listener;
+                    if wait.is_zero() || listener.is_closing() {
+                        None
+                    } else {
+                        let readable = relay::until(c.stream.readable(), || listener.is_closing());
+                        Some(c.timer.run(wait, readable))
+                    }
+                };
+                match readable {
+                    None => true,
+                    Some(readable) => match readable.await {
+                        Some(Some(Ok(()))) => false,
+                        Some(None) => true,
+                        _ => return,
+                    },
                 }
-            };
-            let closing = match readable {
-                None => true,
-                Some(readable) => match readable.await {
-                    Some(Some(Ok(()))) => false,
-                    Some(None) => true,
-                    _ => return,
-                },
             };
             if closing {
                 // Idle for less than the grace (a short release_buffers_after): a
@@ -221,7 +268,7 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
                 if grace.is_zero() || !c.is_closing() {
                     return;
                 }
-                match c.timer.run(grace, c.stream.readable(false)).await {
+                match c.timer.run(grace, c.stream.readable()).await {
                     Some(Ok(())) => {}
                     _ => return,
                 }
@@ -375,6 +422,14 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                 };
                 Ok(d.answer(w, answer, Some(&head), next).await)
             }
+            Ok(Act::Redirect(answer)) => {
+                let next = if d.discard_body(&head).await {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+                Ok(d.answer(w, &answer, Some(&head), next).await)
+            }
             Ok(Act::NoRoute) => {
                 let consumed = d.discard_body(&head).await;
                 Err(refused(ProxyError::NoRoute, consumed))
@@ -455,6 +510,10 @@ impl Downstream<'_> {
             user_agent: fields.user_agent(),
             referer: fields.referer(),
             traceparent: fields.traceparent(),
+            tls: match &self.conn.stream {
+                Stream::Tls(tls) => Some(tls.info()),
+                Stream::Plain(_) => None,
+            },
         };
         w.log_request(&record);
     }
@@ -482,6 +541,10 @@ impl Downstream<'_> {
             query: head.query.map(|q| q.get(&self.rbuf)),
             headers: &self.headers,
             listener: self.conn.listener.id,
+            sni: match &self.conn.stream {
+                Stream::Tls(tls) => tls.info().sni.as_deref().map(str::as_bytes),
+                Stream::Plain(_) => None,
+            },
         };
         let Some(index) = snapshot.routes.lookup(&view) else {
             return Ok(Act::NoRoute);
@@ -494,6 +557,21 @@ impl Downstream<'_> {
                 Act::Forward(route, *cluster)
             }
             Action::Answer(answer) => Act::Answer(answer),
+            Action::Redirect {
+                status,
+                parts,
+                edits,
+            } => {
+                let location = crate::http::answer::redirect_location(
+                    parts,
+                    self.conn.stream.is_tls(),
+                    view.host,
+                    &self.settings.config.bind.ip().to_string(),
+                    view.path,
+                    view.query,
+                );
+                Act::Redirect(Answer::redirect(*status, &location, edits))
+            }
         })
     }
 

@@ -4,7 +4,8 @@
 
 use crate::control::ControlPlane;
 use crate::metrics::{
-    CodeCounts, Histogram, RejectReason, TimeoutKind, WorkerMetrics, BUCKETS_NS, OTHER_CODE,
+    CodeCounts, Histogram, RejectReason, TimeoutKind, TlsFailure, WorkerMetrics, BUCKETS_NS,
+    OTHER_CODE, TLS_VERSIONS,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -126,6 +127,27 @@ impl Scrape {
             }
             let family = self.counters.entry("ringway_requests_total").or_default();
             add_codes(family, &[("listener", name), ("route", "")], &s.unrouted);
+            // (TLS series only once a handshake happened: none on plain listeners.)
+            for (i, version) in TLS_VERSIONS.iter().enumerate() {
+                let n = s.tls_handshakes[i].get();
+                if n > 0 {
+                    self.counter(
+                        "ringway_tls_handshakes_total",
+                        &[("listener", name), ("version", version)],
+                        n as f64,
+                    );
+                }
+            }
+            for reason in TlsFailure::ALL {
+                let n = s.tls_failures[reason as usize].get();
+                if n > 0 {
+                    self.counter(
+                        "ringway_tls_handshake_errors_total",
+                        &[("listener", name), ("reason", reason.label())],
+                        n as f64,
+                    );
+                }
+            }
         }
         for ((listener, route), codes) in &r.requests {
             let family = self.counters.entry("ringway_requests_total").or_default();
@@ -241,6 +263,18 @@ const HELP: &[(&str, &str)] = &[
     ("ringway_upstream_pool_idle", "Idle upstream connections in the pools."),
     ("ringway_upstream_requests_active", "Requests in flight to each endpoint."),
     ("ringway_worker_connections_active", "Client connections open on each worker."),
+    (
+        "ringway_tls_handshakes_total",
+        "Completed TLS handshakes, by listener and protocol version.",
+    ),
+    (
+        "ringway_tls_handshake_errors_total",
+        "Failed TLS handshakes, by listener and reason.",
+    ),
+    (
+        "ringway_tls_certificate_expiry_timestamp_seconds",
+        "When each loaded listener certificate expires (notAfter), Unix time.",
+    ),
     ("ringway_worker_requests_total", "Requests answered by each worker."),
     (
         "ringway_worker_io_driver_info",
@@ -340,6 +374,16 @@ pub fn render(plane: &ControlPlane) -> String {
         &[],
         reloads.last_success,
     );
+    for l in &plane.config().listeners {
+        let Some(tls) = &l.tls else { continue };
+        for cert in &tls.certificates {
+            scrape.gauge(
+                "ringway_tls_certificate_expiry_timestamp_seconds",
+                &[("listener", &l.name), ("subject", &cert.subject)],
+                cert.not_after as f64,
+            );
+        }
+    }
     process_metrics(&mut scrape, plane.start_time());
     let mut out = String::with_capacity(16 * 1024);
     for (name, family) in &scrape.counters {

@@ -45,7 +45,9 @@ pub mod relay;
 pub mod route;
 pub mod runtime;
 pub mod snapshot;
+pub mod stream;
 pub mod takeover;
+pub mod tls;
 pub mod upstream;
 pub mod worker;
 

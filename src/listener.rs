@@ -67,9 +67,18 @@ pub async fn accept_loop(
             }
         };
         match accepted {
+            Ok((stream, peer)) if listener.terminates_tls() => {
+                let serving =
+                    crate::conn::serve_tls(worker.clone(), stream, peer, listener.clone());
+                monoio::spawn(crate::worker::conn_task(worker.clone(), serving));
+            }
             Ok((stream, peer)) => {
                 let worker = worker.clone();
-                let conn = crate::conn::Conn::new(stream, peer, listener.clone());
+                let conn = crate::conn::Conn::new(
+                    crate::stream::Stream::Plain(stream),
+                    peer,
+                    listener.clone(),
+                );
                 let serving = crate::conn::serve(worker.clone(), conn);
                 monoio::spawn(crate::worker::conn_task(worker.clone(), serving));
             }
@@ -99,6 +108,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             release_buffers_after: Duration::from_millis(100),
             limits: Default::default(),
+            tls: None,
         }
     }
 

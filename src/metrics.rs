@@ -221,6 +221,56 @@ impl TimeoutKind {
     }
 }
 
+/// Why a TLS handshake failed (`ringway_tls_handshake_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The client closed or reset the connection first.
+    Closed,
+    /// No handshake within `handshake_timeout`.
+    Timeout,
+    /// A strict listener had no certificate for the SNI.
+    UnknownSni,
+    /// Not TLS, or malformed messages (a plaintext request, garbage).
+    BadMessage,
+    /// mTLS: no client certificate where one is required.
+    NoClientCertificate,
+    /// mTLS: the client certificate did not verify.
+    BadClientCertificate,
+    /// No protocol version, cipher suite, group or ALPN protocol in common.
+    Incompatible,
+    /// Any other TLS error.
+    Other,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 8] = [
+        TlsFailure::Closed,
+        TlsFailure::Timeout,
+        TlsFailure::UnknownSni,
+        TlsFailure::BadMessage,
+        TlsFailure::NoClientCertificate,
+        TlsFailure::BadClientCertificate,
+        TlsFailure::Incompatible,
+        TlsFailure::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsFailure::Closed => "closed",
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::UnknownSni => "unknown_sni",
+            TlsFailure::BadMessage => "bad_message",
+            TlsFailure::NoClientCertificate => "no_client_certificate",
+            TlsFailure::BadClientCertificate => "bad_client_certificate",
+            TlsFailure::Incompatible => "incompatible",
+            TlsFailure::Other => "other",
+        }
+    }
+}
+
+/// TLS versions counted in `ringway_tls_handshakes_total`.
+pub const TLS_VERSIONS: [&str; 2] = ["1.2", "1.3"];
+
 /// A listener's series on one core.
 #[derive(Default, Debug)]
 pub struct ListenerStats {
@@ -229,6 +279,10 @@ pub struct ListenerStats {
     pub rejected: [Counter; RejectReason::ALL.len()],
     /// Requests answered without a route (refused before routing, or none matched).
     pub unrouted: CodeCounts,
+    /// Completed TLS handshakes, by [`TLS_VERSIONS`].
+    pub tls_handshakes: [Counter; TLS_VERSIONS.len()],
+    /// Failed TLS handshakes, by [`TlsFailure`].
+    pub tls_failures: [Counter; TlsFailure::ALL.len()],
 }
 
 /// A route's series on one core.

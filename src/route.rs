@@ -5,7 +5,8 @@
 //! per lookup.
 
 use crate::config::{
-    ActionConfig, Config, HeaderEdit, HeaderMatchKind, HostPattern, PathPattern, ValueMatchKind,
+    ActionConfig, Config, HeaderEdit, HeaderMatchKind, HostPattern, PathPattern, RedirectParts,
+    ValueMatchKind,
 };
 use crate::http::answer::Answer;
 use crate::http::parse::{HeaderKind, HeaderSpan};
@@ -25,12 +26,20 @@ pub struct RequestView<'a> {
     pub headers: &'a [HeaderSpan],
     /// The id of the listener the request came in on (see [`RouteTable::build_for`]).
     pub listener: u32,
+    /// The TLS client's SNI, lower-case; `None` on plain connections.
+    pub sni: Option<&'a [u8]>,
 }
 
 pub enum Action {
     Forward(usize),
     /// A pre-rendered direct response or redirect.
     Answer(Answer),
+    /// A redirect to the request's URL with parts replaced (made per request).
+    Redirect {
+        status: u16,
+        parts: RedirectParts,
+        edits: HeaderEdit,
+    },
 }
 
 pub struct Route {
@@ -52,6 +61,7 @@ struct Matcher {
     query: Vec<(Box<[u8]>, ValueTest)>,
     /// A listener id.
     listener: Option<u32>,
+    sni: Option<HostPattern>,
 }
 
 enum PathMatch {
@@ -141,6 +151,11 @@ impl RouteTable {
                 ActionConfig::Redirect { status, location } => {
                     Action::Answer(Answer::redirect(*status, location, &r.response_headers))
                 }
+                ActionConfig::RedirectParts { status, parts } => Action::Redirect {
+                    status: *status,
+                    parts: parts.clone(),
+                    edits: r.response_headers.clone(),
+                },
             };
             table.routes.push(Route {
                 name: r.name.as_str().into(),
@@ -247,6 +262,7 @@ impl Matcher {
             cookies: value_tests(&m.cookies),
             query: value_tests(&m.query),
             listener: m.listener.map(|i| listener_ids[i]),
+            sni: m.sni.clone(),
         }
     }
 
@@ -256,6 +272,16 @@ impl Matcher {
         }
         if !self.methods.is_empty() && !self.methods.iter().any(|m| **m == *req.method) {
             return false;
+        }
+        if let Some(want) = &self.sni {
+            let Some(sni) = req.sni else { return false };
+            let ok = match want {
+                HostPattern::Exact(name) => sni == name.as_bytes(),
+                HostPattern::Suffix(suffix) => sni.ends_with(suffix.as_bytes()),
+            };
+            if !ok {
+                return false;
+            }
         }
         let path_ok = match &self.path {
             None => true,

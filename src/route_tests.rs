@@ -11,6 +11,10 @@ fn table(toml_routes: &str) -> RouteTable {
 
 /// Routes the raw request head through the table; returns the route's name.
 fn lookup(t: &RouteTable, req: &str, listener: u32) -> Option<String> {
+    lookup_sni(t, req, listener, None)
+}
+
+fn lookup_sni(t: &RouteTable, req: &str, listener: u32, sni: Option<&str>) -> Option<String> {
     let mut headers = Vec::new();
     let buf = req.as_bytes();
     let head = parse_request(buf, &Default::default(), &mut headers)
@@ -24,6 +28,7 @@ fn lookup(t: &RouteTable, req: &str, listener: u32) -> Option<String> {
         query: head.query.map(|q| q.get(buf)),
         headers: &headers,
         listener,
+        sni: sni.map(str::as_bytes),
     };
     t.lookup(&view).map(|i| t.route(i).name.to_string())
 }
@@ -241,4 +246,41 @@ fn listener_predicates_compare_stable_ids() {
     assert_eq!(lookup(&t, req, 3).as_deref(), Some("on-b"));
     assert_eq!(lookup(&t, req, 1), None, "index 1 is not the id of b");
     assert_eq!(lookup(&t, req, 7), None);
+}
+
+#[test]
+fn sni_matches_like_host_and_never_on_plain_connections() {
+    let config = crate::config::Config::from_toml(
+        r#"
+[[listeners]]
+bind = "127.0.0.1:0"
+[[routes]]
+name = "exact"
+match = { sni = "API.example.com" }
+respond = { status = 200 }
+[[routes]]
+name = "wild"
+match = { sni = "*.example.net", path_prefix = "/w" }
+respond = { status = 200 }
+[[routes]]
+name = "rest"
+respond = { status = 404 }
+"#,
+    )
+    .unwrap();
+    let t = RouteTable::build(&config);
+    let req = |path: &str, sni: Option<&str>| {
+        lookup_sni(
+            &t,
+            &format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n"),
+            0,
+            sni,
+        )
+    };
+    assert_eq!(req("/", Some("api.example.com")).as_deref(), Some("exact"));
+    assert_eq!(req("/", Some("other.example.com")).as_deref(), Some("rest"));
+    assert_eq!(req("/w", Some("a.b.example.net")).as_deref(), Some("wild"));
+    assert_eq!(req("/x", Some("a.example.net")).as_deref(), Some("rest"));
+    assert_eq!(req("/w", Some("example.net")).as_deref(), Some("rest"));
+    assert_eq!(req("/", None).as_deref(), Some("rest"));
 }

@@ -11,7 +11,7 @@
 //! ([`Endpoints`](crate::upstream::endpoint::Endpoints), whose pools a reload keeps).
 
 use crate::config::{ClusterConfig, Config, ForwardingConfig, ListenerConfig};
-use crate::http::rewrite::port_line;
+use crate::http::rewrite::{port_line, proto_line};
 use crate::metrics::{ClusterStats, CodeCounts, ListenerStats, RouteStats, WorkerMetrics};
 use crate::route::RouteTable;
 use crate::upstream::balance::Balancer;
@@ -142,6 +142,8 @@ pub struct ListenerSettings {
     pub port_line: Box<[u8]>,
     /// The name as a JSON string, for access log lines.
     pub log_name: Box<[u8]>,
+    /// The X-Forwarded-Proto line for its scheme.
+    pub proto_line: &'static [u8],
 }
 
 impl ListenerRt {
@@ -152,6 +154,7 @@ impl ListenerRt {
             stats: Arc::default(),
             settings: RefCell::new(Rc::new(ListenerSettings {
                 log_name: crate::access_log::json_string(&config.name),
+                proto_line: proto_line(config.tls.is_some()),
                 config,
                 port_line: port_line(port),
             })),
@@ -170,9 +173,15 @@ impl ListenerRt {
         let port_line = self.settings.borrow().port_line.clone();
         *self.settings.borrow_mut() = Rc::new(ListenerSettings {
             log_name: crate::access_log::json_string(&config.name),
+            proto_line: proto_line(config.tls.is_some()),
             config,
             port_line,
         });
+    }
+
+    /// Whether the listener terminates TLS (as of the last reload).
+    pub fn terminates_tls(&self) -> bool {
+        self.settings.borrow().config.tls.is_some()
     }
 
     pub fn is_closing(&self) -> bool {

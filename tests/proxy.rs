@@ -360,6 +360,49 @@ redirect = { status = 301, location = "https://docs.example.com/" }
     assert_eq!(r.status, 200);
 }
 
+/// `redirect` with URL parts: only the parts given are replaced, per request; the
+/// connection stays open.
+#[test]
+fn redirects_replace_url_parts() {
+    let rest = r#"
+[[routes]]
+name = "to-https"
+match = { path_prefix = "/secure/" }
+redirect = { status = 301, scheme = "https" }
+[[routes]]
+name = "moved"
+match = { path_prefix = "/old" }
+redirect = { status = 308, host = "new.example", path = "/new" }
+response_headers = { add = { "x-moved" = "1" } }
+"#;
+    let p = proxy("", rest, &[]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request("GET /secure/x?y=1 HTTP/1.1\r\nHost: a.example\r\n\r\n");
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://a.example/secure/x?y=1")
+    );
+    let r = c.request("GET /secure/ HTTP/1.1\r\nHost: a.example:8080\r\n\r\n");
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://a.example:8080/secure/")
+    );
+    let r = c.request("GET /old/page?q HTTP/1.1\r\nHost: a.example:80\r\n\r\n");
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("http://new.example/new?q")
+    );
+    assert_eq!(r.header("x-moved").as_deref(), Some("1"));
+    // Absolute-form request-target: its authority is the host.
+    let r = c.request("GET http://b.example/secure/z HTTP/1.1\r\nHost: b.example\r\n\r\n");
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://b.example/secure/z")
+    );
+}
+
 #[test]
 fn routes_by_header_cookie_method_to_clusters() {
     let (canary, primary, web) = (

@@ -114,6 +114,8 @@ pub struct ListenerConfig {
     /// back to the core's pool and waits for readability without one.
     pub release_buffers_after: Duration,
     pub limits: Limits,
+    /// TLS termination (certificates loaded and checked).
+    pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
 }
 
 /// Per-listener request limits (RFC 9110 §15.5.14, §15.5.15, RFC 6585 §5).
@@ -210,6 +212,8 @@ pub struct MatchConfig {
     pub query: Vec<ValueMatchConfig>,
     /// Index into `Config::listeners`.
     pub listener: Option<usize>,
+    /// The TLS client's SNI (a plain connection has none and never matches).
+    pub sni: Option<HostPattern>,
 }
 
 /// Host patterns are stored lower-case, without port.
@@ -268,6 +272,22 @@ pub enum ActionConfig {
         status: u16,
         location: String,
     },
+    /// A redirect to the request's own URL with some parts replaced.
+    RedirectParts {
+        status: u16,
+        parts: RedirectParts,
+    },
+}
+
+/// The parts of the request's URL a redirect replaces (`None`: kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedirectParts {
+    /// `http` or `https`.
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Starts with `/`; the query is kept.
+    pub path: Option<String>,
 }
 
 /// Header edits; names are lower-case. `set` replaces, `add` appends, `remove` drops.
@@ -326,6 +346,12 @@ pub struct EndpointConfig {
 impl Config {
     /// Parses and validates a configuration text. `origin` names it in errors.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_at(text, Path::new("."))
+    }
+
+    /// As [`Config::from_toml`], relative file names (TLS certificates and keys)
+    /// being relative to `base`.
+    pub fn from_toml_at(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let reason = e.message().to_string();
             let field = e
@@ -334,7 +360,7 @@ impl Config {
                 .unwrap_or_else(|| "config".to_string());
             ConfigError::new(field, reason)
         })?;
-        let mut config = validate::validate(raw)?;
+        let mut config = validate::validate(raw, base)?;
         config.source = text.into();
         Ok(config)
     }
@@ -342,7 +368,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        Config::from_toml(&text)
+        // Relative file names are relative to the configuration file's directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml_at(&text, base)
     }
 
     pub fn default_embedded() -> Config {
@@ -398,6 +426,9 @@ impl fmt::Display for Config {
                 ActionConfig::Respond { status, .. } => format!("-> respond {status}"),
                 ActionConfig::Redirect { status, location } => {
                     format!("-> redirect {status} {location}")
+                }
+                ActionConfig::RedirectParts { status, parts } => {
+                    format!("-> redirect {status} {parts:?}")
                 }
             };
             writeln!(f, "  {} {action}", r.name)?;

@@ -61,6 +61,28 @@ pub struct RawListener {
     pub max_headers: Option<i64>,
     pub max_uri_size: Option<ByteSize>,
     pub max_body_size: Option<ByteSize>,
+    pub tls: Option<RawTls>,
+}
+
+/// `[listeners.tls]`: TLS termination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certificates: Option<Vec<RawCertificate>>,
+    pub min_version: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub handshake_timeout: Option<String>,
+    pub strict_sni: Option<bool>,
+    pub client_auth: Option<String>,
+    pub client_ca: Option<String>,
+    pub forward_client_cert: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// A byte count written either as an integer or as a string with a unit ("64KiB").
@@ -106,6 +128,7 @@ pub struct RawMatch {
     pub cookies: Option<Vec<RawValueMatch>>,
     pub query: Option<Vec<RawValueMatch>>,
     pub listener: Option<String>,
+    pub sni: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +162,11 @@ pub struct RawRespond {
 #[serde(deny_unknown_fields)]
 pub struct RawRedirect {
     pub status: Option<i64>,
-    pub location: String,
+    pub location: Option<String>,
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -182,3 +182,88 @@ fn cidr_matching() {
     assert!(v6.contains("fd12::1".parse().unwrap()));
     assert!(!v6.contains("fe80::1".parse().unwrap()));
 }
+
+/// `config/tls-two-domains.toml`, as written, with certificates generated where it
+/// expects them (relative to the file): it loads, and SNI picks each domain's
+/// certificate.
+#[test]
+fn tls_example_loads_with_its_certificates() {
+    let dir = std::env::temp_dir().join(format!("ringway-tls-example-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    let make = |names: &[&str], file: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join(format!("certs/{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("certs/{file}.key")), key.serialize_pem()).unwrap();
+    };
+    make(&["example.com", "www.example.com"], "example.com");
+    make(&["*.example.net"], "star.example.net");
+    let path = dir.join("tls.toml");
+    std::fs::write(&path, include_str!("../../config/tls-two-domains.toml")).unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tls = config.listeners[1]
+        .tls
+        .as_ref()
+        .expect("https listener has TLS");
+    assert_eq!(
+        tls.certificates[0].names,
+        ["example.com", "www.example.com"]
+    );
+    assert_eq!(tls.certificates[1].names, ["*.example.net"]);
+    assert!(config.listeners[0].tls.is_none());
+    // The same file without its certificates fails on the first one, by field.
+    std::fs::remove_file(dir.join("certs/example.com.pem")).unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with("listeners[1].tls.certificates[0].cert: cannot read"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn redirect_parts_are_checked() {
+    let ok = with("[[routes]]\nredirect = { status = 301, scheme = \"https\" }\n").unwrap();
+    match &ok.routes[0].action {
+        ActionConfig::RedirectParts { status: 301, parts } => {
+            assert_eq!(parts.scheme.as_deref(), Some("https"));
+            assert_eq!(
+                (parts.host.as_ref(), parts.port, parts.path.as_ref()),
+                (None, None, None)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let cases: &[(&str, &str)] = &[
+        (
+            "redirect = { scheme = \"ftp\" }",
+            "routes[0].redirect.scheme: \"ftp\" is not",
+        ),
+        (
+            "redirect = { port = 0 }",
+            "routes[0].redirect.port: 0 is out of range",
+        ),
+        ("redirect = { host = \"a b\" }", "routes[0].redirect.host:"),
+        ("redirect = { host = \"a:1\" }", "routes[0].redirect.host:"),
+        ("redirect = { path = \"x\" }", "routes[0].redirect.path:"),
+        ("redirect = { path = \"/x?y\" }", "routes[0].redirect.path:"),
+        (
+            "redirect = { location = \"/\", scheme = \"https\" }",
+            "routes[0].redirect: either",
+        ),
+        (
+            "redirect = { status = 301 }",
+            "routes[0].redirect: `location`, or one of",
+        ),
+    ];
+    for (route, want) in cases {
+        let e = with(&format!("[[routes]]\n{route}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(want), "{route}: {e}");
+    }
+}

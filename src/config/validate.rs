@@ -1,6 +1,7 @@
 //! Raw file mirror -> typed [`Config`]. Every error names the field path
 //! (`routes[3].cluster: unknown cluster "api"`). Nothing here does I/O except the
-//! one-time resolution of endpoint host names.
+//! one-time resolution of endpoint host names and the reading of TLS certificate
+//! and key files (on every load, so that a reload picks up rotated files).
 
 use super::raw::*;
 use super::*;
@@ -9,9 +10,10 @@ use std::net::ToSocketAddrs;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-pub fn validate(raw: RawConfig) -> Result<Config> {
+/// `base`: the directory relative file names in the configuration are relative to.
+pub fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
     let runtime = runtime(&raw.runtime)?;
-    let listeners = listeners(&raw.listeners)?;
+    let listeners = listeners(&raw.listeners, base)?;
     let forwarding = forwarding(&raw.forwarding)?;
     let clusters = clusters(&raw.clusters)?;
     let mut names = HashSet::new();
@@ -178,7 +180,7 @@ fn runtime(raw: &RawRuntime) -> Result<RuntimeConfig> {
     })
 }
 
-fn listeners(raw: &[RawListener]) -> Result<Vec<ListenerConfig>> {
+fn listeners(raw: &[RawListener], base: &Path) -> Result<Vec<ListenerConfig>> {
     if raw.is_empty() {
         return Err(ConfigError::new(
             "listeners",
@@ -274,6 +276,10 @@ fn listeners(raw: &[RawListener]) -> Result<Vec<ListenerConfig>> {
                     100,
                 )?,
                 limits,
+                tls: match &l.tls {
+                    None => None,
+                    Some(t) => Some(std::sync::Arc::new(tls(t, &f("tls"), base)?)),
+                },
             })
         })
         .collect()
@@ -428,49 +434,72 @@ fn route(
             "exactly one of `cluster`, `respond`, `redirect` is required",
         ));
     }
-    let action = if let Some(c) = &r.cluster {
-        let idx = clusters
-            .iter()
-            .position(|k| &k.name == c)
-            .ok_or_else(|| ConfigError::new(f("cluster"), format!("unknown cluster {c:?}")))?;
-        ActionConfig::Forward(idx)
-    } else if let Some(resp) = &r.respond {
-        let status = status(resp.status, &f("respond.status"), 200..=599)?;
-        let content_type = resp
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "text/plain".into());
-        header_value(&content_type, &f("respond.content_type"))?;
-        ActionConfig::Respond {
-            status,
-            body: resp.body.clone(),
-            content_type,
-        }
-    } else {
-        let redirect = r.redirect.as_ref().expect("one action is set");
-        let status = status(
-            redirect.status.unwrap_or(302),
-            &f("redirect.status"),
-            300..=399,
-        )?;
-        if ![301, 302, 303, 307, 308].contains(&status) {
-            return Err(ConfigError::new(
-                f("redirect.status"),
-                format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
-            ));
-        }
-        if redirect.location.is_empty() {
-            return Err(ConfigError::new(
-                f("redirect.location"),
-                "must not be empty",
-            ));
-        }
-        header_value(&redirect.location, &f("redirect.location"))?;
-        ActionConfig::Redirect {
-            status,
-            location: redirect.location.clone(),
-        }
-    };
+    let action =
+        if let Some(c) = &r.cluster {
+            let idx = clusters
+                .iter()
+                .position(|k| &k.name == c)
+                .ok_or_else(|| ConfigError::new(f("cluster"), format!("unknown cluster {c:?}")))?;
+            ActionConfig::Forward(idx)
+        } else if let Some(resp) = &r.respond {
+            let status = status(resp.status, &f("respond.status"), 200..=599)?;
+            let content_type = resp
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain".into());
+            header_value(&content_type, &f("respond.content_type"))?;
+            ActionConfig::Respond {
+                status,
+                body: resp.body.clone(),
+                content_type,
+            }
+        } else {
+            let redirect = r.redirect.as_ref().expect("one action is set");
+            let status = status(
+                redirect.status.unwrap_or(302),
+                &f("redirect.status"),
+                300..=399,
+            )?;
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return Err(ConfigError::new(
+                    f("redirect.status"),
+                    format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+                ));
+            }
+            let parts = redirect.scheme.is_some()
+                || redirect.host.is_some()
+                || redirect.port.is_some()
+                || redirect.path.is_some();
+            match &redirect.location {
+                Some(_) if parts => return Err(ConfigError::new(
+                    f("redirect"),
+                    "either `location` or URL parts (`scheme`, `host`, `port`, `path`), not both",
+                )),
+                None if !parts => {
+                    return Err(ConfigError::new(
+                        f("redirect"),
+                        "`location`, or one of `scheme`, `host`, `port`, `path`, is required",
+                    ))
+                }
+                Some(location) => {
+                    if location.is_empty() {
+                        return Err(ConfigError::new(
+                            f("redirect.location"),
+                            "must not be empty",
+                        ));
+                    }
+                    header_value(location, &f("redirect.location"))?;
+                    ActionConfig::Redirect {
+                        status,
+                        location: location.clone(),
+                    }
+                }
+                None => ActionConfig::RedirectParts {
+                    status,
+                    parts: redirect_parts(redirect, &f("redirect"))?,
+                },
+            }
+        };
     if let Some(h) = &r.host_rewrite {
         if h.is_empty() || !h.bytes().all(is_host_byte) {
             return Err(ConfigError::new(
@@ -553,6 +582,10 @@ fn matcher(m: &RawMatch, field: &str, listeners: &[ListenerConfig]) -> Result<Ma
         cookies,
         query,
         listener,
+        sni: match &m.sni {
+            Some(h) => Some(host_pattern(h, &f("sni"))?),
+            None => None,
+        },
     })
 }
 
@@ -767,6 +800,132 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 
 fn is_host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b)
+}
+
+fn redirect_parts(r: &RawRedirect, field: &str) -> Result<RedirectParts> {
+    let f = |name: &str| format!("{field}.{name}");
+    let scheme = match r.scheme.as_deref() {
+        None => None,
+        Some(s @ ("http" | "https")) => Some(s.to_string()),
+        Some(s) => {
+            return Err(ConfigError::new(
+                f("scheme"),
+                format!("{s:?} is not \"http\" or \"https\""),
+            ))
+        }
+    };
+    let host = match &r.host {
+        None => None,
+        Some(h) if !h.is_empty() && h.bytes().all(is_host_byte) && !h.contains(':') => {
+            Some(h.to_ascii_lowercase())
+        }
+        Some(h) => {
+            return Err(ConfigError::new(
+                f("host"),
+                format!("{h:?} is not a host name or IPv4 address (the port is `port`)"),
+            ))
+        }
+    };
+    let port = match r.port {
+        None => None,
+        Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+        Some(p) => {
+            return Err(ConfigError::new(
+                f("port"),
+                format!("{p} is out of range 1..=65535"),
+            ))
+        }
+    };
+    let path = match &r.path {
+        None => None,
+        Some(p) if p.starts_with('/') && !p.contains('?') && !p.contains('#') => {
+            header_value(p, &f("path"))?;
+            Some(p.clone())
+        }
+        Some(p) => {
+            return Err(ConfigError::new(
+                f("path"),
+                format!("{p:?} must start with `/` and hold no query or fragment"),
+            ))
+        }
+    };
+    Ok(RedirectParts {
+        scheme,
+        host,
+        port,
+        path,
+    })
+}
+
+/// `[listeners.tls]`: settings checked, then every file loaded and checked.
+fn tls(raw: &RawTls, field: &str, base: &Path) -> Result<crate::tls::ServerTls> {
+    use crate::tls::{ClientAuth, ServerTls, TlsSettings};
+    let f = |name: &str| format!("{field}.{name}");
+    let path = |p: &str| base.join(p);
+    let list = raw.certificates.as_ref().ok_or_else(|| {
+        ConfigError::new(
+            f("certificates"),
+            "missing (a list of { cert = \"...\", key = \"...\" })",
+        )
+    })?;
+    let mut certificates = Vec::with_capacity(list.len());
+    for (i, c) in list.iter().enumerate() {
+        let cf = |name: &str| format!("{field}.certificates[{i}].{name}");
+        let cert = c.cert.as_deref().ok_or_else(|| {
+            ConfigError::new(cf("cert"), "missing (a PEM certificate chain file)")
+        })?;
+        let key = c
+            .key
+            .as_deref()
+            .ok_or_else(|| ConfigError::new(cf("key"), "missing (a PEM private key file)"))?;
+        certificates.push((path(cert), path(key)));
+    }
+    let min_tls13 = match raw.min_version.as_deref() {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(v) => {
+            return Err(ConfigError::new(
+                f("min_version"),
+                format!("{v:?} is not \"1.2\" or \"1.3\""),
+            ))
+        }
+    };
+    let alpn = match &raw.alpn {
+        None => vec!["http/1.1".to_string()],
+        Some(list) => {
+            for (i, p) in list.iter().enumerate() {
+                if !matches!(p.as_str(), "http/1.1" | "http/1.0") {
+                    return Err(ConfigError::new(
+                        format!("{field}.alpn[{i}]"),
+                        format!("{p:?} is not a protocol this listener speaks (\"http/1.1\", \"http/1.0\")"),
+                    ));
+                }
+            }
+            list.clone()
+        }
+    };
+    let client_auth = match raw.client_auth.as_deref() {
+        None | Some("none") => ClientAuth::None,
+        Some("optional") => ClientAuth::Optional,
+        Some("required") => ClientAuth::Required,
+        Some(v) => {
+            return Err(ConfigError::new(
+                f("client_auth"),
+                format!("{v:?} is not \"none\", \"optional\" or \"required\""),
+            ))
+        }
+    };
+    let settings = TlsSettings {
+        certificates,
+        min_tls13,
+        alpn,
+        handshake_timeout: duration_or(&raw.handshake_timeout, &f("handshake_timeout"), 10_000)?,
+        strict_sni: raw.strict_sni.unwrap_or(false),
+        client_auth,
+        client_ca: raw.client_ca.as_deref().map(path),
+        forward_client_cert: raw.forward_client_cert.unwrap_or(false),
+    };
+    ServerTls::load(settings, field)
 }
 
 fn duration_or(raw: &Option<String>, field: &str, default_ms: u64) -> Result<Duration> {

@@ -3,7 +3,54 @@
 //! 431, 501, 502, 503, 504, 505). Only the Date and Connection lines are added per
 //! request, by [`Answer::render_into`].
 
-use crate::config::HeaderEdit;
+use crate::config::{HeaderEdit, RedirectParts};
+
+/// The Location of a redirect to the request's own URL with `parts` replaced:
+/// `tls` says the request's scheme, `host` is its Host (with any port), `path` and
+/// `query` its request-target's. When the scheme changes and no port is set, a
+/// port that was the old scheme's default is dropped (as Envoy does); a port that
+/// is the new scheme's default is never written. Without a Host (HTTP/1.0),
+/// `fallback_host` stands for it.
+pub fn redirect_location(
+    parts: &RedirectParts,
+    tls: bool,
+    host: Option<&[u8]>,
+    fallback_host: &str,
+    path: &[u8],
+    query: Option<&[u8]>,
+) -> String {
+    let default_port = |scheme: &str| if scheme == "https" { 443 } else { 80 };
+    let scheme_in = if tls { "https" } else { "http" };
+    let scheme = parts.scheme.as_deref().unwrap_or(scheme_in);
+    let host_in = String::from_utf8_lossy(host.unwrap_or(fallback_host.as_bytes()));
+    // "name:port", "[v6]:port", "name", "[v6]"
+    let (name_in, port_in) = match host_in.rfind(':') {
+        Some(i) if !host_in[i..].contains(']') => {
+            (&host_in[..i], host_in[i + 1..].parse::<u16>().ok())
+        }
+        _ => (&host_in[..], None),
+    };
+    let name = parts.host.as_deref().unwrap_or(name_in);
+    let port = match parts.port {
+        Some(p) => Some(p),
+        None if scheme != scheme_in && port_in == Some(default_port(scheme_in)) => None,
+        None => port_in,
+    };
+    let mut location = format!("{scheme}://{name}");
+    if let Some(p) = port.filter(|&p| p != default_port(scheme)) {
+        location.push_str(&format!(":{p}"));
+    }
+    match &parts.path {
+        Some(p) => location.push_str(p),
+        None if path.is_empty() => location.push('/'),
+        None => location.push_str(&String::from_utf8_lossy(path)),
+    }
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(&String::from_utf8_lossy(q));
+    }
+    location
+}
 
 /// A complete response minus its Date and Connection lines.
 #[derive(Debug, Clone)]
@@ -182,6 +229,82 @@ pub fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts(
+        scheme: Option<&str>,
+        host: Option<&str>,
+        port: Option<u16>,
+        path: Option<&str>,
+    ) -> RedirectParts {
+        RedirectParts {
+            scheme: scheme.map(Into::into),
+            host: host.map(Into::into),
+            port,
+            path: path.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn redirect_parts_replace_only_their_part() {
+        let https = parts(Some("https"), None, None, None);
+        let loc = |p: &RedirectParts, tls, host: Option<&str>, path: &str, query: Option<&str>| {
+            redirect_location(
+                p,
+                tls,
+                host.map(str::as_bytes),
+                "192.0.2.1",
+                path.as_bytes(),
+                query.map(str::as_bytes),
+            )
+        };
+        // The example.
+        assert_eq!(
+            loc(&https, false, Some("a.example"), "/x", Some("y")),
+            "https://a.example/x?y"
+        );
+        // The old scheme's default port goes; another port stays.
+        assert_eq!(
+            loc(&https, false, Some("a.example:80"), "/", None),
+            "https://a.example/"
+        );
+        assert_eq!(
+            loc(&https, false, Some("a.example:8080"), "/", None),
+            "https://a.example:8080/"
+        );
+        // An explicit port, written unless it is the scheme's default.
+        let p = parts(Some("https"), None, Some(8443), None);
+        assert_eq!(
+            loc(&p, false, Some("a.example:80"), "/z", None),
+            "https://a.example:8443/z"
+        );
+        let p = parts(Some("https"), None, Some(443), None);
+        assert_eq!(
+            loc(&p, false, Some("a.example:8080"), "/z", None),
+            "https://a.example/z"
+        );
+        // Host and path replaced, the query kept; the scheme kept (TLS).
+        let p = parts(None, Some("b.example"), None, Some("/new"));
+        assert_eq!(
+            loc(&p, true, Some("a.example"), "/old", Some("q=1")),
+            "https://b.example/new?q=1"
+        );
+        // IPv6 literal hosts keep their brackets; no Host: the fallback.
+        assert_eq!(
+            loc(&https, false, Some("[::1]:80"), "/", None),
+            "https://[::1]/"
+        );
+        assert_eq!(
+            loc(&https, false, Some("[::1]"), "/", None),
+            "https://[::1]/"
+        );
+        assert_eq!(loc(&https, false, None, "/", None), "https://192.0.2.1/");
+        // Plain to plain on another port.
+        let p = parts(None, None, Some(8080), None);
+        assert_eq!(
+            loc(&p, false, Some("a.example"), "/", None),
+            "http://a.example:8080/"
+        );
+    }
 
     #[test]
     fn renders_exact_bytes() {

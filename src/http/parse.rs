@@ -98,6 +98,7 @@ pub enum HeaderKind {
     XForwardedProto,
     XForwardedHost,
     XForwardedPort,
+    XForwardedClientCert,
     Cookie,
     Date,
     Other,
@@ -129,6 +130,7 @@ impl HeaderKind {
             },
             (17, b't') => (HeaderKind::TransferEncoding, b"transfer-encoding"),
             (17, b'x') => (HeaderKind::XForwardedProto, b"x-forwarded-proto"),
+            (23, b'x') => (HeaderKind::XForwardedClientCert, b"x-forwarded-client-cert"),
             _ => return HeaderKind::Other,
         };
         if folded_eq(name, lower) {

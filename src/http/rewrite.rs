@@ -53,6 +53,12 @@ pub struct RequestRewrite<'a> {
     pub peer: &'a Peer,
     /// `port_line` of the listener's port.
     pub port_line: &'a [u8],
+    /// `proto_line` of the listener's scheme.
+    pub proto_line: &'a [u8],
+    /// A TLS listener with `forward_client_cert`: the connection's
+    /// `x-forwarded-client-cert` line (empty without a client certificate); the
+    /// client's own such headers are dropped.
+    pub client_cert: Option<&'a [u8]>,
     pub forwarding: &'a ForwardingConfig,
     pub edits: &'a HeaderEdit,
     pub host_rewrite: Option<&'a [u8]>,
@@ -118,6 +124,7 @@ pub fn write_request_head(
             HeaderKind::Expect if head.expect_continue => continue,
             // Written below: prior values (trusted hops only) joined with the peer.
             HeaderKind::XForwardedFor if set_xf => continue,
+            HeaderKind::XForwardedClientCert if rw.client_cert.is_some() => continue,
             HeaderKind::XForwardedProto
             | HeaderKind::XForwardedHost
             | HeaderKind::XForwardedPort
@@ -156,6 +163,9 @@ pub fn write_request_head(
     if set_xf {
         push_forwarded(out, buf, head, headers, rw, trusted, has_xf);
     }
+    if let Some(line) = rw.client_cert {
+        out.extend_from_slice(line);
+    }
     if f.request_id && !has_id {
         out.extend_from_slice(id_name);
         out.extend_from_slice(b": ");
@@ -192,7 +202,7 @@ fn push_forwarded(
     out.extend_from_slice(rw.peer.text());
     out.extend_from_slice(b"\r\n");
     if !has_xf[0] {
-        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        out.extend_from_slice(rw.proto_line);
     }
     if !has_xf[1] {
         if let Some(h) = head.host() {
@@ -360,6 +370,15 @@ pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
 
 /// The X-Forwarded-Port line for a listener's port, made once per worker (writing
 /// the number for each request cost about 60 instructions).
+/// The X-Forwarded-Proto line of a listener: `https` when it terminates TLS.
+pub fn proto_line(tls: bool) -> &'static [u8] {
+    if tls {
+        b"x-forwarded-proto: https\r\n"
+    } else {
+        b"x-forwarded-proto: http\r\n"
+    }
+}
+
 pub fn port_line(port: u16) -> Box<[u8]> {
     let mut line = b"x-forwarded-port: ".to_vec();
     push_decimal(&mut line, u64::from(port));

@@ -31,6 +31,8 @@ fn rewrite(
     let rw = RequestRewrite {
         peer: &peer,
         port_line: &port_line(8080),
+        proto_line: proto_line(false),
+        client_cert: None,
         forwarding: &f,
         edits,
         host_rewrite,

@@ -31,6 +31,7 @@ use crate::outcome::{timeout_kind, Flags};
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
 use crate::route::Route;
 use crate::snapshot::{ClusterRt, Snapshot};
+use crate::stream::Stream;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
 use pool::UpstreamConn;
@@ -66,6 +67,11 @@ pub async fn forward(
     let rewrite = RequestRewrite {
         peer: &d.peer,
         port_line: &d.settings.port_line,
+        proto_line: d.settings.proto_line,
+        client_cert: match &d.conn.stream {
+            Stream::Tls(tls) => tls.client_cert_line(),
+            Stream::Plain(_) => None,
+        },
         forwarding: &snapshot.forwarding,
         edits: &route.request_headers,
         host_rewrite: route.host_rewrite.as_deref(),
@@ -135,7 +141,7 @@ pub async fn forward(
                 )
                 .await
                 {
-                    Ok(s) => UpstreamConn::new(s, state.stats.clone()),
+                    Ok(s) => UpstreamConn::new(Stream::Plain(s), state.stats.clone()),
                     Err(e) => {
                         tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
                         state.stats.connect_failures.inc();
@@ -486,7 +492,7 @@ impl Exchange<'_> {
     async fn send_body(
         &mut self,
         d: &mut Downstream<'_>,
-        up: &mut TcpStream,
+        up: &mut Stream,
         p: &mut Progress,
         client_timeout: Duration,
         up_timeout: Duration,
@@ -557,7 +563,7 @@ impl Exchange<'_> {
     async fn read_small_body(
         &self,
         d: &mut Downstream<'_>,
-        up: &mut TcpStream,
+        up: &mut Stream,
         bufs: &mut Bufs,
         end: usize,
         p: &mut Progress,

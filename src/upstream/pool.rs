@@ -12,7 +12,7 @@
 
 use crate::clock::Moment;
 use crate::metrics::EndpointStats;
-use monoio::net::TcpStream;
+use crate::stream::Stream;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +20,12 @@ use std::time::Duration;
 /// An open upstream connection, counted in its endpoint's
 /// `ringway_upstream_connections_active` for as long as it lives.
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     stats: Arc<EndpointStats>,
 }
 
 impl UpstreamConn {
-    pub fn new(stream: TcpStream, stats: Arc<EndpointStats>) -> UpstreamConn {
+    pub fn new(stream: Stream, stats: Arc<EndpointStats>) -> UpstreamConn {
         stats.connections_active.inc();
         UpstreamConn { stream, stats }
     }
@@ -143,7 +143,7 @@ impl Pool {
 /// True when an idle connection has neither been closed by its peer nor received
 /// unexpected bytes: `recv(MSG_PEEK | MSG_DONTWAIT)` must say "would block".
 #[allow(unsafe_code)]
-fn is_open_and_quiet(stream: &TcpStream) -> bool {
+fn is_open_and_quiet(stream: &Stream) -> bool {
     use std::os::fd::{AsRawFd, BorrowedFd};
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow; monoio
     // offers no `AsFd` for its sockets, only `AsRawFd`.
@@ -161,10 +161,12 @@ fn is_open_and_quiet(stream: &TcpStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use monoio::net::TcpStream;
     use std::io::Write;
     use std::time::Instant;
 
     fn conn(stream: TcpStream) -> UpstreamConn {
+        let stream = Stream::Plain(stream);
         UpstreamConn::new(stream, Default::default())
     }
 
@@ -288,8 +290,9 @@ mod gauge_tests {
                 let pool = Pool::new(4, Duration::from_secs(30), stats.clone());
                 let mut peers = Vec::new();
                 for _ in 0..2 {
-                    let s = TcpStream::connect(addr).await.unwrap();
+                    let s = monoio::net::TcpStream::connect(addr).await.unwrap();
                     peers.push(listener.accept().unwrap());
+                    let s = Stream::Plain(s);
                     pool.checkin(UpstreamConn::new(s, stats.clone()), Moment::now());
                 }
                 assert_eq!(

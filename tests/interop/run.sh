@@ -267,6 +267,9 @@ check "SIGHUP reloads the file" t_sighup_reload
 check "SIGHUP with an invalid file changes nothing" t_sighup_invalid
 check "SIGTERM with an idle client exits at once, 0" t_sigterm
 
+# TLS termination with real clients (curl, openssl s_client, h2load): tls.sh.
+. tests/interop/tls.sh
+
 # Without io_uring: fall back to the epoll driver with a warning, or refuse to start
 # when runtime.require_io_uring is set. Disables io_uring system-wide for a moment
 # (kernel.io_uring_disabled, Linux 6.6+); the trap above restores it.

@@ -1,0 +1,762 @@
+//! TLS termination with rustls (aws-lc-rs provider).
+//!
+//! A listener's `[listeners.tls]` is compiled once per configuration load (start and
+//! every reload, which therefore re-reads the certificate and key files): each
+//! certificate chain and key is loaded and checked, its subjectAltName DNS names
+//! index it for SNI, and one `rustls::ServerConfig` is built and shared by the
+//! cores. Session resumption (TLS 1.3 tickets, TLS 1.2 tickets and session ids)
+//! uses one ticketer and one session cache for the whole process, so tickets stay
+//! valid across reloads; the ticketer rotates its keys itself (rustls' default
+//! rotation, every six hours, accepting the previous key meanwhile).
+//!
+//! A connection's handshake reads the ClientHello with rustls' `Acceptor` first: a
+//! strict listener refuses an SNI that matches no certificate with the
+//! `unrecognized_name` alert (RFC 6066 §3) before anything else is done.
+//! [`TlsStream`] then moves bytes between the socket and rustls.
+
+use crate::config::ConfigError;
+use crate::metrics::TlsFailure;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{
+    Acceptor, ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions,
+};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Ciphertext read at once: one TLS record of the largest size and its header.
+const CIPHER_READ: usize = 16 * 1024 + 256;
+/// TLS 1.2 session ids kept for resumption, the whole process together.
+const SESSION_CACHE: usize = 16 * 1024;
+
+/// Who must present a client certificate (mutual TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Optional,
+    Required,
+}
+
+/// A listener's TLS settings as written, with file paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// (certificate chain file, key file), the first being the default.
+    pub certificates: Vec<(PathBuf, PathBuf)>,
+    pub min_tls13: bool,
+    pub alpn: Vec<String>,
+    pub handshake_timeout: Duration,
+    pub strict_sni: bool,
+    pub client_auth: ClientAuth,
+    pub client_ca: Option<PathBuf>,
+    pub forward_client_cert: bool,
+}
+
+/// What the proxy knows about a loaded certificate.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    pub subject: String,
+    /// subjectAltName DNS names, lower-case (`*.example.com` for a wildcard).
+    pub names: Vec<String>,
+    /// notAfter, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// A listener's compiled TLS: what handshakes need.
+pub struct ServerTls {
+    pub settings: TlsSettings,
+    pub config: Arc<ServerConfig>,
+    resolver: Arc<SniResolver>,
+    pub certificates: Vec<CertInfo>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("settings", &self.settings)
+            .field("certificates", &self.certificates)
+            .finish()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// The process's ticketer (`None` if the system cannot make one: resumption by
+/// tickets is then off, and the reason logged once).
+fn ticketer() -> Option<Arc<dyn ProducesTickets>> {
+    static TICKETER: OnceLock<Option<Arc<dyn ProducesTickets>>> = OnceLock::new();
+    TICKETER
+        .get_or_init(|| match rustls::crypto::aws_lc_rs::Ticketer::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "no TLS session ticket keys: resumption by tickets is off");
+                None
+            }
+        })
+        .clone()
+}
+
+fn session_cache() -> Arc<dyn StoresServerSessions> {
+    static CACHE: OnceLock<Arc<dyn StoresServerSessions>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE))
+        .clone()
+}
+
+impl ServerTls {
+    /// Loads and checks every file; `field` names the listener's `tls` table in
+    /// errors (`listeners[1].tls`).
+    pub fn load(settings: TlsSettings, field: &str) -> Result<ServerTls, ConfigError> {
+        if settings.certificates.is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}.certificates"),
+                "at least one { cert, key } pair is required",
+            ));
+        }
+        let mut keys = Vec::new();
+        let mut infos = Vec::new();
+        for (i, (cert, key)) in settings.certificates.iter().enumerate() {
+            let f = format!("{field}.certificates[{i}]");
+            let (certified, info) = load_pair(cert, key, &f)?;
+            keys.push(Arc::new(certified));
+            infos.push(info);
+        }
+        let resolver = Arc::new(SniResolver::new(keys, &infos));
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if settings.min_tls13 {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .map_err(|e| ConfigError::new(format!("{field}.min_version"), e.to_string()))?;
+        let builder = match settings.client_auth {
+            ClientAuth::None => {
+                if settings.client_ca.is_some() {
+                    tracing::warn!("{field}.client_ca is not used: client_auth is \"none\"");
+                }
+                builder.with_no_client_auth()
+            }
+            auth => {
+                let path = settings.client_ca.as_ref().ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{field}.client_ca"),
+                        "required when client_auth is \"optional\" or \"required\"",
+                    )
+                })?;
+                let roots = load_roots(path, &format!("{field}.client_ca"))?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                );
+                let verifier = if auth == ClientAuth::Optional {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| ConfigError::new(format!("{field}.client_ca"), e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
+        config.alpn_protocols = settings
+            .alpn
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        config.session_storage = session_cache();
+        if let Some(t) = ticketer() {
+            config.ticketer = t;
+        }
+        Ok(ServerTls {
+            settings,
+            config: Arc::new(config),
+            resolver,
+            certificates: infos,
+        })
+    }
+
+    /// Whether a ClientHello with this SNI is served (always, unless strict).
+    fn accepts(&self, sni: Option<&str>) -> bool {
+        !self.settings.strict_sni || self.resolver.find(sni).is_some()
+    }
+}
+
+fn read_error(path: &Path, e: impl fmt::Display) -> String {
+    format!("cannot read {}: {e}", path.display())
+}
+
+/// One certificate chain and its key, checked to belong together.
+fn load_pair(
+    cert: &Path,
+    key: &Path,
+    field: &str,
+) -> Result<(CertifiedKey, CertInfo), ConfigError> {
+    let cert_field = format!("{field}.cert");
+    let key_field = format!("{field}.key");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| ConfigError::new(&cert_field, read_error(cert, e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ConfigError::new(&cert_field, read_error(cert, e)))?;
+    if chain.is_empty() {
+        return Err(ConfigError::new(
+            &cert_field,
+            format!("{}: no PEM certificate in the file", cert.display()),
+        ));
+    }
+    // PKCS#8, PKCS#1 (RSA) or SEC1 (EC): the first key in the file.
+    let der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ConfigError::new(&key_field, read_error(key, e)))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| ConfigError::new(&key_field, format!("{}: {e}", key.display())))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        ConfigError::new(
+            &key_field,
+            format!(
+                "{} does not match the certificate in {}: {e}",
+                key.display(),
+                cert.display()
+            ),
+        )
+    })?;
+    let info = inspect(&certified.cert[0])
+        .map_err(|e| ConfigError::new(&cert_field, format!("{}: {e}", cert.display())))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if info.not_after < now {
+        tracing::warn!(file = %cert.display(), subject = %info.subject, "certificate has expired; loaded anyway");
+    }
+    Ok((certified, info))
+}
+
+/// The names, subject and expiry of an end-entity certificate.
+fn inspect(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let validity = cert.validity();
+    if validity.not_before.timestamp() > now {
+        tracing::warn!(subject = %cert.subject(), "certificate is not valid yet; loaded anyway");
+    }
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(n) = name {
+                names.push(n.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        names,
+        not_after: validity.not_after.timestamp(),
+    })
+}
+
+fn load_roots(path: &Path, field: &str) -> Result<RootCertStore, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| ConfigError::new(field, read_error(path, e)))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| ConfigError::new(field, read_error(path, e)))?;
+        roots
+            .add(cert)
+            .map_err(|e| ConfigError::new(field, format!("{}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(ConfigError::new(
+            field,
+            format!("{}: no PEM certificate in the file", path.display()),
+        ));
+    }
+    Ok(roots)
+}
+
+/// Picks a listener's certificate by SNI: an exact name before a wildcard, the
+/// first certificate naming it before later ones; no SNI or no match gives the
+/// first certificate (a strict listener refused those already).
+struct SniResolver {
+    keys: Vec<Arc<CertifiedKey>>,
+    exact: HashMap<String, usize>,
+    /// `*.example.com` is kept as `example.com`.
+    wildcard: HashMap<String, usize>,
+}
+
+impl fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("exact", &self.exact)
+            .field("wildcard", &self.wildcard)
+            .finish()
+    }
+}
+
+impl SniResolver {
+    fn new(keys: Vec<Arc<CertifiedKey>>, infos: &[CertInfo]) -> SniResolver {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (i, info) in infos.iter().enumerate() {
+            for name in &info.names {
+                match name.strip_prefix("*.") {
+                    Some(suffix) => wildcard.entry(suffix.to_string()).or_insert(i),
+                    None => exact.entry(name.clone()).or_insert(i),
+                };
+            }
+        }
+        SniResolver {
+            keys,
+            exact,
+            wildcard,
+        }
+    }
+
+    /// The certificate naming `sni`, if any.
+    fn find(&self, sni: Option<&str>) -> Option<usize> {
+        let name = sni?.to_ascii_lowercase();
+        let name = name.strip_suffix('.').unwrap_or(&name);
+        if let Some(&i) = self.exact.get(name) {
+            return Some(i);
+        }
+        // A wildcard covers exactly one label (RFC 6125 §6.4.3).
+        let (first, rest) = name.split_once('.')?;
+        if first.is_empty() {
+            return None;
+        }
+        self.wildcard.get(rest).copied()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let i = self.find(hello.server_name()).unwrap_or(0);
+        self.keys.get(i).cloned()
+    }
+}
+
+/// Why a handshake failed (for the log and the error counter).
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The client closed or reset the connection first.
+    Closed,
+    /// A strict listener had no certificate for the SNI (`unrecognized_name`).
+    UnknownSni,
+    /// rustls refused the client's messages (the alert was sent).
+    Tls(rustls::Error),
+    Io(io::Error),
+}
+
+impl HandshakeError {
+    /// What it counts as in the metrics.
+    pub fn kind(&self) -> TlsFailure {
+        use rustls::Error as E;
+        match self {
+            HandshakeError::Closed | HandshakeError::Io(_) => TlsFailure::Closed,
+            HandshakeError::UnknownSni => TlsFailure::UnknownSni,
+            HandshakeError::Tls(E::InvalidMessage(_) | E::InappropriateMessage { .. })
+            | HandshakeError::Tls(E::InappropriateHandshakeMessage { .. }) => {
+                TlsFailure::BadMessage
+            }
+            HandshakeError::Tls(E::NoCertificatesPresented) => TlsFailure::NoClientCertificate,
+            HandshakeError::Tls(E::InvalidCertificate(_)) => TlsFailure::BadClientCertificate,
+            HandshakeError::Tls(E::PeerIncompatible(_) | E::NoApplicationProtocol) => {
+                TlsFailure::Incompatible
+            }
+            HandshakeError::Tls(_) => TlsFailure::Other,
+        }
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Closed => f.write_str("client closed during the handshake"),
+            HandshakeError::UnknownSni => f.write_str("no certificate for the SNI (strict_sni)"),
+            HandshakeError::Tls(e) => write!(f, "{e}"),
+            HandshakeError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        HandshakeError::Io(e)
+    }
+}
+
+/// The `unrecognized_name` fatal alert as a plaintext record (no keys yet).
+const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// Writes all of `data` to the socket.
+async fn send_all(tcp: &mut TcpStream, data: Vec<u8>) -> io::Result<Vec<u8>> {
+    let mut out = data;
+    let mut at = 0;
+    while at < out.len() {
+        let (res, slice) = tcp.write(monoio::buf::IoBuf::slice(out, at..)).await;
+        out = slice.into_inner();
+        match res? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => at += n,
+        }
+    }
+    Ok(out)
+}
+
+/// Reads once into `buf` (cleared first); `Ok(0)` at EOF.
+async fn read_some(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut owned = std::mem::take(buf);
+    owned.clear();
+    if owned.capacity() < CIPHER_READ {
+        owned.reserve(CIPHER_READ);
+    }
+    let (res, back) = tcp.read(owned).await;
+    *buf = back;
+    res
+}
+
+/// What the access log says about a TLS connection, made once after its handshake.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// `TLSv1.2`, `TLSv1.3`.
+    pub version: &'static str,
+    /// The IANA name of the cipher suite (`TLS13_AES_128_GCM_SHA256`).
+    pub cipher: &'static str,
+    pub sni: Option<Box<str>>,
+    pub alpn: Option<Box<str>>,
+    /// The subject of the client's certificate (mutual TLS).
+    pub client_subject: Option<Box<str>>,
+    /// With `forward_client_cert`: the `x-forwarded-client-cert` line (empty
+    /// without a client certificate).
+    pub client_cert_line: Option<Box<[u8]>>,
+}
+
+impl TlsInfo {
+    fn of(conn: &ServerConnection, forward_client_cert: bool) -> TlsInfo {
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            _ => "unknown",
+        };
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("unknown");
+        let leaf = conn.peer_certificates().and_then(|certs| certs.first());
+        let parsed = leaf.and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok());
+        let client_subject = parsed
+            .as_ref()
+            .map(|(_, cert)| cert.subject().to_string().into());
+        let client_cert_line = forward_client_cert.then(|| match (leaf, &parsed) {
+            (Some(der), Some((_, cert))) => client_cert_line(der.as_ref(), cert).into(),
+            _ => Box::default(),
+        });
+        TlsInfo {
+            version,
+            cipher,
+            sni: conn.server_name().map(|n| n.to_ascii_lowercase().into()),
+            alpn: conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned().into()),
+            client_subject,
+            client_cert_line,
+        }
+    }
+}
+
+/// `x-forwarded-client-cert: Hash=<hex SHA-256 of the DER>;Subject="...";DNS=a;DNS=b`
+/// (Envoy's element names), CRLF-terminated; `"` and `\` in the subject escaped.
+fn client_cert_line(der: &[u8], cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<u8> {
+    use sha2::Digest;
+    let mut line = b"x-forwarded-client-cert: Hash=".to_vec();
+    for b in sha2::Sha256::digest(der) {
+        line.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    line.extend_from_slice(b";Subject=\"");
+    for c in cert.subject().to_string().bytes() {
+        match c {
+            b'"' | b'\\' => line.extend_from_slice(&[b'\\', c]),
+            // (A header value holds no control bytes.)
+            0..=0x1f | 0x7f => line.push(b'?'),
+            _ => line.push(c),
+        }
+    }
+    line.push(b'"');
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(n) = name {
+                if n.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+                {
+                    line.extend_from_slice(b";DNS=");
+                    line.extend_from_slice(n.as_bytes());
+                }
+            }
+        }
+    }
+    line.extend_from_slice(b"\r\n");
+    line
+}
+
+/// A server-side TLS connection over a TCP socket.
+pub struct TlsStream {
+    tcp: TcpStream,
+    tls: ServerConnection,
+    info: TlsInfo,
+    /// Ciphertext read from the socket; `fed..` of it not yet given to rustls.
+    cipher_in: Vec<u8>,
+    fed: usize,
+    /// Ciphertext on its way to the socket.
+    cipher_out: Vec<u8>,
+}
+
+impl Drop for TlsStream {
+    /// Closes the TLS session properly before the socket closes: a `close_notify`
+    /// alert (RFC 8446 §6.1), without which a client cannot tell a complete
+    /// close-delimited body from a truncated one. Sent without waiting
+    /// (`MSG_DONTWAIT`): a client whose receive window is full is not reading and
+    /// gets none.
+    fn drop(&mut self) {
+        self.tls.send_close_notify();
+        let mut out = std::mem::take(&mut self.cipher_out);
+        out.clear();
+        while self.tls.wants_write() {
+            if self.tls.write_tls(&mut out).is_err() {
+                return;
+            }
+        }
+        if !out.is_empty() {
+            use nix::sys::socket::{send, MsgFlags};
+            use std::os::fd::AsRawFd;
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            let _ = send(self.tcp.as_raw_fd(), &out, flags);
+        }
+    }
+}
+
+/// Performs the server handshake on `tcp` (the caller bounds it in time).
+pub async fn accept(mut tcp: TcpStream, tls: &ServerTls) -> Result<TlsStream, HandshakeError> {
+    let mut acceptor = Acceptor::default();
+    let mut buf = Vec::new();
+    let accepted = loop {
+        if read_some(&mut tcp, &mut buf).await? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            acceptor.read_tls(&mut rd)?;
+        }
+        match acceptor.accept() {
+            Ok(None) => continue,
+            Ok(Some(accepted)) => break accepted,
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = send_all(&mut tcp, out).await;
+                return Err(HandshakeError::Tls(e));
+            }
+        }
+    };
+    if !tls.accepts(accepted.client_hello().server_name()) {
+        let _ = send_all(&mut tcp, UNRECOGNIZED_NAME.to_vec()).await;
+        return Err(HandshakeError::UnknownSni);
+    }
+    let conn = match accepted.into_connection(tls.config.clone()) {
+        Ok(conn) => conn,
+        Err((e, mut alert)) => {
+            let mut out = Vec::new();
+            let _ = alert.write_all(&mut out);
+            let _ = send_all(&mut tcp, out).await;
+            return Err(HandshakeError::Tls(e));
+        }
+    };
+    buf.clear();
+    let mut stream = TlsStream {
+        tcp,
+        tls: conn,
+        info: TlsInfo::default(),
+        cipher_in: buf,
+        fed: 0,
+        cipher_out: Vec::new(),
+    };
+    while stream.tls.is_handshaking() {
+        stream.flush().await?;
+        if !stream.tls.is_handshaking() {
+            break;
+        }
+        match stream.fill().await {
+            Ok(true) => {}
+            Ok(false) => return Err(HandshakeError::Closed),
+            Err(Fill::Tls(e)) => return Err(HandshakeError::Tls(e)),
+            Err(Fill::Io(e)) => return Err(HandshakeError::Io(e)),
+        }
+    }
+    stream.flush().await?;
+    stream.info = TlsInfo::of(&stream.tls, tls.settings.forward_client_cert);
+    Ok(stream)
+}
+
+/// What [`TlsStream::fill`] can fail with.
+enum Fill {
+    Tls(rustls::Error),
+    Io(io::Error),
+}
+
+impl From<Fill> for io::Error {
+    fn from(f: Fill) -> io::Error {
+        match f {
+            Fill::Tls(e) => io::Error::new(io::ErrorKind::InvalidData, e),
+            Fill::Io(e) => e,
+        }
+    }
+}
+
+impl TlsStream {
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    pub fn connection(&self) -> &ServerConnection {
+        &self.tls
+    }
+
+    pub fn info(&self) -> &TlsInfo {
+        &self.info
+    }
+
+    /// See [`TlsInfo::client_cert_line`].
+    pub fn client_cert_line(&self) -> Option<&[u8]> {
+        self.info.client_cert_line.as_deref()
+    }
+
+    /// Whether bytes are already here: decrypted, or received and not yet
+    /// decrypted (a wait for the socket's readability would miss them).
+    pub fn has_buffered(&mut self) -> bool {
+        self.fed < self.cipher_in.len()
+            || self
+                .tls
+                .process_new_packets()
+                .map_or(true, |state| state.plaintext_bytes_to_read() > 0)
+    }
+
+    /// Gives rustls what was read and not yet fed, as far as it takes it; on a TLS
+    /// error the alert rustls queued is sent.
+    async fn feed(&mut self) -> Result<(), Fill> {
+        while self.fed < self.cipher_in.len() {
+            let mut rd = &self.cipher_in[self.fed..];
+            let n = match self.tls.read_tls(&mut rd) {
+                Ok(n) => n,
+                // Its plaintext buffer is full: the caller reads plaintext first.
+                Err(e) if e.kind() == io::ErrorKind::Other => return Ok(()),
+                Err(e) => return Err(Fill::Io(e)),
+            };
+            self.fed += n;
+            if let Err(e) = self.tls.process_new_packets() {
+                let _ = self.flush().await;
+                return Err(Fill::Tls(e));
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads ciphertext once and gives it to rustls. `Ok(false)` at EOF.
+    async fn fill(&mut self) -> Result<bool, Fill> {
+        if self.fed < self.cipher_in.len() {
+            self.feed().await?;
+            return Ok(true);
+        }
+        self.fed = 0;
+        let n = read_some(&mut self.tcp, &mut self.cipher_in)
+            .await
+            .map_err(Fill::Io)?;
+        if n == 0 {
+            // Tell rustls: a close without close_notify reads as EOF afterwards.
+            let _ = self.tls.read_tls(&mut &[][..]);
+            return Ok(false);
+        }
+        self.feed().await?;
+        Ok(true)
+    }
+
+    /// Sends everything rustls has queued (handshake messages, records, alerts).
+    pub async fn flush(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            let mut out = std::mem::take(&mut self.cipher_out);
+            out.clear();
+            self.tls.write_tls(&mut out)?;
+            self.cipher_out = send_all(&mut self.tcp, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads decrypted bytes into the spare capacity of `buf` (grown when full,
+    /// as a plain read does); `Ok(0)` when the client closed.
+    pub async fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let mut eof = false;
+        loop {
+            if buf.len() == buf.capacity() {
+                buf.reserve(crate::worker::BUF_SIZE);
+            }
+            let len = buf.len();
+            buf.resize(buf.capacity(), 0);
+            let got = self.tls.reader().read(&mut buf[len..]);
+            match got {
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buf.truncate(len);
+                    if eof {
+                        return Ok(0);
+                    }
+                }
+                // Closed without close_notify: for HTTP, the same as a close.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    buf.truncate(len);
+                    return Ok(0);
+                }
+                Err(e) => {
+                    buf.truncate(len);
+                    return Err(e);
+                }
+            }
+            self.flush().await?;
+            // At EOF, one more turn reads what rustls still holds, then reports
+            // the close.
+            eof = !self.fill().await?;
+        }
+    }
+
+    /// Encrypts and sends all of `data`.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = self.tls.writer().write(data)?;
+            data = &data[n..];
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
