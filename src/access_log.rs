@@ -1033,7 +1033,7 @@ mod tests {
             sni: Some("a.example.com".into()),
             alpn: Some("http/1.1".into()),
             client_subject: Some("CN=\"x\", O=y".into()),
-            client_cert_line: None,
+            client_cert_line: Box::default(),
         };
         let mut r = record(None);
         r.tls = Some(&info);

@@ -196,7 +196,7 @@ pub async fn serve_tls(
             return;
         }
     };
-    let version = match stream.connection().protocol_version() {
+    let version = match stream.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_2) => 0,
         _ => 1,
     };
@@ -562,11 +562,24 @@ impl Downstream<'_> {
                 parts,
                 edits,
             } => {
+                // Without a Host (HTTP/1.0): the address the client connected to.
+                let local;
+                let host = match view.host {
+                    Some(h) => h,
+                    None => {
+                        local = self
+                            .conn
+                            .stream
+                            .local_addr()
+                            .unwrap_or(self.settings.config.bind)
+                            .to_string();
+                        local.as_bytes()
+                    }
+                };
                 let location = crate::http::answer::redirect_location(
                     parts,
                     self.conn.stream.is_tls(),
-                    view.host,
-                    &self.settings.config.bind.ip().to_string(),
+                    host,
                     view.path,
                     view.query,
                 );

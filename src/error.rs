@@ -35,6 +35,16 @@ pub enum ProxyError {
     },
     #[error("connect to {addr} timed out")]
     ConnectTimeout { addr: std::net::SocketAddr },
+    #[error("TLS with {addr}: {reason}")]
+    UpstreamTls {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+    /// A TLS error after the handshake: an alert from the upstream (a TLS 1.3
+    /// upstream refuses a client certificate with the first record it sends
+    /// after the handshake), or a record that does not decrypt.
+    #[error("upstream TLS during {op}: {source}")]
+    UpstreamTlsRecord { op: &'static str, source: io::Error },
     #[error("upstream {op}: {source}")]
     Upstream { op: &'static str, source: io::Error },
     #[error("upstream closed the connection during {op}")]
@@ -71,7 +81,7 @@ impl ProxyError {
             Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => {
                 Some(502)
             }
-            Connect { .. } => Some(502),
+            Connect { .. } | UpstreamTls { .. } | UpstreamTlsRecord { .. } => Some(502),
             ConnectTimeout { .. } => Some(503),
             Upstream { .. } | UpstreamClosed { .. } | BadResponse(_) | BadResponseBody(_) => {
                 Some(502)

@@ -376,12 +376,20 @@ pub fn render(plane: &ControlPlane) -> String {
     );
     for l in &plane.config().listeners {
         let Some(tls) = &l.tls else { continue };
-        for cert in &tls.certificates {
-            scrape.gauge(
-                "ringway_tls_certificate_expiry_timestamp_seconds",
-                &[("listener", &l.name), ("subject", &cert.subject)],
-                cert.not_after as f64,
-            );
+        for (cert, (file, _)) in tls.certificates.iter().zip(&tls.settings.certificates) {
+            // (`file` keeps two certificates with one subject apart: an RSA and an
+            // ECDSA one, say. Set, not added: a file listed twice is one series.)
+            let file = file.display().to_string();
+            let labels = labels(&[
+                ("listener", &l.name),
+                ("subject", &cert.subject),
+                ("file", &file),
+            ]);
+            scrape
+                .gauges
+                .entry("ringway_tls_certificate_expiry_timestamp_seconds")
+                .or_default()
+                .insert(labels, cert.not_after as f64);
         }
     }
     process_metrics(&mut scrape, plane.start_time());

@@ -31,8 +31,11 @@ impl Flags {
     pub const DOWNSTREAM_TIMEOUT: Flags = Flags(1 << 7);
     /// The request was retried on a fresh connection (`URX`-like: `RR`).
     pub const RETRIED: Flags = Flags(1 << 8);
+    /// The TLS handshake with the upstream failed: its certificate did not verify,
+    /// or no protocol in common (`UTLS`, with `UF`).
+    pub const UPSTREAM_TLS_FAILURE: Flags = Flags(1 << 9);
 
-    const NAMES: [(Flags, &'static str); 9] = [
+    const NAMES: [(Flags, &'static str); 10] = [
         (Flags::NO_ROUTE, "NR"),
         (Flags::UPSTREAM_CONNECT_FAILURE, "UF"),
         (Flags::UPSTREAM_TIMEOUT, "UT"),
@@ -42,6 +45,7 @@ impl Flags {
         (Flags::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
         (Flags::DOWNSTREAM_TIMEOUT, "DT"),
         (Flags::RETRIED, "RR"),
+        (Flags::UPSTREAM_TLS_FAILURE, "UTLS"),
     ];
 
     pub fn set(&mut self, f: Flags) {
@@ -75,6 +79,9 @@ impl Flags {
             NoRoute => Flags::NO_ROUTE,
             Client { .. } | ClientClosed { .. } => Flags::DOWNSTREAM_CONNECTION_TERMINATION,
             Connect { .. } => Flags::UPSTREAM_CONNECT_FAILURE,
+            UpstreamTls { .. } | UpstreamTlsRecord { .. } => {
+                Flags(Flags::UPSTREAM_CONNECT_FAILURE.0 | Flags::UPSTREAM_TLS_FAILURE.0)
+            }
             ConnectTimeout { .. } => {
                 Flags(Flags::UPSTREAM_CONNECT_FAILURE.0 | Flags::UPSTREAM_TIMEOUT.0)
             }

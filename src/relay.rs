@@ -219,6 +219,41 @@ impl<'a> Io<'a> {
     }
 }
 
+/// [`read_or_release`] for TLS: a read that is cut short would lose bytes rustls
+/// needs in order, so the wait is for readability (which consumes nothing, and is
+/// at once when rustls already holds bytes), then a read of what is there. When
+/// nothing comes within `hold` (or `quit` and then `grace`), the connection's
+/// ciphertext buffer is freed and `Released` returned, as for a plain connection.
+#[inline(never)]
+fn tls_wait<'a, Q: Fn() -> bool + 'a>(
+    io: &'a mut Io<'_>,
+    buf: &'a mut Vec<u8>,
+    hold: Duration,
+    quit: Q,
+    grace: Duration,
+) -> Pin<Box<dyn Future<Output = Result<Waited, Fail>> + 'a>> {
+    Box::pin(async move {
+        let Stream::Tls(tls) = &mut *io.stream else {
+            return Err(Fail::Closed);
+        };
+        let wait = hold.min(io.timeout);
+        let ready = match io.timer.run(wait, until(tls.readable(), &quit)).await {
+            Some(Some(ready)) => Some(ready),
+            Some(None) => io.timer.run(grace.min(wait), tls.readable()).await,
+            None => None,
+        };
+        match ready {
+            Some(Ok(())) => read_into(io, buf).await.map(Waited::Read),
+            Some(Err(e)) => Err(Fail::Io(e)),
+            None if hold < io.timeout => {
+                tls.release_buffers();
+                Ok(Waited::Released)
+            }
+            None => Err(Fail::Timeout),
+        }
+    })
+}
+
 /// A timed TLS read, boxed and out of line: the plain operations' futures and code
 /// stay as they were without TLS (inline, the TLS state and code made every plain
 /// read and write larger and un-inlined monoio's operations, about 200
@@ -299,18 +334,17 @@ pub async fn read_or_release(
     quit: impl Fn() -> bool,
     grace: Duration,
 ) -> Result<Waited, Fail> {
-    // A TLS connection keeps its buffer (rustls holds bytes a cancelled read could
-    // not give back in order); so does a hold as long as the timeout: nothing to
-    // release before it. On `quit` the read is dropped with whatever it held (the
-    // connection closes).
+    // A hold as long as the timeout: nothing to release before it. On `quit` the
+    // read is dropped with whatever it held (the connection closes).
     let tcp = match &mut *io.stream {
         Stream::Plain(tcp) if hold < io.timeout => tcp,
-        _ => {
+        Stream::Plain(_) => {
             return match until(read_into(io, buf), quit).await {
                 Some(read) => read.map(Waited::Read),
                 None => Ok(Waited::Released),
             };
         }
+        Stream::Tls(_) => return tls_wait(io, buf, hold, quit, grace).await,
     };
     if buf.len() == buf.capacity() {
         buf.reserve(crate::worker::BUF_SIZE);

@@ -11,7 +11,7 @@
 //! ([`Endpoints`](crate::upstream::endpoint::Endpoints), whose pools a reload keeps).
 
 use crate::config::{ClusterConfig, Config, ForwardingConfig, ListenerConfig};
-use crate::http::rewrite::{port_line, proto_line};
+use crate::http::rewrite::port_line;
 use crate::metrics::{ClusterStats, CodeCounts, ListenerStats, RouteStats, WorkerMetrics};
 use crate::route::RouteTable;
 use crate::upstream::balance::Balancer;
@@ -142,8 +142,16 @@ pub struct ListenerSettings {
     pub port_line: Box<[u8]>,
     /// The name as a JSON string, for access log lines.
     pub log_name: Box<[u8]>,
-    /// The X-Forwarded-Proto line for its scheme.
-    pub proto_line: &'static [u8],
+    /// Whether the listener forwards client certificates
+    /// (`tls.forward_client_cert`).
+    pub forward_client_cert: bool,
+}
+
+fn forwards_client_cert(config: &ListenerConfig) -> bool {
+    config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.settings.forward_client_cert)
 }
 
 impl ListenerRt {
@@ -154,7 +162,7 @@ impl ListenerRt {
             stats: Arc::default(),
             settings: RefCell::new(Rc::new(ListenerSettings {
                 log_name: crate::access_log::json_string(&config.name),
-                proto_line: proto_line(config.tls.is_some()),
+                forward_client_cert: forwards_client_cert(&config),
                 config,
                 port_line: port_line(port),
             })),
@@ -173,7 +181,7 @@ impl ListenerRt {
         let port_line = self.settings.borrow().port_line.clone();
         *self.settings.borrow_mut() = Rc::new(ListenerSettings {
             log_name: crate::access_log::json_string(&config.name),
-            proto_line: proto_line(config.tls.is_some()),
+            forward_client_cert: forwards_client_cert(&config),
             config,
             port_line,
         });

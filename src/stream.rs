@@ -20,12 +20,15 @@ impl Stream {
     pub async fn readable(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(tcp) => tcp.readable(false).await,
-            Stream::Tls(tls) => {
-                if tls.has_buffered() {
-                    return Ok(());
-                }
-                tls.tcp().readable(false).await
-            }
+            Stream::Tls(tls) => tls.readable().await,
+        }
+    }
+
+    /// The address the client connected to.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(tcp) => tcp.local_addr(),
+            Stream::Tls(tls) => tls.tcp().local_addr(),
         }
     }
 

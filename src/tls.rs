@@ -20,7 +20,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{
     Acceptor, ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions,
 };
@@ -28,7 +28,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -94,25 +94,47 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// The process's ticketer (`None` if the system cannot make one: resumption by
-/// tickets is then off, and the reason logged once).
-fn ticketer() -> Option<Arc<dyn ProducesTickets>> {
-    static TICKETER: OnceLock<Option<Arc<dyn ProducesTickets>>> = OnceLock::new();
-    TICKETER
-        .get_or_init(|| match rustls::crypto::aws_lc_rs::Ticketer::new() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::error!(error = %e, "no TLS session ticket keys: resumption by tickets is off");
-                None
-            }
-        })
-        .clone()
+/// What a resumed session skips: the client-certificate check. rustls resumes a
+/// session whatever the listener's client-auth policy is now (a resumed handshake
+/// requests no certificate and takes the peer's from the session), so sessions are
+/// only valid under the policy they were made under: listeners with the same
+/// policy share a ticketer and a session cache, others (and a reload that changes
+/// `client_auth` or the bytes of `client_ca`) get their own, whose tickets the
+/// others cannot decrypt.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Policy {
+    client_auth: u8,
+    /// SHA-256 of the `client_ca` file's bytes (none without client auth).
+    client_ca: [u8; 32],
 }
 
-fn session_cache() -> Arc<dyn StoresServerSessions> {
-    static CACHE: OnceLock<Arc<dyn StoresServerSessions>> = OnceLock::new();
-    CACHE
-        .get_or_init(|| rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE))
+/// Resumption state of one policy: a ticketer (`None` if the system cannot make
+/// one: resumption by tickets is then off, and the reason logged) and a session
+/// cache. Kept for the process's life, so tickets stay valid across reloads.
+type Resumption = (
+    Option<Arc<dyn ProducesTickets>>,
+    Arc<dyn StoresServerSessions>,
+);
+
+fn resumption(policy: Policy) -> Resumption {
+    static BY_POLICY: OnceLock<std::sync::Mutex<HashMap<Policy, Resumption>>> = OnceLock::new();
+    let mut map = BY_POLICY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.entry(policy)
+        .or_insert_with(|| {
+            let ticketer = match rustls::crypto::aws_lc_rs::Ticketer::new() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "no TLS session ticket keys: resumption by tickets is off");
+                    None
+                }
+            };
+            let cache: Arc<dyn StoresServerSessions> =
+                rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+            (ticketer, cache)
+        })
         .clone()
 }
 
@@ -143,6 +165,10 @@ impl ServerTls {
         let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(versions)
             .map_err(|e| ConfigError::new(format!("{field}.min_version"), e.to_string()))?;
+        let mut policy = Policy {
+            client_auth: settings.client_auth as u8,
+            client_ca: [0; 32],
+        };
         let builder = match settings.client_auth {
             ClientAuth::None => {
                 if settings.client_ca.is_some() {
@@ -158,6 +184,10 @@ impl ServerTls {
                     )
                 })?;
                 let roots = load_roots(path, &format!("{field}.client_ca"))?;
+                if let Ok(bytes) = std::fs::read(path) {
+                    use sha2::Digest;
+                    policy.client_ca = sha2::Sha256::digest(&bytes).into();
+                }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider(),
@@ -179,8 +209,9 @@ impl ServerTls {
             .iter()
             .map(|p| p.as_bytes().to_vec())
             .collect();
-        config.session_storage = session_cache();
-        if let Some(t) = ticketer() {
+        let (ticketer, cache) = resumption(policy);
+        config.session_storage = cache;
+        if let Some(t) = ticketer {
             config.ticketer = t;
         }
         Ok(ServerTls {
@@ -194,6 +225,211 @@ impl ServerTls {
     /// Whether a ClientHello with this SNI is served (always, unless strict).
     fn accepts(&self, sni: Option<&str>) -> bool {
         !self.settings.strict_sni || self.resolver.find(sni).is_some()
+    }
+}
+
+/// A cluster's `tls` settings as written, with file paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsSettings {
+    /// Sent as SNI and verified; default: each endpoint's host as written.
+    pub server_name: Option<String>,
+    /// PEM bundle of trusted CAs; default: the system's trust store.
+    pub ca: Option<PathBuf>,
+    /// A client certificate chain and key (mutual TLS to the upstream).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub verify: bool,
+}
+
+/// A cluster's compiled upstream TLS.
+pub struct UpstreamTls {
+    pub settings: UpstreamTlsSettings,
+    pub config: Arc<rustls::ClientConfig>,
+    /// What the settings and the files they name hold: endpoints' pools are keyed
+    /// by it, so a reload that changes any of them starts new pools (connections
+    /// made under the old settings are not reused) and one that changes nothing
+    /// keeps them.
+    pub id: u64,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("settings", &self.settings)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    /// Loads and checks every file; `field` names the cluster's `tls` in errors.
+    pub fn load(settings: UpstreamTlsSettings, field: &str) -> Result<UpstreamTls, ConfigError> {
+        use sha2::Digest;
+        let mut identity = sha2::Sha256::new();
+        identity.update(format!("{settings:?}").as_bytes());
+        let mut read = |path: &Path, name: &str| -> Result<(), ConfigError> {
+            let bytes = std::fs::read(path)
+                .map_err(|e| ConfigError::new(format!("{field}.{name}"), read_error(path, e)))?;
+            identity.update(&bytes);
+            Ok(())
+        };
+        for (path, name) in [
+            (&settings.ca, "ca"),
+            (&settings.cert, "cert"),
+            (&settings.key, "key"),
+        ] {
+            if let Some(path) = path {
+                read(path, name)?;
+            }
+        }
+        if let Some(name) = &settings.server_name {
+            ServerName::try_from(name.clone()).map_err(|_| {
+                ConfigError::new(
+                    format!("{field}.server_name"),
+                    format!("{name:?} is not a DNS name or IP address"),
+                )
+            })?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::new(field, e.to_string()))?;
+        let builder = if settings.verify {
+            let roots = match &settings.ca {
+                Some(path) => load_roots(path, &format!("{field}.ca"))?,
+                None => system_roots(&format!("{field}.ca"))?,
+            };
+            builder.with_root_certificates(roots)
+        } else {
+            tracing::warn!(
+                "{field}.verify = false: upstream certificates are not verified (for test set-ups only)"
+            );
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+        };
+        let mut config = match (&settings.cert, &settings.key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let f = format!("{field}.cert");
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| ConfigError::new(&f, read_error(cert, e)))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| ConfigError::new(&f, read_error(cert, e)))?;
+                if chain.is_empty() {
+                    return Err(ConfigError::new(
+                        f,
+                        format!("{}: no PEM certificate in the file", cert.display()),
+                    ));
+                }
+                let kf = format!("{field}.key");
+                let der = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| ConfigError::new(&kf, read_error(key, e)))?;
+                builder
+                    .with_client_auth_cert(chain, der)
+                    .map_err(|e| ConfigError::new(kf, format!("{}: {e}", key.display())))?
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    format!("{field}.key"),
+                    "required with `cert`",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{field}.cert"),
+                    "required with `key`",
+                ))
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let digest = identity.finalize();
+        let id = u64::from_le_bytes(digest[..8].try_into().expect("eight bytes"));
+        Ok(UpstreamTls {
+            settings,
+            config: Arc::new(config),
+            id,
+        })
+    }
+
+    /// The name to ask `endpoint` (as written: `host:port`) for: the configured
+    /// `server_name`, else the endpoint's host.
+    pub fn server_name(&self, endpoint: &str) -> Option<ServerName<'static>> {
+        let name = match &self.settings.server_name {
+            Some(n) => n.as_str(),
+            None => {
+                let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
+                host.trim_start_matches('[').trim_end_matches(']')
+            }
+        };
+        ServerName::try_from(name.to_string()).ok()
+    }
+}
+
+/// The system's trust store (`/etc/ssl/certs` and the like).
+fn system_roots(field: &str) -> Result<RootCertStore, ConfigError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or("none found".to_string(), |e| e.to_string());
+        return Err(ConfigError::new(
+            field,
+            format!("no system trust store ({why}): set `ca`"),
+        ));
+    }
+    Ok(roots)
+}
+
+/// `verify = false`: any certificate is accepted, but the handshake's signatures
+/// are still checked (the peer holds the key of the certificate it sent).
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -404,6 +640,12 @@ impl From<io::Error> for HandshakeError {
     }
 }
 
+/// Whether an I/O error of a TLS stream is TLS's (an alert received, a record
+/// that does not decrypt), not the socket's.
+pub fn is_tls_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
 /// The `unrecognized_name` fatal alert as a plaintext record (no keys yet).
 const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
@@ -420,6 +662,14 @@ async fn send_all(tcp: &mut TcpStream, data: Vec<u8>) -> io::Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// Sends the alert rustls made for a refused ClientHello (best effort: the
+/// connection closes after it anyway).
+async fn send_alert(tcp: &mut TcpStream, mut alert: rustls::server::AcceptedAlert) {
+    let mut out = Vec::new();
+    let _ = alert.write_all(&mut out);
+    let _ = send_all(tcp, out).await;
 }
 
 /// Reads once into `buf` (cleared first); `Ok(0)` at EOF.
@@ -445,13 +695,13 @@ pub struct TlsInfo {
     pub alpn: Option<Box<str>>,
     /// The subject of the client's certificate (mutual TLS).
     pub client_subject: Option<Box<str>>,
-    /// With `forward_client_cert`: the `x-forwarded-client-cert` line (empty
-    /// without a client certificate).
-    pub client_cert_line: Option<Box<[u8]>>,
+    /// The `x-forwarded-client-cert` line of the client's certificate (empty
+    /// without one), sent when the listener has `forward_client_cert`.
+    pub client_cert_line: Box<[u8]>,
 }
 
 impl TlsInfo {
-    fn of(conn: &ServerConnection, forward_client_cert: bool) -> TlsInfo {
+    fn of(conn: &ServerConnection) -> TlsInfo {
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -466,10 +716,10 @@ impl TlsInfo {
         let client_subject = parsed
             .as_ref()
             .map(|(_, cert)| cert.subject().to_string().into());
-        let client_cert_line = forward_client_cert.then(|| match (leaf, &parsed) {
+        let client_cert_line = match (leaf, &parsed) {
             (Some(der), Some((_, cert))) => client_cert_line(der.as_ref(), cert).into(),
             _ => Box::default(),
-        });
+        };
         TlsInfo {
             version,
             cipher,
@@ -520,7 +770,8 @@ fn client_cert_line(der: &[u8], cert: &x509_parser::certificate::X509Certificate
 /// A server-side TLS connection over a TCP socket.
 pub struct TlsStream {
     tcp: TcpStream,
-    tls: ServerConnection,
+    /// A server connection (a listener's) or a client one (to an upstream).
+    tls: rustls::Connection,
     info: TlsInfo,
     /// Ciphertext read from the socket; `fed..` of it not yet given to rustls.
     cipher_in: Vec<u8>,
@@ -568,10 +819,8 @@ pub async fn accept(mut tcp: TcpStream, tls: &ServerTls) -> Result<TlsStream, Ha
         match acceptor.accept() {
             Ok(None) => continue,
             Ok(Some(accepted)) => break accepted,
-            Err((e, mut alert)) => {
-                let mut out = Vec::new();
-                let _ = alert.write_all(&mut out);
-                let _ = send_all(&mut tcp, out).await;
+            Err((e, alert)) => {
+                send_alert(&mut tcp, alert).await;
                 return Err(HandshakeError::Tls(e));
             }
         }
@@ -582,36 +831,45 @@ pub async fn accept(mut tcp: TcpStream, tls: &ServerTls) -> Result<TlsStream, Ha
     }
     let conn = match accepted.into_connection(tls.config.clone()) {
         Ok(conn) => conn,
-        Err((e, mut alert)) => {
-            let mut out = Vec::new();
-            let _ = alert.write_all(&mut out);
-            let _ = send_all(&mut tcp, out).await;
+        Err((e, alert)) => {
+            send_alert(&mut tcp, alert).await;
             return Err(HandshakeError::Tls(e));
         }
     };
     buf.clear();
     let mut stream = TlsStream {
         tcp,
-        tls: conn,
+        tls: rustls::Connection::Server(conn),
         info: TlsInfo::default(),
         cipher_in: buf,
         fed: 0,
         cipher_out: Vec::new(),
     };
-    while stream.tls.is_handshaking() {
-        stream.flush().await?;
-        if !stream.tls.is_handshaking() {
-            break;
-        }
-        match stream.fill().await {
-            Ok(true) => {}
-            Ok(false) => return Err(HandshakeError::Closed),
-            Err(Fill::Tls(e)) => return Err(HandshakeError::Tls(e)),
-            Err(Fill::Io(e)) => return Err(HandshakeError::Io(e)),
-        }
+    stream.handshake().await?;
+    if let rustls::Connection::Server(conn) = &stream.tls {
+        stream.info = TlsInfo::of(conn);
     }
-    stream.flush().await?;
-    stream.info = TlsInfo::of(&stream.tls, tls.settings.forward_client_cert);
+    Ok(stream)
+}
+
+/// Performs the client handshake with an upstream on `tcp`, for `name` (sent as
+/// SNI, and verified against the certificate unless the cluster says not to).
+pub async fn connect(
+    tcp: TcpStream,
+    tls: &UpstreamTls,
+    name: ServerName<'static>,
+) -> Result<TlsStream, HandshakeError> {
+    let conn =
+        rustls::ClientConnection::new(tls.config.clone(), name).map_err(HandshakeError::Tls)?;
+    let mut stream = TlsStream {
+        tcp,
+        tls: rustls::Connection::Client(conn),
+        info: TlsInfo::default(),
+        cipher_in: Vec::new(),
+        fed: 0,
+        cipher_out: Vec::new(),
+    };
+    stream.handshake().await?;
     Ok(stream)
 }
 
@@ -635,8 +893,28 @@ impl TlsStream {
         &self.tcp
     }
 
-    pub fn connection(&self) -> &ServerConnection {
-        &self.tls
+    /// The negotiated protocol version (after the handshake).
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.tls.protocol_version()
+    }
+
+    /// Runs the handshake to its end, then sends what it left queued (TLS 1.3
+    /// session tickets).
+    async fn handshake(&mut self) -> Result<(), HandshakeError> {
+        while self.tls.is_handshaking() {
+            self.flush().await?;
+            if !self.tls.is_handshaking() {
+                break;
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => return Err(HandshakeError::Closed),
+                Err(Fill::Tls(e)) => return Err(HandshakeError::Tls(e)),
+                Err(Fill::Io(e)) => return Err(HandshakeError::Io(e)),
+            }
+        }
+        self.flush().await?;
+        Ok(())
     }
 
     pub fn info(&self) -> &TlsInfo {
@@ -644,8 +922,8 @@ impl TlsStream {
     }
 
     /// See [`TlsInfo::client_cert_line`].
-    pub fn client_cert_line(&self) -> Option<&[u8]> {
-        self.info.client_cert_line.as_deref()
+    pub fn client_cert_line(&self) -> &[u8] {
+        &self.info.client_cert_line
     }
 
     /// Whether bytes are already here: decrypted, or received and not yet
@@ -656,6 +934,27 @@ impl TlsStream {
                 .tls
                 .process_new_packets()
                 .map_or(true, |state| state.plaintext_bytes_to_read() > 0)
+    }
+
+    /// Waits until something can be read: at once when bytes are already held.
+    /// Consumes nothing: cancelling it loses nothing.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        if self.has_buffered() {
+            return Ok(());
+        }
+        self.tcp.readable(false).await
+    }
+
+    /// Frees the ciphertext buffer while the connection idles (when it holds
+    /// nothing unread); the next read takes a new one.
+    pub fn release_buffers(&mut self) {
+        if self.fed >= self.cipher_in.len() {
+            self.cipher_in = Vec::new();
+            self.fed = 0;
+        }
+        if self.cipher_out.capacity() > 0 && !self.tls.wants_write() {
+            self.cipher_out = Vec::new();
+        }
     }
 
     /// Gives rustls what was read and not yet fed, as far as it takes it; on a TLS
@@ -719,29 +1018,25 @@ impl TlsStream {
             if buf.len() == buf.capacity() {
                 buf.reserve(crate::worker::BUF_SIZE);
             }
-            let len = buf.len();
-            buf.resize(buf.capacity(), 0);
-            let got = self.tls.reader().read(&mut buf[len..]);
-            match got {
-                Ok(n) => {
-                    buf.truncate(len + n);
+            // Copied from rustls' first plaintext chunk, up to the spare capacity
+            // (no zeroing of the spare room first, as `Read::read` would need).
+            let mut reader = self.tls.reader();
+            match reader.fill_buf() {
+                Ok([]) => return Ok(0),
+                Ok(chunk) => {
+                    let n = chunk.len().min(buf.capacity() - buf.len());
+                    buf.extend_from_slice(&chunk[..n]);
+                    reader.consume(n);
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buf.truncate(len);
                     if eof {
                         return Ok(0);
                     }
                 }
                 // Closed without close_notify: for HTTP, the same as a close.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    buf.truncate(len);
-                    return Ok(0);
-                }
-                Err(e) => {
-                    buf.truncate(len);
-                    return Err(e);
-                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
             }
             self.flush().await?;
             // At EOF, one more turn reads what rustls still holds, then reports

@@ -1112,3 +1112,46 @@ fn a_close_delimited_response_ends_with_close_notify() {
         );
     }
 }
+
+/// A session made where no client certificate is asked for does not resume where
+/// one is required (rustls would resume it without asking for a certificate):
+/// each client-auth policy has its own ticket keys and session cache.
+#[test]
+fn sessions_do_not_cross_client_auth_policies() {
+    let _g = shared();
+    let dir = TempDir::new();
+    let pair = cert(&["m.example.com"]).write(&dir, "m");
+    let trusted = ca("trusted CA");
+    let ca_path = dir.path("ca.pem");
+    std::fs::write(&ca_path, &trusted.pem).unwrap();
+    let up = Mock::fixed(200, "x");
+    let required = format!(
+        "client_auth = \"required\", client_ca = \"{}\"",
+        ca_path.display()
+    );
+    let internal = format!(
+        "[[listeners]]\nname = \"internal\"\nbind = \"127.0.0.1:0\"\n{}\n{WEB}",
+        tls_table(std::slice::from_ref(&pair), &required)
+    );
+    let p = proxy(&tls_table(&[pair], ""), &internal, &[("up", up.addr)]);
+    let internal_addr = p.server.local_addr("internal").unwrap();
+    for versions in [TLS13, TLS12] {
+        // One client: its session store keeps the public listener's session for
+        // the name, and offers it to the other listener too.
+        let config = client_with(versions, &["http/1.1"], None);
+        let mut public = connect(p.addr, &config, "m.example.com");
+        ok(&mut public, "x");
+        let resumed = connect(p.addr, &config, "m.example.com");
+        assert_eq!(resumed.conn.handshake_kind(), Some(HandshakeKind::Resumed));
+        let refused = handshake(internal_addr, &config, "m.example.com").and_then(|mut s| {
+            let kind = s.conn.handshake_kind();
+            exchange(&mut s, GET).map(|r| (kind, r.status))
+        });
+        assert!(refused.is_err(), "{versions:?}: {refused:?}");
+    }
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "only the public listener's requests"
+    );
+}

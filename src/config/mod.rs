@@ -333,6 +333,8 @@ pub struct ClusterConfig {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// TLS to the endpoints (files loaded and checked).
+    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

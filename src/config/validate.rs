@@ -15,7 +15,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config> {
     let runtime = runtime(&raw.runtime)?;
     let listeners = listeners(&raw.listeners, base)?;
     let forwarding = forwarding(&raw.forwarding)?;
-    let clusters = clusters(&raw.clusters)?;
+    let clusters = clusters(&raw.clusters, base)?;
     let mut names = HashSet::new();
     let routes = raw
         .routes
@@ -317,7 +317,10 @@ fn forwarding(raw: &RawForwarding) -> Result<ForwardingConfig> {
     })
 }
 
-fn clusters(raw: &std::collections::BTreeMap<String, RawCluster>) -> Result<Vec<ClusterConfig>> {
+fn clusters(
+    raw: &std::collections::BTreeMap<String, RawCluster>,
+    base: &Path,
+) -> Result<Vec<ClusterConfig>> {
     raw.iter()
         .map(|(name, c)| {
             let f = |field: &str| format!("clusters.{name}.{field}");
@@ -367,6 +370,19 @@ fn clusters(raw: &std::collections::BTreeMap<String, RawCluster>) -> Result<Vec<
                     60_000,
                 )?,
                 pool_max_idle,
+                tls: match &c.tls {
+                    None => None,
+                    Some(t) => Some(Arc::new(crate::tls::UpstreamTls::load(
+                        crate::tls::UpstreamTlsSettings {
+                            server_name: t.server_name.clone(),
+                            ca: t.ca.as_deref().map(|p| base.join(p)),
+                            cert: t.cert.as_deref().map(|p| base.join(p)),
+                            key: t.key.as_deref().map(|p| base.join(p)),
+                            verify: t.verify.unwrap_or(true),
+                        },
+                        &f("tls"),
+                    )?)),
+                },
             })
         })
         .collect()

@@ -9,20 +9,19 @@ use crate::config::{HeaderEdit, RedirectParts};
 /// `tls` says the request's scheme, `host` is its Host (with any port), `path` and
 /// `query` its request-target's. When the scheme changes and no port is set, a
 /// port that was the old scheme's default is dropped (as Envoy does); a port that
-/// is the new scheme's default is never written. Without a Host (HTTP/1.0),
-/// `fallback_host` stands for it.
+/// is the new scheme's default is never written. (Without a Host, HTTP/1.0, the
+/// caller passes the address the connection came to, `ip:port` or `[ip]:port`.)
 pub fn redirect_location(
     parts: &RedirectParts,
     tls: bool,
-    host: Option<&[u8]>,
-    fallback_host: &str,
+    host: &[u8],
     path: &[u8],
     query: Option<&[u8]>,
 ) -> String {
     let default_port = |scheme: &str| if scheme == "https" { 443 } else { 80 };
     let scheme_in = if tls { "https" } else { "http" };
     let scheme = parts.scheme.as_deref().unwrap_or(scheme_in);
-    let host_in = String::from_utf8_lossy(host.unwrap_or(fallback_host.as_bytes()));
+    let host_in = String::from_utf8_lossy(host);
     // "name:port", "[v6]:port", "name", "[v6]"
     let (name_in, port_in) = match host_in.rfind(':') {
         Some(i) if !host_in[i..].contains(']') => {
@@ -248,11 +247,11 @@ mod tests {
     fn redirect_parts_replace_only_their_part() {
         let https = parts(Some("https"), None, None, None);
         let loc = |p: &RedirectParts, tls, host: Option<&str>, path: &str, query: Option<&str>| {
+            let fallback = "192.0.2.1:8080";
             redirect_location(
                 p,
                 tls,
-                host.map(str::as_bytes),
-                "192.0.2.1",
+                host.unwrap_or(fallback).as_bytes(),
                 path.as_bytes(),
                 query.map(str::as_bytes),
             )
@@ -297,7 +296,14 @@ mod tests {
             loc(&https, false, Some("[::1]"), "/", None),
             "https://[::1]/"
         );
-        assert_eq!(loc(&https, false, None, "/", None), "https://192.0.2.1/");
+        assert_eq!(
+            loc(&https, false, None, "/", None),
+            "https://192.0.2.1:8080/"
+        );
+        assert_eq!(
+            loc(&https, false, Some("[2001:db8::1]:80"), "/", None),
+            "https://[2001:db8::1]/"
+        );
         // Plain to plain on another port.
         let p = parts(None, None, Some(8080), None);
         assert_eq!(

@@ -125,6 +125,13 @@ pub fn write_request_head(
             // Written below: prior values (trusted hops only) joined with the peer.
             HeaderKind::XForwardedFor if set_xf => continue,
             HeaderKind::XForwardedClientCert if rw.client_cert.is_some() => continue,
+            // `x_forwarded_client_cert` too: servers that map header names to
+            // CGI/WSGI variables read it as the real one.
+            HeaderKind::Other
+                if rw.client_cert.is_some() && name.len() == 23 && is_xfcc_alias(name) =>
+            {
+                continue
+            }
             HeaderKind::XForwardedProto
             | HeaderKind::XForwardedHost
             | HeaderKind::XForwardedPort
@@ -370,7 +377,20 @@ pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
 
 /// The X-Forwarded-Port line for a listener's port, made once per worker (writing
 /// the number for each request cost about 60 instructions).
-/// The X-Forwarded-Proto line of a listener: `https` when it terminates TLS.
+/// `x-forwarded-client-cert` with any of its dashes written as underscores.
+fn is_xfcc_alias(name: &[u8]) -> bool {
+    name.iter()
+        .map(|&b| {
+            if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            }
+        })
+        .eq(b"x-forwarded-client-cert".iter().copied())
+}
+
+/// The X-Forwarded-Proto line of a connection: `https` over TLS.
 pub fn proto_line(tls: bool) -> &'static [u8] {
     if tls {
         b"x-forwarded-proto: https\r\n"

@@ -412,3 +412,52 @@ fn forwarded_lines_are_normalised_whether_copied_in_runs_or_not() {
         "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\ndate: DATE\r\nconnection: keep-alive\r\n\r\n"
     );
 }
+
+/// With client certificates forwarded, the proxy's own line replaces whatever the
+/// client sent under that name (dashes or underscores, any case).
+#[test]
+fn forwarded_client_cert_replaces_the_clients_own() {
+    let raw = "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\
+               x_forwarded_client_cert: forged2\r\nX-Keep: 1\r\n\r\n";
+    let mut headers = Vec::new();
+    let head = parse_request(raw.as_bytes(), &Limits::default(), &mut headers)
+        .unwrap()
+        .unwrap();
+    let peer = Peer::of("192.0.2.1:5000".parse().unwrap());
+    let forwarding = forwarding(XffMode::Overwrite);
+    let edits = HeaderEdit::default();
+    let port = port_line(443);
+    let rw = |client_cert| RequestRewrite {
+        peer: &peer,
+        port_line: &port,
+        proto_line: proto_line(true),
+        client_cert,
+        forwarding: &forwarding,
+        edits: &edits,
+        host_rewrite: None,
+        fallback_host: b"up",
+    };
+    let mut out = Vec::new();
+    let line: &[u8] = b"x-forwarded-client-cert: Hash=ab;Subject=\"CN=c\"\r\n";
+    write_request_head(
+        &mut out,
+        raw.as_bytes(),
+        &head,
+        &headers,
+        &rw(Some(line)),
+        |_| {},
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("forged"), "{text}");
+    assert!(text.contains("x-forwarded-client-cert: Hash=ab;Subject=\"CN=c\"\r\n"));
+    assert!(text.contains("x-forwarded-proto: https\r\n"));
+    assert!(text.contains("X-Keep: 1\r\n"));
+    // Forwarding off: the client's headers pass as received.
+    let mut out = Vec::new();
+    write_request_head(&mut out, raw.as_bytes(), &head, &headers, &rw(None), |_| {});
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("Hash=forged") && text.contains("forged2"),
+        "{text}"
+    );
+}

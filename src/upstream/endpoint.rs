@@ -24,7 +24,9 @@ pub struct Endpoint {
     pub stats: Arc<EndpointStats>,
 }
 
-type Key = (Box<str>, SocketAddr);
+/// (cluster, address, TLS identity: 0 without TLS, else `UpstreamTls::id`). Pooled
+/// TLS connections are reused only under the settings they were made with.
+type Key = (Box<str>, SocketAddr, u64);
 
 /// The endpoints of one core's current configuration.
 #[derive(Default)]
@@ -49,7 +51,8 @@ impl Endpoints {
                 c.endpoints
                     .iter()
                     .map(|e| {
-                        let key: Key = (c.name.as_str().into(), e.addr);
+                        let tls = c.tls.as_ref().map_or(0, |t| t.id);
+                        let key: Key = (c.name.as_str().into(), e.addr, tls);
                         if let Some(ep) = live.get(&key) {
                             return Rc::clone(ep);
                         }

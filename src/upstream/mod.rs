@@ -18,13 +18,14 @@ pub mod endpoint;
 pub mod pool;
 
 use crate::clock::{Moment, Stamp};
+use crate::config::EndpointConfig;
 use crate::conn::{request_body_error, Downstream, Failure, Next};
 use crate::error::ProxyError;
 use crate::http::answer::ConnHeader;
 use crate::http::parse::{parse_response, Framing, Method, RequestHead, ResponseHead, Version};
 use crate::http::rewrite::{
-    write_interim_head, write_request_head, write_response_head, ClientFraming, RequestRewrite,
-    ResponseRewrite,
+    proto_line, write_interim_head, write_request_head, write_response_head, ClientFraming,
+    RequestRewrite, ResponseRewrite,
 };
 use crate::metrics::TimeoutKind;
 use crate::outcome::{timeout_kind, Flags};
@@ -35,7 +36,6 @@ use crate::stream::Stream;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
 use pool::UpstreamConn;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Largest upstream response head accepted (502 beyond).
@@ -67,10 +67,15 @@ pub async fn forward(
     let rewrite = RequestRewrite {
         peer: &d.peer,
         port_line: &d.settings.port_line,
-        proto_line: d.settings.proto_line,
+        // (The connection's scheme, not the listener's: a reload may have added
+        // or removed TLS since it was accepted.)
+        proto_line: proto_line(d.conn.stream.is_tls()),
+        // Decided by the current settings, so that a reload turning it on drops
+        // a client's own header on connections accepted before.
         client_cert: match &d.conn.stream {
-            Stream::Tls(tls) => tls.client_cert_line(),
-            Stream::Plain(_) => None,
+            _ if !d.settings.forward_client_cert => None,
+            Stream::Tls(tls) => Some(tls.client_cert_line()),
+            Stream::Plain(_) => Some(b""),
         },
         forwarding: &snapshot.forwarding,
         edits: &route.request_headers,
@@ -134,16 +139,14 @@ pub async fn forward(
             let reused = pooled.is_some();
             let mut up = match pooled {
                 Some(s) => s,
-                None => match connect(
-                    endpoint.addr,
-                    &mut d.up_timer,
-                    cluster.config.connect_timeout,
-                )
-                .await
-                {
-                    Ok(s) => UpstreamConn::new(Stream::Plain(s), state.stats.clone()),
+                None => match connect(endpoint, cluster, &mut d.up_timer).await {
+                    Ok(s) => UpstreamConn::new(s, state.stats.clone()),
                     Err(e) => {
-                        tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
+                        if let ProxyError::UpstreamTls { .. } = e {
+                            tracing::warn!(endpoint = %endpoint.addr, error = %e, "upstream TLS failed");
+                        } else {
+                            tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
+                        }
                         state.stats.connect_failures.inc();
                         d.outcome.flags.set(Flags::of(&e));
                         if let ProxyError::ConnectTimeout { .. } = e {
@@ -261,9 +264,9 @@ pub async fn forward(
                         Err(Fail::Timeout) => {
                             break 'exchange Err(p.fail(ProxyError::ResponseTimeout))
                         }
-                        Err(Fail::Io(source)) => {
+                        Err(f @ Fail::Io(_)) => {
                             let op = "read response head";
-                            break 'exchange Err(p.fail(ProxyError::Upstream { op, source }));
+                            break 'exchange Err(p.fail(upstream_error(f, op)));
                         }
                     }
                 };
@@ -375,17 +378,43 @@ struct Bufs {
 
 /// Connects under the connection's upstream timer (a monoio `timeout` would put a
 /// 640-byte, 128-byte-aligned `Sleep` in every burst's future).
+/// With TLS, the handshake follows, under `connect_timeout` of its own.
 async fn connect(
-    addr: SocketAddr,
+    endpoint: &EndpointConfig,
+    cluster: &ClusterRt,
     timer: &mut Timer,
-    timeout: Duration,
-) -> Result<TcpStream, ProxyError> {
-    match timer.run(timeout, TcpStream::connect_addr(addr)).await {
+) -> Result<Stream, ProxyError> {
+    let (addr, timeout) = (endpoint.addr, cluster.config.connect_timeout);
+    let tcp = match timer.run(timeout, TcpStream::connect_addr(addr)).await {
         Some(Ok(s)) => {
             let _ = s.set_nodelay(true);
-            Ok(s)
+            s
         }
-        Some(Err(source)) => Err(ProxyError::Connect { addr, source }),
+        Some(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+        None => return Err(ProxyError::ConnectTimeout { addr }),
+    };
+    let Some(tls) = &cluster.config.tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let Some(name) = tls.server_name(&endpoint.name) else {
+        return Err(ProxyError::UpstreamTls {
+            addr,
+            reason: format!(
+                "no server name for {:?}: set tls.server_name",
+                endpoint.name
+            ),
+        });
+    };
+    // (Boxed: the handshake's state would otherwise sit in every request's future.)
+    match timer
+        .run(timeout, Box::pin(crate::tls::connect(tcp, tls, name)))
+        .await
+    {
+        Some(Ok(s)) => Ok(Stream::Tls(Box::new(s))),
+        Some(Err(e)) => Err(ProxyError::UpstreamTls {
+            addr,
+            reason: e.to_string(),
+        }),
         None => Err(ProxyError::ConnectTimeout { addr }),
     }
 }
@@ -628,6 +657,9 @@ fn upstream_error(f: Fail, op: &'static str) -> ProxyError {
     match f {
         Fail::Timeout => ProxyError::UpstreamTimeout { op },
         Fail::Closed => ProxyError::UpstreamClosed { op },
+        Fail::Io(source) if crate::tls::is_tls_error(&source) => {
+            ProxyError::UpstreamTlsRecord { op, source }
+        }
         Fail::Io(source) => ProxyError::Upstream { op, source },
     }
 }

@@ -139,6 +139,9 @@ t_takeover() {
     "$WORK/control.sock" "$port" > "$WORK/upgrade.toml"
   $BIN --config "$WORK/upgrade.toml" 2>"$WORK/old.log" & local old=$!
   wait_port "$port" || return 1
+  # The control socket is served once the start is complete (after the listeners
+  # open: as READY=1 is sent), so the open port alone does not mean it is there.
+  for _ in $(seq 1 100); do [ -S "$WORK/control.sock" ] && break; sleep 0.05; done
   [ "$(stat -c %a "$WORK/control.sock")" = 600 ] || { echo "     control socket mode $(stat -c %a "$WORK/control.sock")"; return 1; }
   h2load --h1 -c 20 -D 4 "http://127.0.0.1:$port/" > "$WORK/h2load.txt" 2>&1 & local load=$!
   sleep 1
@@ -159,6 +162,7 @@ t_usr2_upgrade() {
     "$WORK/usr2.sock" "$port" > "$WORK/usr2.toml"
   $BIN --config "$WORK/usr2.toml" 2>"$WORK/usr2.log" & local old=$!
   wait_port "$port" || return 1
+  for _ in $(seq 1 100); do [ -S "$WORK/usr2.sock" ] && break; sleep 0.05; done
   kill -USR2 $old; wait $old; local rc=$?
   local child; child=$(pgrep -f "usr2.toml --takeover")
   local served; served=$(curl -s "http://127.0.0.1:$port/")
