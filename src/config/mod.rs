@@ -420,6 +420,18 @@ impl fmt::Display for Config {
                 "  {} on {} (header_timeout {:?}, idle_timeout {:?})",
                 l.name, l.bind, l.header_timeout, l.idle_timeout
             )?;
+            if let Some(tls) = &l.tls {
+                for (cert, (file, _)) in tls.certificates.iter().zip(&tls.settings.certificates) {
+                    writeln!(
+                        f,
+                        "    TLS certificate {}: {} [{}], expires at {} (Unix time)",
+                        file.display(),
+                        cert.subject,
+                        cert.names.join(", "),
+                        cert.not_after
+                    )?;
+                }
+            }
         }
         writeln!(f, "routes ({}):", self.routes.len())?;
         for r in &self.routes {
@@ -443,6 +455,17 @@ impl fmt::Display for Config {
                 .map(|e| format!("{} (weight {})", e.addr, e.weight))
                 .collect();
             writeln!(f, "  {} [{:?}]: {}", c.name, c.lb, eps.join(", "))?;
+            if let Some(tls) = &c.tls {
+                let s = &tls.settings;
+                writeln!(
+                    f,
+                    "    TLS to the endpoints: server_name {}, verify {}, ca {}, client certificate {}",
+                    s.server_name.as_deref().unwrap_or("(each endpoint's host)"),
+                    s.verify,
+                    s.ca.as_ref().map_or("(system trust store)".into(), |p| p.display().to_string()),
+                    s.cert.as_ref().map_or("none".into(), |p| p.display().to_string()),
+                )?;
+            }
         }
         Ok(())
     }

@@ -215,6 +215,12 @@ fn tls_example_loads_with_its_certificates() {
     );
     assert_eq!(tls.certificates[1].names, ["*.example.net"]);
     assert!(config.listeners[0].tls.is_none());
+    // `ringway check` shows each certificate's file, subject, names and expiry.
+    let summary = config.to_string();
+    assert!(
+        summary.contains("TLS certificate") && summary.contains("[*.example.net]"),
+        "{summary}"
+    );
     // The same file without its certificates fails on the first one, by field.
     std::fs::remove_file(dir.join("certs/example.com.pem")).unwrap();
     let err = Config::load(&path).unwrap_err().to_string();
