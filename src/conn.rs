@@ -121,9 +121,8 @@ pub struct Failure {
 /// What routing decided for a request.
 enum Act<'s> {
     Forward(&'s Route, usize),
-    Answer(&'s Answer),
-    /// A redirect made for this request.
-    Redirect(Answer),
+    /// A route's pre-rendered answer, or a redirect made for this request.
+    Answer(std::borrow::Cow<'s, Answer>),
     NoRoute,
 }
 
@@ -420,14 +419,6 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                 } else {
                     Next::Close
                 };
-                Ok(d.answer(w, answer, Some(&head), next).await)
-            }
-            Ok(Act::Redirect(answer)) => {
-                let next = if d.discard_body(&head).await {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                };
                 Ok(d.answer(w, &answer, Some(&head), next).await)
             }
             Ok(Act::NoRoute) => {
@@ -556,7 +547,7 @@ impl Downstream<'_> {
                 self.outcome.cluster = Some(*cluster as u32);
                 Act::Forward(route, *cluster)
             }
-            Action::Answer(answer) => Act::Answer(answer),
+            Action::Answer(answer) => Act::Answer(std::borrow::Cow::Borrowed(answer)),
             Action::Redirect {
                 status,
                 parts,
@@ -583,7 +574,9 @@ impl Downstream<'_> {
                     view.path,
                     view.query,
                 );
-                Act::Redirect(Answer::redirect(*status, &location, edits))
+                Act::Answer(std::borrow::Cow::Owned(Answer::redirect(
+                    *status, &location, edits,
+                )))
             }
         })
     }

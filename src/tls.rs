@@ -473,41 +473,45 @@ fn load_pair(
             ),
         )
     })?;
-    let info = inspect(&certified.cert[0])
+    let info = inspect(&certified.cert[0], cert)
         .map_err(|e| ConfigError::new(&cert_field, format!("{}: {e}", cert.display())))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    if info.not_after < now {
-        tracing::warn!(file = %cert.display(), subject = %info.subject, "certificate has expired; loaded anyway");
-    }
     Ok((certified, info))
 }
 
-/// The names, subject and expiry of an end-entity certificate.
-fn inspect(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
+/// The names, subject and expiry of an end-entity certificate (from `file`),
+/// with a warning when it is not valid now.
+fn inspect(der: &CertificateDer<'_>, file: &Path) -> Result<CertInfo, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let validity = cert.validity();
+    let subject = cert.subject().to_string();
     if validity.not_before.timestamp() > now {
-        tracing::warn!(subject = %cert.subject(), "certificate is not valid yet; loaded anyway");
+        tracing::warn!(file = %file.display(), %subject, "certificate is not valid yet; loaded anyway");
     }
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(n) = name {
-                names.push(n.to_ascii_lowercase());
-            }
-        }
+    if validity.not_after.timestamp() < now {
+        tracing::warn!(file = %file.display(), %subject, "certificate has expired; loaded anyway");
     }
     Ok(CertInfo {
-        subject: cert.subject().to_string(),
-        names,
+        subject,
+        names: dns_names(&cert).map(|n| n.to_ascii_lowercase()).collect(),
         not_after: validity.not_after.timestamp(),
     })
+}
+
+/// The subjectAltName DNS names of a certificate.
+fn dns_names<'a>(
+    cert: &'a x509_parser::certificate::X509Certificate<'_>,
+) -> impl Iterator<Item = &'a str> {
+    let san = cert.subject_alternative_name().ok().flatten();
+    san.into_iter()
+        .flat_map(|san| san.value.general_names.iter())
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(n) => Some(*n),
+            _ => None,
+        })
 }
 
 fn load_roots(path: &Path, field: &str) -> Result<RootCertStore, ConfigError> {
@@ -736,11 +740,8 @@ impl TlsInfo {
 /// `x-forwarded-client-cert: Hash=<hex SHA-256 of the DER>;Subject="...";DNS=a;DNS=b`
 /// (Envoy's element names), CRLF-terminated; `"` and `\` in the subject escaped.
 fn client_cert_line(der: &[u8], cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<u8> {
-    use sha2::Digest;
     let mut line = b"x-forwarded-client-cert: Hash=".to_vec();
-    for b in sha2::Sha256::digest(der) {
-        line.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
+    line.extend_from_slice(crate::exposition::sha256_hex(der).as_bytes());
     line.extend_from_slice(b";Subject=\"");
     for c in cert.subject().to_string().bytes() {
         match c {
@@ -751,16 +752,12 @@ fn client_cert_line(der: &[u8], cert: &x509_parser::certificate::X509Certificate
         }
     }
     line.push(b'"');
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(n) = name {
-                if n.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
-                {
-                    line.extend_from_slice(b";DNS=");
-                    line.extend_from_slice(n.as_bytes());
-                }
-            }
+    for n in dns_names(cert) {
+        if n.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        {
+            line.extend_from_slice(b";DNS=");
+            line.extend_from_slice(n.as_bytes());
         }
     }
     line.extend_from_slice(b"\r\n");
