@@ -42,6 +42,27 @@ Saturation (rps, latency) is not measured in this scenario, which keeps the full
 under 20 minutes (the scenario takes about 2 of them); exact counts, CPU at fixed load
 and cachegrind are, as for the small GET. Quick mode measures its exact counts and CPU
 at fixed load, and leaves cachegrind out (quick runs stay under 3 minutes).
+
+--tls runs the TLS scenarios instead (under 15 minutes; --quick under 4): each proxy
+terminates TLS with the same ECDSA P-256 certificate, generated for the run, TLS 1.2
+and 1.3 on, session resumption by tickets and a session cache, as an operator sets them:
+  Ringway  [listeners.tls] certificates = [{ cert, key }] (tickets and a session cache
+           are its defaults);
+  nginx    listen ... ssl; ssl_certificate; ssl_certificate_key;
+           ssl_protocols TLSv1.2 TLSv1.3 (nginx 1.22 leaves 1.3 off unless told);
+           ssl_session_cache shared:SSL:10m (tickets are on by default);
+  HAProxy  bind ... ssl crt FILE (key and chain in one file; its session cache and
+           tickets are on by default).
+  tls-full     full TLS 1.3 handshakes, one HTTP/1.0 request per connection, one
+               connection at a time (openssl s_time -new -tls1_3 -www /): figures per
+               connection, i.e. per handshake; the pace is the client's, no saturation;
+  tls-resumed  the same with resumed sessions (s_time -reuse: a TLS 1.3 ticket);
+  tls-small    small GET over TLS keep-alive, c=50 (h2load over https, ALPN http/1.1);
+  tls-1m       1 MiB responses over TLS, c=10;
+  tls-idle     idle TLS keep-alive connections, RSS each (one GET each, then idle).
+The protocol, cipher and key exchange each proxy negotiated are in the JSON ("tls").
+Cachegrind over s_time counts the instructions of two runs of different lengths and
+divides the difference by the difference of their connection counts.
 """
 
 import argparse
@@ -80,7 +101,7 @@ HAPROXY_MAXCONN = 9000  # ulimit -n is 20000 here and cannot be raised
 
 class Scenario:
     def __init__(self, name, title, path, n, c, rate, cg, method_args=(), headers=(), access_log=False,
-                 saturation=True, quick="exact", notes=None):
+                 saturation=True, quick="exact", notes=None, tls=False, handshakes=None):
         self.name = name
         self.title = title
         self.path = path
@@ -96,6 +117,11 @@ class Scenario:
         # figures), or "all" (cachegrind too).
         self.quick = quick
         self.notes = notes  # how the peers are configured for the same work
+        self.tls = tls  # every proxy terminates TLS (the --tls scenarios)
+        # "new" or "reuse": connections made one at a time by `openssl s_time` (full or
+        # resumed handshakes, one request each) instead of h2load; n and rate unused,
+        # cg is then two s_time durations (seconds) under cachegrind.
+        self.handshakes = handshakes
 
     def h2load_args(self):
         args = list(self.method_args)
@@ -126,6 +152,22 @@ def scenarios(quick, upload_file):
     ]
 
 
+def tls_scenarios(quick):
+    k = 4 if quick else 1
+    return [
+        Scenario("tls-full", "TLS 1.3 full handshake, one request per connection, one at a time", "/",
+                 None, 1, None, (4, 12), tls=True, handshakes="new", saturation=False, quick="timed",
+                 notes="openssl s_time -new -tls1_3 -www /: figures per connection (= per handshake)"),
+        Scenario("tls-resumed", "TLS 1.3 resumed handshake, one request per connection, one at a time", "/",
+                 None, 1, None, (4, 12), tls=True, handshakes="reuse", saturation=False, quick="timed",
+                 notes="openssl s_time -reuse -tls1_3 -www /: figures per connection (= per handshake)"),
+        Scenario("tls-small", "small GET over TLS, keep-alive, c=50", "/", 200_000 // k, 50, 20_000,
+                 (5_000, 25_000), tls=True, quick="all"),
+        Scenario("tls-1m", "1 MiB response over TLS, c=10", "/1m", 4_000 // k, 10, 300, (100, 500), tls=True,
+                 quick="timed"),
+    ]
+
+
 # ----------------------------------------------------------------------------- configs
 
 NGINX_BACKEND = """worker_processes 1; daemon off; pid {dir}/ngx-backend.pid;
@@ -151,11 +193,19 @@ error_log {dir}/ngx-proxy.err warn; worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
 http {{ {access_log} keepalive_requests 1000000; keepalive_timeout 75s;
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
-  server {{ listen 127.0.0.1:{port} backlog=4096;
+  server {{ listen 127.0.0.1:{port} backlog=4096{tls};
     client_max_body_size 0;
     location / {{ proxy_pass http://backend; proxy_http_version 1.1;
                  proxy_set_header Connection ""; proxy_request_buffering off; }} }} }}
 """
+# The TLS scenarios: the same server, terminating TLS ({dir}/tls, made by make_cert).
+NGINX_TLS = """ ssl;
+    ssl_certificate {dir}/tls/cert.pem; ssl_certificate_key {dir}/tls/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m"""
+HAPROXY_TLS = " ssl crt {dir}/tls/haproxy.pem"
+RINGWAY_TLS = """[listeners.tls]
+certificates = [{{ cert = "{dir}/tls/cert.pem", key = "{dir}/tls/key.pem" }}]"""
+
 # The "logged" scenario's access log (BENCHMARKING.md's fair peers); "main" is nginx's
 # predefined "combined" format under the usual name.
 NGINX_ACCESS_LOG = """log_format main '$remote_addr - $remote_user [$time_local] "$request" '
@@ -173,7 +223,7 @@ defaults
     option http-keep-alive
     http-reuse safe
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{tls}
     default_backend be
 backend be
     server s1 127.0.0.1:{backend} maxconn 1000
@@ -201,6 +251,7 @@ pin_workers = false
 name = "bench"
 bind = "127.0.0.1:{port}"
 {listener_extra}
+{tls}
 
 [forwarding]
 {forwarding_extra}
@@ -305,23 +356,28 @@ class Proxy:
         self.access_log = None
         self.phase = None
         self.log_checks = []
+        self.tls = False  # the running process terminates TLS
 
     def write_config(self, valgrind):
         log = self.access_log
+        tls = "-tls" if self.tls else ""
         if self.kind == "nginx":
-            path = f"{self.dir}/ngx-proxy-{self.name}{'-vg' if valgrind else ''}{'-log' if log else ''}.conf"
+            path = f"{self.dir}/ngx-proxy-{self.name}{'-vg' if valgrind else ''}{'-log' if log else ''}{tls}.conf"
             access_log = NGINX_ACCESS_LOG.format(path=log) if log else "access_log off;"
             text = NGINX_PROXY.format(dir=self.dir, backend=BACKEND_PORT, port=self.port,
-                                      master="master_process off;" if valgrind else "", access_log=access_log)
+                                      master="master_process off;" if valgrind else "", access_log=access_log,
+                                      tls=NGINX_TLS.format(dir=self.dir) if self.tls else "")
         elif self.kind == "haproxy":
-            path = f"{self.dir}/haproxy-{self.name}{'-log' if log else ''}.cfg"
+            path = f"{self.dir}/haproxy-{self.name}{'-log' if log else ''}{tls}.cfg"
             text = HAPROXY.format(port=self.port, backend=BACKEND_PORT, maxconn=HAPROXY_MAXCONN,
-                                  log=HAPROXY_LOG if log else "")
+                                  log=HAPROXY_LOG if log else "",
+                                  tls=HAPROXY_TLS.format(dir=self.dir) if self.tls else "")
         else:
-            path = f"{self.dir}/ringway-{self.name}{'-log' if log else ''}.toml"
+            path = f"{self.dir}/ringway-{self.name}{'-log' if log else ''}{tls}.toml"
             text = RINGWAY.format(port=self.port, backend=BACKEND_PORT, runtime_extra=self.runtime_extra,
                                   listener_extra=self.listener_extra, forwarding_extra=self.forwarding_extra,
-                                  access_log=RINGWAY_ACCESS_LOG.format(path=log) if log else "")
+                                  access_log=RINGWAY_ACCESS_LOG.format(path=log) if log else "",
+                                  tls=RINGWAY_TLS.format(dir=self.dir) if self.tls else "")
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -336,10 +392,11 @@ class Proxy:
             return ["haproxy", "-db", "-f", cfg]
         return [self.binary, "--config", cfg, "--log-level", "warn"]
 
-    def start(self, cachegrind_out=None, access_log=False, phase=None):
+    def start(self, cachegrind_out=None, access_log=False, phase=None, tls=False):
         """access_log: write an access log line per request (the "logged" scenario);
-        phase: what this process measures, for its access log check."""
+        phase: what this process measures, for its access log check; tls: terminate TLS."""
         self.access_log = None
+        self.tls = tls
         if access_log:
             if self.kind == "floor":
                 raise RuntimeError("the floor relay writes no access log")
@@ -451,7 +508,7 @@ def h2load(port, sc, n=None, c=None, duration=None, rate=None, log_file=None, ti
             argv += ["--rps", f"{rate / (c or sc.c):.3f}"]
     if log_file:
         argv += ["--log-file", log_file]
-    argv += sc.h2load_args() + [f"http://127.0.0.1:{port}{sc.path}"]
+    argv += sc.h2load_args() + [f"{'https' if sc.tls else 'http'}://127.0.0.1:{port}{sc.path}"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout).stdout
     m = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", out)
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
@@ -462,6 +519,43 @@ def h2load(port, sc, n=None, c=None, duration=None, rate=None, log_file=None, ti
     bad = int(m.group(2)) + int(m.group(3)) + sum(int(codes.group(i)) for i in (2, 3, 4))
     ANSWERED[port] = ANSWERED.get(port, 0) + ok
     return {"ok": ok, "bad": bad, "rps": float(rps.group(1)) if rps else None}
+
+
+def s_time(port, mode, seconds, timeout=600):
+    """`openssl s_time` for `seconds`: one connection at a time, each a TLS 1.3 handshake
+    ("new": full, "reuse": resumed) and one HTTP/1.0 GET read to the end. Returns the
+    number of connections it completed."""
+    argv = ["taskset", "-c", "0", "openssl", "s_time", "-connect", f"127.0.0.1:{port}", f"-{mode}",
+            "-tls1_3", "-time", str(seconds), "-www", "/"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    m = re.search(r"(\d+) connections in", r.stdout)
+    if not m or "ERROR" in r.stdout + r.stderr:
+        raise RuntimeError(f"s_time output not understood:\n{r.stdout}\n{r.stderr}")
+    # s_time prints "r" for each resumed connection, "*" for each full handshake.
+    n = int(m.group(1))
+    marks = "".join(re.findall(r"^[r*]+$", r.stdout, re.M))
+    want = "r" if mode == "reuse" else "*"
+    if marks.count(want) != n:
+        raise RuntimeError(f"s_time -{mode}: {marks.count(want)} of {n} connections {want!r}:\n{r.stdout}")
+    return n
+
+
+def probe_tls(port):
+    """What a proxy negotiates with OpenSSL's client (TLS 1.3 offered, its default
+    groups and ciphers), and whether a GET through it over TLS answers 200."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "bench.example",
+                        "-brief", "-ign_eof"], input="GET / HTTP/1.0\r\n\r\n", capture_output=True,
+                       text=True, timeout=30)
+    info = {}
+    for line in (r.stdout + r.stderr).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("Protocol version", "Ciphersuite", "Server Temp Key", "Peer signature type"):
+            info[key.strip()] = value.strip()
+    status = re.search(r"HTTP/1\.\d (\d{3})", r.stdout)
+    info["status"] = int(status.group(1)) if status else None
+    if info["status"] != 200:
+        raise RuntimeError(f"GET over TLS to port {port} failed:\n{r.stdout}\n{r.stderr}")
+    return info
 
 
 def cpu_ns(pid):
@@ -501,7 +595,10 @@ def perf_counts(px, sc, d):
                         "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # let perf attach
     before = stat_cpu()
-    r = h2load(px.port, sc)
+    if sc.handshakes:
+        r = {"ok": s_time(px.port, sc.handshakes, DURATION), "bad": 0}
+    else:
+        r = h2load(px.port, sc)
     after = stat_cpu()
     PROCS.stop(perf, signal.SIGINT, 30)
     counts = {}
@@ -525,8 +622,13 @@ def user_sys_ticks(pid):
 
 
 def fixed_load_cpu(px, sc):
+    """CPU per request at the scenario's offered load (s_time scenarios: at the pace of
+    one connection at a time)."""
     before_s, before_c, before_t = stat_cpu(), cpu_ns(px.pid), user_sys_ticks(px.pid)
-    r = h2load(px.port, sc, duration=DURATION, rate=sc.rate)
+    if sc.handshakes:
+        r = {"ok": s_time(px.port, sc.handshakes, DURATION), "bad": 0}
+    else:
+        r = h2load(px.port, sc, duration=DURATION, rate=sc.rate)
     after_c, after_s, after_t = cpu_ns(px.pid), stat_cpu(), user_sys_ticks(px.pid)
     steal = steal_pct(before_s, after_s)
     us = (after_c - before_c) / 1000.0 / r["ok"] if r["ok"] else None
@@ -561,19 +663,41 @@ def saturation(px, sc, d):
 
 def cachegrind(px, sc, d):
     irs = []
+    counts = []
     for n in sc.cg:
         out = f"{d}/cg-{px.name}-{sc.name}-{n}.out"
-        px.start(cachegrind_out=out, access_log=sc.access_log, phase=f"cachegrind {n}")
-        # Warm-up connection established; then exactly n requests at c=10.
-        r = h2load(px.port, sc, n=n, c=10, timeout=900)
+        px.start(cachegrind_out=out, access_log=sc.access_log, phase=f"cachegrind {n}", tls=sc.tls)
+        if sc.handshakes:
+            # s_time runs for n seconds: the connections it made are the count.
+            counts.append(s_time(px.port, sc.handshakes, n))
+        else:
+            # Warm-up connection established; then exactly n requests at c=10.
+            r = h2load(px.port, sc, n=n, c=10, timeout=900)
+            if r["ok"] != n:
+                px.stop()
+                raise RuntimeError(f"{px.name} under cachegrind: {r}")
+            counts.append(n)
         px.stop()
-        if r["ok"] != n:
-            raise RuntimeError(f"{px.name} under cachegrind: {r}")
         with open(out) as f:
             ir = next(int(line.split()[1]) for line in f if line.startswith("summary:"))
         irs.append(ir)
-    n1, n2 = sc.cg
-    return {"ir": irs, "counts": list(sc.cg), "per_request": (irs[1] - irs[0]) / (n2 - n1)}
+    if counts[1] <= counts[0]:
+        raise RuntimeError(f"{px.name} under cachegrind: s_time made {counts} connections")
+    return {"ir": irs, "counts": counts, "per_request": (irs[1] - irs[0]) / (counts[1] - counts[0])}
+
+
+def make_cert(d):
+    """The TLS scenarios' certificate: ECDSA P-256, self-signed, for bench.example; the
+    key PEM for nginx and Ringway, key and certificate in one file for HAProxy."""
+    os.makedirs(f"{d}/tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", f"{d}/tls/key.pem", "-out", f"{d}/tls/cert.pem", "-days", "7",
+                    "-subj", "/CN=bench.example", "-addext", "subjectAltName=DNS:bench.example"],
+                   check=True, capture_output=True)
+    with open(f"{d}/tls/haproxy.pem", "w") as out:
+        for name in ("cert.pem", "key.pem"):
+            with open(f"{d}/tls/{name}") as f:
+                out.write(f.read())
 
 
 def floor_binary():
@@ -596,11 +720,12 @@ IDLE_CLIENT = os.path.join(ROOT, "loadtest", "idle.py")
 IDLE_SETTLE = 3.0
 
 
-def idle_memory(px, conns):
+def idle_memory(px, conns, tls=False):
     """RSS per idle connection: (RSS with `conns` open - RSS before) / conns, and the
     marginal cost, from the second half alone (fixed costs such as pools and
-    preallocated tables drop out of it)."""
-    client = PROCS.start(["taskset", "-c", "0", sys.executable, IDLE_CLIENT, str(px.port), str(conns)],
+    preallocated tables drop out of it). tls: each connection a TLS handshake first."""
+    client = PROCS.start(["taskset", "-c", "0", sys.executable, IDLE_CLIENT, str(px.port), str(conns)]
+                         + (["tls"] if tls else []),
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def open_more(n):
@@ -623,6 +748,14 @@ def idle_memory(px, conns):
             "rss_idle_kib": during, "settle_s": IDLE_SETTLE,
             "bytes_per_conn": (during - before) * 1024 / opened if opened else None,
             "marginal_bytes_per_conn": (during - mid) * 1024 / (opened - half) if opened > half else None}
+
+
+def warm_up(px, sc):
+    """Pools and caches warm before anything is counted."""
+    if sc.handshakes:
+        s_time(px.port, sc.handshakes, 1)
+    else:
+        h2load(px.port, sc, n=max(1000, sc.n // 20))
 
 
 def median_clean(runs, key):
@@ -686,7 +819,11 @@ def main():
                     help="a Ringway binary to measure, with optional settings ([runtime] keys, or listener.KEY), e.g. "
                          "'noflags=target/release/ringway;io_uring_flags=[]' (repeat to compare "
                          "builds or settings in one run)")
-    ap.add_argument("--scenarios", help="comma-separated subset of: small,logged,1k,64k,1m,upload,newconn,idle")
+    ap.add_argument("--tls", action="store_true",
+                    help="the TLS scenarios instead of the cleartext ones: tls-full,tls-resumed,tls-small,tls-1m,"
+                         "tls-idle")
+    ap.add_argument("--scenarios", help="comma-separated subset of: small,logged,1k,64k,1m,upload,newconn,idle "
+                                        "(with --tls: tls-full,tls-resumed,tls-small,tls-1m,tls-idle)")
     ap.add_argument("--proxies", help="comma-separated subset of the proxy names")
     ap.add_argument("--rounds", type=int, help="interleaved rounds for the timed figures")
     ap.add_argument("--idle-conns", type=int, default=10_000)
@@ -719,12 +856,12 @@ def main():
         path, *settings = spec.split(";")
         proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(path),
                              settings))
-    if not args.ringway and not args.no_peer_work:
+    if not args.ringway and not args.no_peer_work and not args.tls:
         # Ringway doing the header work the nginx and HAProxy peers are configured for:
         # none beyond the hop-by-hop rules (no X-Forwarded-*, no request id).
         proxies.append(Proxy("ringway-peerwork", "ringway", PORTS["ringway"] + 10 * len(proxies), d,
                              os.path.abspath(binary), PEER_WORK, only={"small"}))
-    if not args.no_floor and (not args.proxies or "floor" in args.proxies.split(",")):
+    if not args.tls and not args.no_floor and (not args.proxies or "floor" in args.proxies.split(",")):
         proxies.append(Proxy("floor", "floor", PORTS["floor"], d, floor_binary(), only={"small"}))
     proxies.append(Proxy("nginx", "nginx", PORTS["nginx"], d))
     proxies.append(Proxy("haproxy", "haproxy", PORTS["haproxy"], d))
@@ -733,8 +870,11 @@ def main():
         proxies = [p for p in proxies if p.name in keep]
     names = [p.name for p in proxies]
 
-    all_sc = scenarios(args.quick, upload)
-    wanted = args.scenarios.split(",") if args.scenarios else [s.name for s in all_sc] + ["idle"]
+    all_sc = tls_scenarios(args.quick) if args.tls else scenarios(args.quick, upload)
+    idle = "tls-idle" if args.tls else "idle"
+    wanted = args.scenarios.split(",") if args.scenarios else [s.name for s in all_sc] + [idle]
+    if args.tls:
+        make_cert(d)
     scs = [s for s in all_sc if s.name in wanted]
     idle_conns = 2_000 if args.quick and args.idle_conns == 10_000 else args.idle_conns
 
@@ -775,15 +915,17 @@ def main():
                         res[px.name] = {"left_out": why}
                         pxs.remove(px)
             for px in pxs:
-                px.start(access_log=sc.access_log, phase="perf")
-                h2load(px.port, sc, n=max(1000, sc.n // 20))  # warm-up: pools, caches
+                px.start(access_log=sc.access_log, phase="perf", tls=sc.tls)
+                warm_up(px, sc)
+                if sc.tls:
+                    res.setdefault(px.name, {})["tls"] = probe_tls(px.port)
                 res.setdefault(px.name, {})["perf"] = perf_counts(px, sc, d)
                 px.stop()
                 print(f"   {px.name}: perf {res[px.name]['perf']['per_request']}", file=sys.stderr, flush=True)
             if full:
                 for px in pxs:
-                    px.start(access_log=sc.access_log, phase="timed")
-                    h2load(px.port, sc, n=max(1000, sc.n // 20))
+                    px.start(access_log=sc.access_log, phase="timed", tls=sc.tls)
+                    warm_up(px, sc)
                     res[px.name]["cpu_runs"] = []
                     res[px.name]["sat_runs"] = []
                 # Interleaved: A B C A B C ...
@@ -824,13 +966,16 @@ def main():
                     log = res[px.name]["access_log"] = px.take_log_checks()
                     print(f"   {px.name}: access log {log['lines']} lines for {log['requests']} requests",
                           file=sys.stderr, flush=True)
-        if "idle" in wanted:
-            print(f"== {idle_conns} idle keep-alive connections", file=sys.stderr, flush=True)
-            res = results["scenarios"].setdefault("idle", {})
-            for px in [p for p in proxies if p.only is None or "idle" in p.only]:
-                px.start()
+        for idle, tls in (("idle", False), ("tls-idle", True)):
+            if idle not in wanted:
+                continue
+            print(f"== {idle_conns} idle {'TLS ' if tls else ''}keep-alive connections", file=sys.stderr,
+                  flush=True)
+            res = results["scenarios"].setdefault(idle, {})
+            for px in [p for p in proxies if p.only is None or idle in p.only]:
+                px.start(tls=tls)
                 n = min(idle_conns, HAPROXY_MAXCONN - 100) if px.kind == "haproxy" else idle_conns
-                res.setdefault(px.name, {})["idle"] = idle_memory(px, n)
+                res.setdefault(px.name, {})["idle"] = idle_memory(px, n, tls)
                 px.stop()
                 print(f"   {px.name}: {res[px.name]['idle']}", file=sys.stderr, flush=True)
     finally:

@@ -2,12 +2,13 @@
 # Ringway vs nginx vs HAProxy, side by side in one run (see tuning.md for the method).
 #   loadtest/compare.sh            full run (under 20 minutes)
 #   loadtest/compare.sh --quick    fewer requests and rounds (under 3 minutes)
+#   loadtest/compare.sh --tls      the TLS scenarios instead (handshakes, keep-alive, 1 MiB, idle)
 # Other options (subsets, several Ringway builds in one run): loadtest/compare.py --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in wrk:wrk h2load:nghttp2-client nginx:nginx haproxy:haproxy perf:linux-perf valgrind:valgrind; do
+for tool in wrk:wrk h2load:nghttp2-client openssl:openssl nginx:nginx haproxy:haproxy perf:linux-perf valgrind:valgrind; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -21,15 +21,16 @@
 
 use crate::access_log;
 use crate::clock::{Moment, Stamp};
+use crate::downstream::{refused, Conn, Downstream, Failure, Next};
 use crate::error::ProxyError;
 use crate::http::answer::{Answer, ConnHeader};
-use crate::http::parse::{parse_request, Framing, HeaderSpan, Method, RequestHead, Version};
+use crate::http::parse::{parse_request, Framing, Method, RequestHead, Version};
 use crate::http::rewrite::Peer;
 use crate::metrics::TlsFailure;
 use crate::outcome::{Flags, Outcome};
-use crate::relay::{self, Body, Fail, Io, RelayError, Timer, Waited};
+use crate::relay::{self, Body, Fail, Io, Timer, Waited};
 use crate::route::{Action, RequestView, Route};
-use crate::snapshot::{ListenerRt, ListenerSettings, Snapshot};
+use crate::snapshot::{ListenerRt, Snapshot};
 use crate::stream::Stream;
 use crate::upstream;
 use crate::worker::Worker;
@@ -49,42 +50,6 @@ const DRAIN_GRACE: Duration = Duration::from_millis(100);
 /// so the connection can stay open; larger ones close it instead.
 const MAX_DISCARD: u64 = 64 * 1024;
 
-/// A connection between bursts: all it keeps while idle (see the module docs).
-pub struct Conn {
-    pub stream: Stream,
-    pub peer: SocketAddr,
-    /// The listener that accepted it (its settings as of the last reload, and
-    /// whether it is closing).
-    pub listener: Rc<ListenerRt>,
-    /// Timeouts of client-side operations.
-    pub timer: Timer,
-}
-
-/// A connection in a burst: the connection, and the buffer and scratch space of the
-/// requests it serves (they live in the burst's future, not in the idle
-/// connection); shared with `upstream::forward`.
-pub struct Downstream<'c> {
-    pub conn: &'c mut Conn,
-    /// The listener's settings, taken anew for each request.
-    pub settings: Rc<ListenerSettings>,
-    /// The client's address, its text form for X-Forwarded-For made once a burst.
-    pub peer: Peer,
-    /// Bytes read from the client; the current request starts at 0.
-    pub rbuf: Vec<u8>,
-    /// End of what this request consumed of `rbuf` (head, then body).
-    pub pos: usize,
-    pub headers: Vec<HeaderSpan>,
-    pub resp_headers: Vec<HeaderSpan>,
-    /// Timeouts of operations on this connection's upstream connections.
-    pub up_timer: Timer,
-    /// Cancels the wait for the next request when the buffer is released.
-    canceller: Option<Canceller>,
-    /// The current request's figures (metrics and the access log read them).
-    pub outcome: Outcome,
-    /// The current request's fields for its access log line (with an access log).
-    pub log: Option<access_log::Scratch>,
-}
-
 /// How a burst ended.
 enum Burst {
     Close,
@@ -102,22 +67,6 @@ enum Head {
     Idle(Moment),
 }
 
-/// What to do with the connection after a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    KeepAlive,
-    Close,
-}
-
-/// A failed exchange: the error, and whether the client already saw response bytes.
-#[derive(Debug)]
-pub struct Failure {
-    pub error: ProxyError,
-    pub response_started: bool,
-    /// The request body was fully read from the client (the connection is in sync).
-    pub request_consumed: bool,
-}
-
 /// What routing decided for a request.
 enum Act<'s> {
     Forward(&'s Route, usize),
@@ -126,73 +75,55 @@ enum Act<'s> {
     NoRoute,
 }
 
-/// A request refused before anything was sent anywhere.
-fn refused(error: ProxyError, request_consumed: bool) -> Failure {
-    Failure {
-        error,
-        response_started: false,
-        request_consumed,
-    }
-}
-
-impl Conn {
-    /// A just-accepted connection. Boxed: the connection's task then holds a
-    /// pointer, not three copies of the state (async blocks keep their captures
-    /// beside the futures they move them into).
-    pub fn new(stream: Stream, peer: SocketAddr, listener: Rc<ListenerRt>) -> Box<Self> {
-        listener.stats.connections_total.inc();
-        listener.stats.connections_active.inc();
-        Box::new(Conn {
-            stream,
-            peer,
-            listener,
-            timer: Timer::new(),
-        })
-    }
-
-    /// Whether the connection closes once it is idle, and answers the request in
-    /// flight with `Connection: close`: its listener is closing (a drain, or a
-    /// reload that removed it).
-    pub fn is_closing(&self) -> bool {
-        self.listener.is_closing()
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.listener.stats.connections_active.dec();
-    }
-}
-
 /// Serves a just-accepted connection of a TLS listener: the handshake, bounded by
 /// the listener's `handshake_timeout` (a client that stalls or sends garbage costs
 /// its read buffer and rustls' state until then), then [`serve`]. A failed
 /// handshake closes the connection; the connection counts as accepted once the
 /// handshake succeeded.
+///
+/// The handshake runs in a future of its own, boxed and freed once it is done: its
+/// state (rustls' acceptor, the half-built stream) is much larger than an idle
+/// connection's, and would otherwise stay in the connection's task for its whole
+/// life (an async fn keeps room for every local in scope at an await, moved or not).
 pub async fn serve_tls(
     worker: Rc<Worker>,
     tcp: monoio::net::TcpStream,
     peer: SocketAddr,
     listener: Rc<ListenerRt>,
 ) {
-    let Some(tls) = listener.settings().config.tls.clone() else {
-        return;
-    };
+    if let Some(conn) = Box::pin(handshake(tcp, peer, listener)).await {
+        serve(worker, conn).await
+    }
+}
+
+/// The handshake of [`serve_tls`]: the connection, or `None` when it failed (counted
+/// and logged here).
+async fn handshake(
+    tcp: monoio::net::TcpStream,
+    peer: SocketAddr,
+    listener: Rc<ListenerRt>,
+) -> Option<Box<Conn>> {
+    let tls = listener.settings().config.tls.clone()?;
     let mut timer = Timer::new();
-    let handshake = crate::tls::accept(tcp, &tls);
     let stats = &listener.stats;
-    let stream = match timer.run(tls.settings.handshake_timeout, handshake).await {
+    let stream = match timer
+        .run(
+            tls.settings.handshake_timeout,
+            crate::tls::accept(tcp, &tls),
+        )
+        .await
+    {
         Some(Ok(stream)) => stream,
         Some(Err(e)) => {
             let kind = e.kind();
             tracing::debug!(%peer, error = %e, reason = kind.label(), "TLS handshake failed");
             stats.tls_failures[kind as usize].inc();
-            return;
+            return None;
         }
         None => {
             tracing::debug!(%peer, "TLS handshake timed out");
             stats.tls_failures[TlsFailure::Timeout as usize].inc();
-            return;
+            return None;
         }
     };
     let version = match stream.protocol_version() {
@@ -202,7 +133,7 @@ pub async fn serve_tls(
     stats.tls_handshakes[version].inc();
     let mut conn = Conn::new(Stream::Tls(Box::new(stream)), peer, listener);
     conn.timer = timer;
-    serve(worker, conn).await
+    Some(conn)
 }
 
 /// Serves a just-accepted connection until it closes. Not an `async fn`: that would
@@ -657,32 +588,4 @@ impl Downstream<'_> {
 /// Answers after which the connection's framing cannot be trusted.
 fn is_fatal_status(status: u16) -> bool {
     matches!(status, 400 | 405 | 408 | 413 | 414 | 431 | 501 | 505)
-}
-
-/// Maps a relay failure on the client side of a request body.
-pub fn request_body_error(e: RelayError) -> ProxyError {
-    match e {
-        RelayError::Framing(b) => ProxyError::BadRequestBody(b),
-        RelayError::TooLarge => ProxyError::BodyTooLarge,
-        RelayError::Read(Fail::Timeout) => ProxyError::ClientTimeout {
-            op: "read request body",
-        },
-        RelayError::Read(Fail::Closed) => ProxyError::ClientClosed {
-            op: "read request body",
-        },
-        RelayError::Read(Fail::Io(source)) => ProxyError::Client {
-            op: "read request body",
-            source,
-        },
-        RelayError::Write(Fail::Timeout) => ProxyError::UpstreamTimeout {
-            op: "write request body",
-        },
-        RelayError::Write(Fail::Closed) => ProxyError::UpstreamClosed {
-            op: "write request body",
-        },
-        RelayError::Write(Fail::Io(source)) => ProxyError::Upstream {
-            op: "write request body",
-            source,
-        },
-    }
 }

@@ -13,6 +13,8 @@
 //! admin      the admin HTTP listener (own thread); exposition renders /metrics
 //! notify     sd_notify (READY, RELOADING, STOPPING) for systemd
 //! listener   SO_REUSEPORT socket per core, accept loop
+//! stream     a client or upstream connection, plain TCP or TLS (tls: rustls)
+//! downstream the client side of an exchange (connection, burst state, outcome)
 //! conn       THE HOT PATH, one loop per downstream connection:
 //!              1. read + parse request head (http::parse, zero-copy)
 //!              2. route lookup (route, pure) -> cluster | direct answer
@@ -34,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod downstream;
 pub mod error;
 pub mod exposition;
 pub mod http;

@@ -74,7 +74,7 @@ pub async fn accept_loop(
             }
             Ok((stream, peer)) => {
                 let worker = worker.clone();
-                let conn = crate::conn::Conn::new(
+                let conn = crate::downstream::Conn::new(
                     crate::stream::Stream::Plain(stream),
                     peer,
                     listener.clone(),

@@ -19,7 +19,7 @@ pub mod pool;
 
 use crate::clock::{Moment, Stamp};
 use crate::config::EndpointConfig;
-use crate::conn::{request_body_error, Downstream, Failure, Next};
+use crate::downstream::{request_body_error, Downstream, Failure, Next};
 use crate::error::ProxyError;
 use crate::http::answer::ConnHeader;
 use crate::http::parse::{parse_response, Framing, Method, RequestHead, ResponseHead, Version};
