@@ -9,32 +9,46 @@
 //! valid across reloads; the ticketer rotates its keys itself (rustls' default
 //! rotation, every six hours, accepting the previous key meanwhile).
 //!
-//! A connection's handshake reads the ClientHello with rustls' `Acceptor` first: a
-//! strict listener refuses an SNI that matches no certificate with the
-//! `unrecognized_name` alert (RFC 6066 §3) before anything else is done.
-//! [`TlsStream`] then moves bytes between the socket and rustls.
+//! [`TlsStream`] drives rustls' unbuffered API: the ciphertext read from the socket
+//! stays in the connection's own buffer, where rustls decrypts it in place (rustls
+//! 0.23 then hands each record's plaintext over in a heap chunk, copied once into
+//! the reader's buffer), and records are encrypted into the connection's own output
+//! buffer; both buffers are given back while the connection idles, so an idle TLS
+//! connection keeps rustls' session state and nothing else (rustls' buffered API
+//! keeps a record buffer of its own, 4 KiB at least, for the connection's life). A strict listener refuses an SNI that matches
+//! no certificate with the `unrecognized_name` alert (RFC 6066 §3): the certificate
+//! resolver, which rustls calls with each ClientHello, tells the handshake what it
+//! saw (rustls' unbuffered server connection does not show the SNI itself).
 
 use crate::config::ConfigError;
 use crate::metrics::TlsFailure;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
+use rustls::client::UnbufferedClientConnection;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{
-    Acceptor, ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions,
+    ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions,
+    UnbufferedServerConnection,
 };
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::{CommonState, RootCertStore, ServerConfig};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, BufRead, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Ciphertext read at once: one TLS record of the largest size and its header.
 const CIPHER_READ: usize = 16 * 1024 + 256;
+/// Plaintext encrypted at once (four records of the largest size).
+const ENCRYPT_AT_ONCE: usize = 64 * 1024;
+/// Room for each record's header, tag and padding when encrypting.
+const RECORD_OVERHEAD: usize = 64;
 /// TLS 1.2 session ids kept for resumption, the whole process together.
 const SESSION_CACHE: usize = 16 * 1024;
 
@@ -74,7 +88,6 @@ pub struct CertInfo {
 pub struct ServerTls {
     pub settings: TlsSettings,
     pub config: Arc<ServerConfig>,
-    resolver: Arc<SniResolver>,
     pub certificates: Vec<CertInfo>,
 }
 
@@ -156,7 +169,7 @@ impl ServerTls {
             keys.push(Arc::new(certified));
             infos.push(info);
         }
-        let resolver = Arc::new(SniResolver::new(keys, &infos));
+        let resolver = Arc::new(SniResolver::new(keys, &infos, settings.strict_sni));
         let versions: &[&'static rustls::SupportedProtocolVersion] = if settings.min_tls13 {
             &[&rustls::version::TLS13]
         } else {
@@ -203,7 +216,7 @@ impl ServerTls {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder.with_cert_resolver(resolver.clone());
+        let mut config = builder.with_cert_resolver(resolver);
         config.alpn_protocols = settings
             .alpn
             .iter()
@@ -217,14 +230,8 @@ impl ServerTls {
         Ok(ServerTls {
             settings,
             config: Arc::new(config),
-            resolver,
             certificates: infos,
         })
-    }
-
-    /// Whether a ClientHello with this SNI is served (always, unless strict).
-    fn accepts(&self, sni: Option<&str>) -> bool {
-        !self.settings.strict_sni || self.resolver.find(sni).is_some()
     }
 }
 
@@ -535,12 +542,31 @@ fn load_roots(path: &Path, field: &str) -> Result<RootCertStore, ConfigError> {
 
 /// Picks a listener's certificate by SNI: an exact name before a wildcard, the
 /// first certificate naming it before later ones; no SNI or no match gives the
-/// first certificate (a strict listener refused those already).
+/// first certificate, or, on a strict listener, none (the handshake then sends
+/// `unrecognized_name`). It tells the handshake what the ClientHello said through
+/// [`HELLO`].
 struct SniResolver {
     keys: Vec<Arc<CertifiedKey>>,
     exact: HashMap<String, usize>,
     /// `*.example.com` is kept as `example.com`.
     wildcard: HashMap<String, usize>,
+    strict: bool,
+}
+
+/// What the certificate resolver saw in the last ClientHello on this thread.
+struct Hello {
+    /// The SNI, lower-case.
+    sni: Option<Box<str>>,
+    /// A strict listener has no certificate for it.
+    refused: bool,
+}
+
+thread_local! {
+    /// Set by [`SniResolver::resolve`], which rustls calls with each ClientHello in
+    /// the middle of `process_tls_records`; the handshake takes it right after that
+    /// call returns, on the same thread, before any other connection's handshake
+    /// can run.
+    static HELLO: RefCell<Option<Hello>> = const { RefCell::new(None) };
 }
 
 impl fmt::Debug for SniResolver {
@@ -553,7 +579,7 @@ impl fmt::Debug for SniResolver {
 }
 
 impl SniResolver {
-    fn new(keys: Vec<Arc<CertifiedKey>>, infos: &[CertInfo]) -> SniResolver {
+    fn new(keys: Vec<Arc<CertifiedKey>>, infos: &[CertInfo], strict: bool) -> SniResolver {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         for (i, info) in infos.iter().enumerate() {
@@ -568,6 +594,7 @@ impl SniResolver {
             keys,
             exact,
             wildcard,
+            strict,
         }
     }
 
@@ -589,8 +616,19 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let i = self.find(hello.server_name()).unwrap_or(0);
-        self.keys.get(i).cloned()
+        let sni = hello.server_name();
+        let found = self.find(sni);
+        let refused = self.strict && found.is_none();
+        HELLO.with(|h| {
+            *h.borrow_mut() = Some(Hello {
+                sni: sni.map(|n| n.to_ascii_lowercase().into()),
+                refused,
+            })
+        });
+        if refused {
+            return None;
+        }
+        self.keys.get(found.unwrap_or(0)).cloned()
     }
 }
 
@@ -668,26 +706,6 @@ async fn send_all(tcp: &mut TcpStream, data: Vec<u8>) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Sends the alert rustls made for a refused ClientHello (best effort: the
-/// connection closes after it anyway).
-async fn send_alert(tcp: &mut TcpStream, mut alert: rustls::server::AcceptedAlert) {
-    let mut out = Vec::new();
-    let _ = alert.write_all(&mut out);
-    let _ = send_all(tcp, out).await;
-}
-
-/// Reads once into `buf` (cleared first); `Ok(0)` at EOF.
-async fn read_some(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut owned = std::mem::take(buf);
-    owned.clear();
-    if owned.capacity() < CIPHER_READ {
-        owned.reserve(CIPHER_READ);
-    }
-    let (res, back) = tcp.read(owned).await;
-    *buf = back;
-    res
-}
-
 /// What the access log says about a TLS connection, made once after its handshake.
 #[derive(Debug, Clone, Default)]
 pub struct TlsInfo {
@@ -705,7 +723,7 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
-    fn of(conn: &ServerConnection) -> TlsInfo {
+    fn of(conn: &CommonState, sni: Option<Box<str>>) -> TlsInfo {
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -727,7 +745,7 @@ impl TlsInfo {
         TlsInfo {
             version,
             cipher,
-            sni: conn.server_name().map(|n| n.to_ascii_lowercase().into()),
+            sni,
             alpn: conn
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned().into()),
@@ -764,88 +782,253 @@ fn client_cert_line(der: &[u8], cert: &x509_parser::certificate::X509Certificate
     line
 }
 
-/// A server-side TLS connection over a TCP socket.
+/// rustls' side of a connection: a listener's or one to an upstream.
+enum Side {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+}
+
+/// What one turn of rustls' state machine did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Something was done (a message encoded, records read): turn again.
+    Again,
+    /// More ciphertext from the peer is needed.
+    Input,
+    /// The handshake is over and nothing is pending; nothing was offered to write.
+    Ready,
+    /// Encrypted this many bytes of the plaintext offered.
+    Wrote(usize),
+    /// The peer closed the session (`close_notify`; reported once).
+    PeerClosed,
+    /// Both sides closed the session.
+    Closed,
+}
+
+/// A TLS connection over a TCP socket (rustls' unbuffered API, see the module
+/// docs).
 pub struct TlsStream {
     tcp: TcpStream,
-    /// A server connection (a listener's) or a client one (to an upstream).
-    tls: rustls::Connection,
+    side: Side,
     info: TlsInfo,
-    /// Ciphertext read from the socket; `fed..` of it not yet given to rustls.
+    /// Ciphertext read from the socket; `start..` of it not yet processed by rustls
+    /// (the processed front is dropped before each read).
     cipher_in: Vec<u8>,
-    fed: usize,
-    /// Ciphertext on its way to the socket.
+    start: usize,
+    /// Decrypted bytes the reader has not taken yet (`plain_at..`): what did not fit
+    /// its buffer, or arrived with the handshake. Usually empty and unallocated.
+    plain: Vec<u8>,
+    plain_at: usize,
+    /// Ciphertext on its way to the socket: `..out_len` of it. Its length is the
+    /// room initialised so far, which rustls writes records into.
     cipher_out: Vec<u8>,
+    out_len: usize,
+    /// The peer closed the session, or the socket reached EOF.
+    eof: bool,
+    /// rustls failed the session (and queued a fatal alert): no close_notify then.
+    failed: bool,
 }
 
 impl Drop for TlsStream {
     /// Closes the TLS session properly before the socket closes: a `close_notify`
     /// alert (RFC 8446 §6.1), without which a client cannot tell a complete
     /// close-delimited body from a truncated one. Sent without waiting
-    /// (`MSG_DONTWAIT`): a client whose receive window is full is not reading and
-    /// gets none.
+    /// (`MSG_DONTWAIT`), with anything still queued before it: a client whose
+    /// receive window is full is not reading and gets none.
     fn drop(&mut self) {
-        self.tls.send_close_notify();
-        let mut out = std::mem::take(&mut self.cipher_out);
-        out.clear();
-        while self.tls.wants_write() {
-            if self.tls.write_tls(&mut out).is_err() {
-                return;
+        if self.failed {
+            return;
+        }
+        let TlsStream {
+            side,
+            cipher_in,
+            start,
+            cipher_out,
+            out_len,
+            ..
+        } = self;
+        for _ in 0..8 {
+            // (The unprocessed ciphertext again: see `turn`.)
+            let incoming = &mut cipher_in[*start..];
+            let (discard, done) = match side {
+                Side::Server(c) => close_turn(c.process_tls_records(incoming), cipher_out, out_len),
+                Side::Client(c) => close_turn(c.process_tls_records(incoming), cipher_out, out_len),
+            };
+            *start += discard;
+            if done {
+                break;
             }
         }
-        if !out.is_empty() {
+        if *out_len > 0 {
             use nix::sys::socket::{send, MsgFlags};
             use std::os::fd::AsRawFd;
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            let _ = send(self.tcp.as_raw_fd(), &out, flags);
+            let _ = send(
+                self.tcp.as_raw_fd(),
+                &self.cipher_out[..self.out_len],
+                flags,
+            );
         }
     }
 }
 
-/// Performs the server handshake on `tcp` (the caller bounds it in time).
-pub async fn accept(mut tcp: TcpStream, tls: &ServerTls) -> Result<TlsStream, HandshakeError> {
-    let mut acceptor = Acceptor::default();
-    let mut buf = Vec::new();
-    let accepted = loop {
-        if read_some(&mut tcp, &mut buf).await? == 0 {
-            return Err(HandshakeError::Closed);
+/// One turn towards `close_notify` (see [`TlsStream`]'s `Drop`): the ciphertext to
+/// discard, and `true` when done (queued, or nothing more can be sent). Records
+/// read meanwhile are dropped.
+fn close_turn<Data>(
+    status: UnbufferedStatus<'_, '_, Data>,
+    out: &mut Vec<u8>,
+    out_len: &mut usize,
+) -> (usize, bool) {
+    let discard = status.discard;
+    let done = match status.state {
+        Ok(ConnectionState::ReadTraffic(mut r)) => {
+            let mut extra = 0;
+            while let Some(Ok(record)) = r.next_record() {
+                extra += record.discard;
+            }
+            return (discard + extra, false);
         }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            acceptor.read_tls(&mut rd)?;
+        Ok(ConnectionState::EncodeTlsData(mut e)) => {
+            encode_into(out, out_len, |room| match e.encode(room) {
+                Ok(n) => Ok(n),
+                Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                Err(_) => Err(None),
+            })
+            .is_err()
         }
-        match acceptor.accept() {
-            Ok(None) => continue,
-            Ok(Some(accepted)) => break accepted,
-            Err((e, alert)) => {
-                send_alert(&mut tcp, alert).await;
-                return Err(HandshakeError::Tls(e));
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            t.done();
+            false
+        }
+        Ok(ConnectionState::WriteTraffic(mut w)) => {
+            let _ = encode_into(out, out_len, |room| match w.queue_close_notify(room) {
+                Ok(n) => Ok(n),
+                Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                Err(_) => Err(None),
+            });
+            true
+        }
+        _ => true,
+    };
+    (discard, done)
+}
+
+/// Lets `f` write into the room after `out[..*len]`, growing it (zero-filled once,
+/// then reused) when `f` says how much it needs (`Err(Some(size))`); `Err(None)`:
+/// `f` failed.
+fn encode_into(
+    out: &mut Vec<u8>,
+    len: &mut usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+) -> Result<(), ()> {
+    loop {
+        match f(&mut out[*len..]) {
+            Ok(n) => {
+                *len += n;
+                return Ok(());
+            }
+            Err(Some(need)) if *len + need > out.len() => out.resize(*len + need, 0),
+            Err(_) => return Err(()),
+        }
+    }
+}
+
+/// Takes a decrypted record's bytes: into `dst`'s spare capacity as far as they
+/// fit (when nothing is pending before them), the rest into `rest`.
+fn take_plain(payload: &[u8], dst: &mut Option<&mut Vec<u8>>, rest: &mut Vec<u8>) {
+    let mut p = payload;
+    if rest.is_empty() {
+        if let Some(d) = dst {
+            let n = p.len().min(d.capacity() - d.len());
+            d.extend_from_slice(&p[..n]);
+            p = &p[n..];
+        }
+    }
+    rest.extend_from_slice(p);
+}
+
+/// Handles one state of rustls' state machine (generic over the two sides):
+/// records read go to `dst`/`rest`, messages to send to `out`, and `write` (when
+/// not empty) is encrypted once rustls allows it. Returns how much of the
+/// incoming ciphertext to discard, and what happened.
+fn turn_with<Data>(
+    status: UnbufferedStatus<'_, '_, Data>,
+    out: &mut Vec<u8>,
+    out_len: &mut usize,
+    mut dst: Option<&mut Vec<u8>>,
+    rest: &mut Vec<u8>,
+    write: &[u8],
+) -> (usize, Result<Turn, rustls::Error>) {
+    let mut discard = status.discard;
+    let state = match status.state {
+        Ok(state) => state,
+        Err(e) => return (discard, Err(e)),
+    };
+    let turn = match state {
+        ConnectionState::ReadTraffic(mut r) => {
+            while let Some(record) = r.next_record() {
+                match record {
+                    Ok(record) => {
+                        discard += record.discard;
+                        take_plain(record.payload, &mut dst, rest);
+                    }
+                    Err(e) => return (discard, Err(e)),
+                }
+            }
+            Ok(Turn::Again)
+        }
+        ConnectionState::EncodeTlsData(mut e) => {
+            let encoded = encode_into(out, out_len, |room| match e.encode(room) {
+                Ok(n) => Ok(n),
+                Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                Err(_) => Err(None),
+            });
+            match encoded {
+                Ok(()) => Ok(Turn::Again),
+                Err(()) => Err(rustls::Error::General("TLS message not encoded".into())),
             }
         }
-    };
-    if !tls.accepts(accepted.client_hello().server_name()) {
-        let _ = send_all(&mut tcp, UNRECOGNIZED_NAME.to_vec()).await;
-        return Err(HandshakeError::UnknownSni);
-    }
-    let conn = match accepted.into_connection(tls.config.clone()) {
-        Ok(conn) => conn,
-        Err((e, alert)) => {
-            send_alert(&mut tcp, alert).await;
-            return Err(HandshakeError::Tls(e));
+        // Sent before the next wait for input (or at the end of the write).
+        ConnectionState::TransmitTlsData(t) => {
+            t.done();
+            Ok(Turn::Again)
         }
+        ConnectionState::BlockedHandshake => Ok(Turn::Input),
+        ConnectionState::WriteTraffic(mut w) if !write.is_empty() => {
+            let records = write.len().div_ceil(16 * 1024);
+            let room = write.len() + records * RECORD_OVERHEAD;
+            if out.len() < *out_len + room {
+                out.resize(*out_len + room, 0);
+            }
+            let encrypted = encode_into(out, out_len, |room| match w.encrypt(write, room) {
+                Ok(n) => Ok(n),
+                Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                Err(_) => Err(None),
+            });
+            match encrypted {
+                Ok(()) => Ok(Turn::Wrote(write.len())),
+                Err(()) => Err(rustls::Error::EncryptError),
+            }
+        }
+        ConnectionState::WriteTraffic(_) => Ok(Turn::Ready),
+        ConnectionState::PeerClosed => Ok(Turn::PeerClosed),
+        ConnectionState::Closed => Ok(Turn::Closed),
+        // Early data is never accepted (no listener enables it).
+        _ => Err(rustls::Error::General("unexpected TLS state".into())),
     };
-    buf.clear();
-    let mut stream = TlsStream {
-        tcp,
-        tls: rustls::Connection::Server(conn),
-        info: TlsInfo::default(),
-        cipher_in: buf,
-        fed: 0,
-        cipher_out: Vec::new(),
-    };
+    (discard, turn)
+}
+
+/// Performs the server handshake on `tcp` (the caller bounds it in time).
+pub async fn accept(tcp: TcpStream, tls: &ServerTls) -> Result<TlsStream, HandshakeError> {
+    let conn = UnbufferedServerConnection::new(tls.config.clone()).map_err(HandshakeError::Tls)?;
+    let mut stream = TlsStream::new(tcp, Side::Server(conn));
+    // (Nothing left over from a handshake that ended early on this thread.)
+    HELLO.with(|h| h.borrow_mut().take());
     stream.handshake().await?;
-    if let rustls::Connection::Server(conn) = &stream.tls {
-        stream.info = TlsInfo::of(conn);
-    }
+    let sni = stream.info.sni.take();
+    stream.info = TlsInfo::of(stream.common(), sni);
     Ok(stream)
 }
 
@@ -857,61 +1040,127 @@ pub async fn connect(
     name: ServerName<'static>,
 ) -> Result<TlsStream, HandshakeError> {
     let conn =
-        rustls::ClientConnection::new(tls.config.clone(), name).map_err(HandshakeError::Tls)?;
-    let mut stream = TlsStream {
-        tcp,
-        tls: rustls::Connection::Client(conn),
-        info: TlsInfo::default(),
-        cipher_in: Vec::new(),
-        fed: 0,
-        cipher_out: Vec::new(),
-    };
+        UnbufferedClientConnection::new(tls.config.clone(), name).map_err(HandshakeError::Tls)?;
+    let mut stream = TlsStream::new(tcp, Side::Client(conn));
     stream.handshake().await?;
     Ok(stream)
 }
 
-/// What [`TlsStream::fill`] can fail with.
-enum Fill {
-    Tls(rustls::Error),
-    Io(io::Error),
-}
-
-impl From<Fill> for io::Error {
-    fn from(f: Fill) -> io::Error {
-        match f {
-            Fill::Tls(e) => io::Error::new(io::ErrorKind::InvalidData, e),
-            Fill::Io(e) => e,
-        }
-    }
+/// A TLS failure as an I/O error of the stream (see [`is_tls_error`]).
+fn tls_io_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 impl TlsStream {
+    fn new(tcp: TcpStream, side: Side) -> TlsStream {
+        TlsStream {
+            tcp,
+            side,
+            info: TlsInfo::default(),
+            cipher_in: Vec::new(),
+            start: 0,
+            plain: Vec::new(),
+            plain_at: 0,
+            cipher_out: Vec::new(),
+            out_len: 0,
+            eof: false,
+            failed: false,
+        }
+    }
+
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp
     }
 
+    fn common(&self) -> &CommonState {
+        match &self.side {
+            Side::Server(c) => c,
+            Side::Client(c) => c,
+        }
+    }
+
     /// The negotiated protocol version (after the handshake).
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.tls.protocol_version()
+        self.common().protocol_version()
+    }
+
+    /// One turn of rustls' state machine over the unprocessed ciphertext (always
+    /// all of it: rustls' handshake deframer keeps positions in it between turns);
+    /// decrypted bytes go to `dst` as far as they fit, else to `plain`.
+    fn turn(&mut self, dst: Option<&mut Vec<u8>>, write: &[u8]) -> Result<Turn, rustls::Error> {
+        let TlsStream {
+            side,
+            cipher_in,
+            start,
+            plain,
+            cipher_out,
+            out_len,
+            ..
+        } = self;
+        let incoming = &mut cipher_in[*start..];
+        let (discard, turn) = match side {
+            Side::Server(c) => {
+                let status = c.process_tls_records(incoming);
+                turn_with(status, cipher_out, out_len, dst, plain, write)
+            }
+            Side::Client(c) => {
+                let status = c.process_tls_records(incoming);
+                turn_with(status, cipher_out, out_len, dst, plain, write)
+            }
+        };
+        *start += discard;
+        if turn.is_err() {
+            self.failed = true;
+        }
+        turn
     }
 
     /// Runs the handshake to its end, then sends what it left queued (TLS 1.3
     /// session tickets).
     async fn handshake(&mut self) -> Result<(), HandshakeError> {
-        while self.tls.is_handshaking() {
-            self.flush().await?;
-            if !self.tls.is_handshaking() {
-                break;
+        loop {
+            let turn = self.turn(None, &[]);
+            if let Some(hello) = HELLO.with(|h| h.borrow_mut().take()) {
+                if hello.refused {
+                    // rustls' own alert for it (access_denied) is not sent.
+                    let _ = send_all(&mut self.tcp, UNRECOGNIZED_NAME.to_vec()).await;
+                    return Err(HandshakeError::UnknownSni);
+                }
+                self.info.sni = hello.sni;
             }
-            match self.fill().await {
-                Ok(true) => {}
-                Ok(false) => return Err(HandshakeError::Closed),
-                Err(Fill::Tls(e)) => return Err(HandshakeError::Tls(e)),
-                Err(Fill::Io(e)) => return Err(HandshakeError::Io(e)),
+            match turn {
+                Ok(Turn::Again) => {}
+                Ok(Turn::Ready) if !self.common().is_handshaking() => break,
+                Ok(Turn::Ready | Turn::Input) => {
+                    self.flush().await?;
+                    if !self.fill().await? {
+                        return Err(HandshakeError::Closed);
+                    }
+                }
+                Ok(Turn::PeerClosed | Turn::Closed | Turn::Wrote(_)) => {
+                    return Err(HandshakeError::Closed)
+                }
+                Err(e) => {
+                    self.send_alert().await;
+                    return Err(HandshakeError::Tls(e));
+                }
             }
         }
         self.flush().await?;
         Ok(())
+    }
+
+    /// After a TLS error: sends the alert rustls queued for it (best effort: the
+    /// connection closes after it anyway). Each turn while rustls has a message
+    /// queued encodes that message and reads nothing (the failed input is never
+    /// processed again).
+    async fn send_alert(&mut self) {
+        while self.common().wants_write() {
+            if self.turn(None, &[]) != Ok(Turn::Again) {
+                break;
+            }
+        }
+        let _ = self.flush().await;
     }
 
     pub fn info(&self) -> &TlsInfo {
@@ -924,13 +1173,9 @@ impl TlsStream {
     }
 
     /// Whether bytes are already here: decrypted, or received and not yet
-    /// decrypted (a wait for the socket's readability would miss them).
+    /// processed (a wait for the socket's readability would miss them).
     pub fn has_buffered(&mut self) -> bool {
-        self.fed < self.cipher_in.len()
-            || self
-                .tls
-                .process_new_packets()
-                .map_or(true, |state| state.plaintext_bytes_to_read() > 0)
+        self.plain_at < self.plain.len() || self.start < self.cipher_in.len()
     }
 
     /// Waits until something can be read: at once when bytes are already held.
@@ -942,113 +1187,150 @@ impl TlsStream {
         self.tcp.readable(false).await
     }
 
-    /// Frees the ciphertext buffer while the connection idles (when it holds
-    /// nothing unread); the next read takes a new one.
+    /// Frees the connection's buffers while it idles (those holding nothing); the
+    /// next read or write takes new ones.
     pub fn release_buffers(&mut self) {
-        if self.fed >= self.cipher_in.len() {
+        if self.start >= self.cipher_in.len() {
             self.cipher_in = Vec::new();
-            self.fed = 0;
+            self.start = 0;
         }
-        if self.cipher_out.capacity() > 0 && !self.tls.wants_write() {
+        if self.plain_at >= self.plain.len() {
+            self.plain = Vec::new();
+            self.plain_at = 0;
+        }
+        if self.out_len == 0 {
             self.cipher_out = Vec::new();
         }
     }
 
-    /// Gives rustls what was read and not yet fed, as far as it takes it; on a TLS
-    /// error the alert rustls queued is sent.
-    async fn feed(&mut self) -> Result<(), Fill> {
-        while self.fed < self.cipher_in.len() {
-            let mut rd = &self.cipher_in[self.fed..];
-            let n = match self.tls.read_tls(&mut rd) {
-                Ok(n) => n,
-                // Its plaintext buffer is full: the caller reads plaintext first.
-                Err(e) if e.kind() == io::ErrorKind::Other => return Ok(()),
-                Err(e) => return Err(Fill::Io(e)),
-            };
-            self.fed += n;
-            if let Err(e) = self.tls.process_new_packets() {
-                let _ = self.flush().await;
-                return Err(Fill::Tls(e));
-            }
-            if n == 0 {
-                break;
+    /// Reads ciphertext once, after what is still unprocessed. `Ok(false)` at EOF.
+    async fn fill(&mut self) -> io::Result<bool> {
+        if self.start > 0 {
+            self.cipher_in.drain(..self.start);
+            self.start = 0;
+        }
+        if self.cipher_in.capacity() - self.cipher_in.len() < CIPHER_READ / 4 {
+            self.cipher_in.reserve(CIPHER_READ);
+        }
+        let buf = std::mem::take(&mut self.cipher_in);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, slice) = self
+            .tcp
+            .read(monoio::buf::IoBufMut::slice_mut(buf, len..cap))
+            .await;
+        self.cipher_in = slice.into_inner();
+        Ok(res? > 0)
+    }
+
+    /// Sends everything encoded so far (handshake messages, records, alerts).
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out_len == 0 {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.cipher_out);
+        let len = self.out_len;
+        let mut at = 0;
+        let mut out = out;
+        while at < len {
+            let (res, slice) = self
+                .tcp
+                .write(monoio::buf::IoBuf::slice(out, at..len))
+                .await;
+            out = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    self.cipher_out = out;
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => at += n,
+                Err(e) => {
+                    self.cipher_out = out;
+                    return Err(e);
+                }
             }
         }
+        self.cipher_out = out;
+        self.out_len = 0;
         Ok(())
     }
 
-    /// Reads ciphertext once and gives it to rustls. `Ok(false)` at EOF.
-    async fn fill(&mut self) -> Result<bool, Fill> {
-        if self.fed < self.cipher_in.len() {
-            self.feed().await?;
-            return Ok(true);
+    /// An error once rustls failed the session (it must not process anything more).
+    fn usable(&self) -> io::Result<()> {
+        match self.failed {
+            false => Ok(()),
+            true => Err(tls_io_error(rustls::Error::General(
+                "TLS session failed".into(),
+            ))),
         }
-        self.fed = 0;
-        let n = read_some(&mut self.tcp, &mut self.cipher_in)
-            .await
-            .map_err(Fill::Io)?;
-        if n == 0 {
-            // Tell rustls: a close without close_notify reads as EOF afterwards.
-            let _ = self.tls.read_tls(&mut &[][..]);
-            return Ok(false);
-        }
-        self.feed().await?;
-        Ok(true)
-    }
-
-    /// Sends everything rustls has queued (handshake messages, records, alerts).
-    pub async fn flush(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
-            let mut out = std::mem::take(&mut self.cipher_out);
-            out.clear();
-            self.tls.write_tls(&mut out)?;
-            self.cipher_out = send_all(&mut self.tcp, out).await?;
-        }
-        Ok(())
     }
 
     /// Reads decrypted bytes into the spare capacity of `buf` (grown when full,
     /// as a plain read does); `Ok(0)` when the client closed.
     pub async fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let mut eof = false;
+        self.usable()?;
+        if buf.len() == buf.capacity() {
+            buf.reserve(crate::worker::BUF_SIZE);
+        }
         loop {
-            if buf.len() == buf.capacity() {
-                buf.reserve(crate::worker::BUF_SIZE);
-            }
-            // Copied from rustls' first plaintext chunk, up to the spare capacity
-            // (no zeroing of the spare room first, as `Read::read` would need).
-            let mut reader = self.tls.reader();
-            match reader.fill_buf() {
-                Ok([]) => return Ok(0),
-                Ok(chunk) => {
-                    let n = chunk.len().min(buf.capacity() - buf.len());
-                    buf.extend_from_slice(&chunk[..n]);
-                    reader.consume(n);
-                    return Ok(n);
+            if self.plain_at < self.plain.len() {
+                let n = (self.plain.len() - self.plain_at).min(buf.capacity() - buf.len());
+                buf.extend_from_slice(&self.plain[self.plain_at..self.plain_at + n]);
+                self.plain_at += n;
+                if self.plain_at == self.plain.len() {
+                    self.plain.clear();
+                    self.plain_at = 0;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if eof {
-                        return Ok(0);
+                return Ok(n);
+            }
+            if self.eof {
+                return Ok(0);
+            }
+            let before = buf.len();
+            match self.turn(Some(buf), &[]) {
+                Ok(Turn::Again) if buf.len() > before => return Ok(buf.len() - before),
+                Ok(Turn::Again) => {}
+                Ok(Turn::Input | Turn::Ready) => {
+                    // (A reply rustls owes the peer, such as a key update, first.)
+                    self.flush().await?;
+                    if !self.fill().await? {
+                        // Closed without close_notify: for HTTP, the same as a close.
+                        self.eof = true;
                     }
                 }
-                // Closed without close_notify: for HTTP, the same as a close.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
+                Ok(Turn::PeerClosed | Turn::Closed | Turn::Wrote(_)) => self.eof = true,
+                Err(e) => {
+                    self.send_alert().await;
+                    return Err(tls_io_error(e));
+                }
             }
-            self.flush().await?;
-            // At EOF, one more turn reads what rustls still holds, then reports
-            // the close.
-            eof = !self.fill().await?;
         }
     }
 
     /// Encrypts and sends all of `data`.
     pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        self.usable()?;
         while !data.is_empty() {
-            let n = self.tls.writer().write(data)?;
-            data = &data[n..];
-            self.flush().await?;
+            let chunk = &data[..data.len().min(ENCRYPT_AT_ONCE)];
+            match self.turn(None, chunk) {
+                Ok(Turn::Wrote(n)) => {
+                    data = &data[n..];
+                    self.flush().await?;
+                }
+                Ok(Turn::Again) => {}
+                // The peer's close_notify is reported once; sending may go on.
+                Ok(Turn::PeerClosed) => self.eof = true,
+                Ok(Turn::Input | Turn::Ready | Turn::Closed) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "TLS connection cannot send",
+                    ))
+                }
+                Err(e) => {
+                    self.send_alert().await;
+                    return Err(tls_io_error(e));
+                }
+            }
         }
-        Ok(())
+        self.flush().await
     }
 }
