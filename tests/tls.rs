@@ -4,23 +4,19 @@
 //! test can tell which certificate the proxy served by comparing DER bytes.
 
 mod common;
+use common::certs::*;
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SignatureAlgorithm,
-};
 use ringway::Config;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     AlertDescription, ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind,
     ProtocolVersion, SignatureScheme, StreamOwned, SupportedProtocolVersion,
 };
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const WEB: &str = r#"
@@ -47,143 +43,20 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
 }
 
 // ---------------------------------------------------------------------------
-// Files and certificates
+// Certificates (common::certs) and the proxy
 // ---------------------------------------------------------------------------
-
-/// A directory of its own for one test, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringway-tls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A generated certificate and its key.
-struct Cert {
-    der: CertificateDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-    key_der: Vec<u8>,
-}
-
-impl Cert {
-    /// Writes `<name>.pem` and `<name>.key` into `dir`.
-    fn write(&self, dir: &TempDir, name: &str) -> (PathBuf, PathBuf) {
-        let (cert, key) = (
-            dir.path(&format!("{name}.pem")),
-            dir.path(&format!("{name}.key")),
-        );
-        std::fs::write(&cert, &self.cert_pem).unwrap();
-        std::fs::write(&key, &self.key_pem).unwrap();
-        (cert, key)
-    }
-
-    /// As a client certificate for rustls.
-    fn client_auth(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        (
-            vec![self.der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
-        )
-    }
-}
-
-/// A self-signed certificate for `names` with a key for `alg`; `edit` adjusts the
-/// parameters (validity, usages).
-fn cert_with(
-    names: &[&str],
-    alg: &'static SignatureAlgorithm,
-    edit: impl FnOnce(&mut CertificateParams),
-) -> Cert {
-    let key = KeyPair::generate_for(alg).unwrap();
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().copied().unwrap_or("ringway test"),
-    );
-    edit(&mut params);
-    let cert = params.self_signed(&key).unwrap();
-    Cert {
-        der: cert.der().clone(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        key_der: key.serialize_der(),
-    }
-}
 
 /// A self-signed ECDSA P-256 certificate for `names`.
 fn cert(names: &[&str]) -> Cert {
-    cert_with(names, &rcgen::PKCS_ECDSA_P256_SHA256, |_| {})
-}
-
-/// A certificate authority that signs client certificates.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// A client certificate signed by `ca`.
-fn client_cert(ca: &Ca, name: &str) -> Cert {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    Cert {
-        der: cert.der().clone(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        key_der: key.serialize_der(),
-    }
+    cert_with(None, names, &rcgen::PKCS_ECDSA_P256_SHA256, |_| {})
 }
 
 /// The listener's inline `tls` table: `pairs` as its certificates, then `extra`
 /// (`key = value, ...`).
-fn tls_table(pairs: &[(PathBuf, PathBuf)], extra: &str) -> String {
+fn tls_table(pairs: &[(String, String)], extra: &str) -> String {
     let certs: Vec<String> = pairs
         .iter()
-        .map(|(c, k)| {
-            format!(
-                "{{ cert = \"{}\", key = \"{}\" }}",
-                c.display(),
-                k.display()
-            )
-        })
+        .map(|(c, k)| format!("{{ cert = \"{c}\", key = \"{k}\" }}"))
         .collect();
     let extra = if extra.is_empty() {
         String::new()
@@ -193,7 +66,7 @@ fn tls_table(pairs: &[(PathBuf, PathBuf)], extra: &str) -> String {
     format!("tls = {{ certificates = [ {} ]{extra} }}", certs.join(", "))
 }
 
-fn tls_proxy(pairs: &[(PathBuf, PathBuf)], extra: &str, up: &Mock) -> Proxy {
+fn tls_proxy(pairs: &[(String, String)], extra: &str, up: &Mock) -> Proxy {
     proxy(&tls_table(pairs, extra), WEB, &[("up", up.addr)])
 }
 
@@ -502,7 +375,7 @@ fn every_key_type_serves_a_request() {
         // rcgen generates RSA keys with aws-lc-rs (2048 bits).
         ("rsa", &rcgen::PKCS_RSA_SHA256),
     ] {
-        let c = cert_with(&["k.example.com"], alg, |_| {});
+        let c = cert_with(None, &["k.example.com"], alg, |_| {});
         let p = tls_proxy(&[c.write(&dir, name)], "", &up);
         for versions in [TLS13, TLS12] {
             let mut s = connect(
@@ -778,7 +651,7 @@ fn config_errors_name_the_field() {
     let b = cert(&["b.example.com"]);
     let (a_cert, a_key) = a.write(&dir, "a");
     let (_, b_key) = b.write(&dir, "b");
-    let missing = dir.path("missing.pem");
+    let missing = dir.path("missing.pem").display().to_string();
     let ca_path = dir.path("ca.pem");
     std::fs::write(&ca_path, &ca("CA").pem).unwrap();
 
@@ -837,10 +710,7 @@ fn config_errors_name_the_field() {
     config_error(
         &tls_table(
             &[(a_cert.clone(), a_key.clone())],
-            &format!(
-                "client_auth = \"required\", client_ca = \"{}\"",
-                missing.display()
-            ),
+            &format!("client_auth = \"required\", client_ca = \"{missing}\""),
         ),
         "listeners[0].tls.client_ca",
     );
@@ -864,10 +734,15 @@ fn config_errors_name_the_field() {
 fn an_expired_certificate_loads_and_is_served() {
     let _g = shared();
     let dir = TempDir::new();
-    let old = cert_with(&["old.example.com"], &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
-        p.not_before = rcgen::date_time_ymd(2000, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2001, 1, 1);
-    });
+    let old = cert_with(
+        None,
+        &["old.example.com"],
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        |p| {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        },
+    );
     let up = Mock::fixed(200, "stale");
     let p = tls_proxy(&[old.write(&dir, "old")], "", &up);
     let mut s = connect(p.addr, &client(), "old.example.com");

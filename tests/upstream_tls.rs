@@ -4,146 +4,23 @@
 //! resumed handshakes. Certificates are generated at test time (rcgen).
 
 mod common;
+use common::certs::*;
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use ringway::Config;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{HandshakeKind, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-// ---------------------------------------------------------------------------
-// Files and certificates
-// ---------------------------------------------------------------------------
-
-/// A directory of its own for one test, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringway-upstream-tls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `text` into `name`; its path as a TOML string's contents.
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.path(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A generated certificate and its key.
-struct Cert {
-    der: CertificateDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-    key_der: Vec<u8>,
-}
-
-impl Cert {
-    /// Writes `<name>.pem` and `<name>.key` into `dir`; their paths.
-    fn write(&self, dir: &TempDir, name: &str) -> (String, String) {
-        (
-            dir.write(&format!("{name}.pem"), &self.cert_pem),
-            dir.write(&format!("{name}.key"), &self.key_pem),
-        )
-    }
-
-    fn key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
-    }
-}
-
-/// A certificate authority.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// A certificate for `names` (DNS names, or IP addresses as IP SANs) for `usage`,
-/// signed by `ca` (self-signed without one); `edit` adjusts the parameters.
-fn cert_with(
-    ca: Option<&Ca>,
-    names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-    edit: impl FnOnce(&mut CertificateParams),
-) -> Cert {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().copied().unwrap_or("ringway test"),
-    );
-    params.extended_key_usages = vec![usage];
-    edit(&mut params);
-    let cert = match ca {
-        Some(ca) => params.signed_by(&key, &ca.issuer).unwrap(),
-        None => params.self_signed(&key).unwrap(),
-    };
-    Cert {
-        der: cert.der().clone(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        key_der: key.serialize_der(),
-    }
-}
-
 /// A server certificate for `names` signed by `ca`.
 fn leaf(ca: &Ca, names: &[&str]) -> Cert {
-    cert_with(Some(ca), names, ExtendedKeyUsagePurpose::ServerAuth, |_| {})
-}
-
-/// A client certificate for `name` signed by `ca`.
-fn client_cert(ca: &Ca, name: &str) -> Cert {
-    cert_with(
-        Some(ca),
-        &[name],
-        ExtendedKeyUsagePurpose::ClientAuth,
-        |_| {},
-    )
+    signed(ca, names, ExtendedKeyUsagePurpose::ServerAuth)
 }
 
 // ---------------------------------------------------------------------------
@@ -556,8 +433,9 @@ fn tls_failures_are_502_with_uf_utls() {
     let expired = Upstream::start(&cert_with(
         Some(&root),
         &["backend.internal"],
-        ExtendedKeyUsagePurpose::ServerAuth,
+        &rcgen::PKCS_ECDSA_P256_SHA256,
         |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             p.not_before = rcgen::date_time_ymd(2020, 1, 1);
             p.not_after = rcgen::date_time_ymd(2021, 1, 1);
         },
@@ -668,8 +546,8 @@ fn verify_false_accepts_an_untrusted_certificate() {
     let self_signed = cert_with(
         None,
         &["somewhere.else"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-        |_| {},
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        |p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth],
     );
     let up = Upstream::start(&self_signed);
     let dir = TempDir::new();

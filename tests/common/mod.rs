@@ -2,6 +2,8 @@
 //! std threads, and a client that reads complete messages under a deadline.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use ringway::{Config, Server};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
