@@ -49,6 +49,10 @@ const CIPHER_READ: usize = 16 * 1024 + 256;
 const ENCRYPT_AT_ONCE: usize = 64 * 1024;
 /// Room for each record's header, tag and padding when encrypting.
 const RECORD_OVERHEAD: usize = 64;
+/// Unprocessed ciphertext held at most: rustls keeps every record of a handshake
+/// message that is still incomplete in our buffer, and takes messages of up to
+/// 64 KiB (its buffered API refuses to hold more than that); one more read beyond.
+const MAX_UNPROCESSED: usize = 64 * 1024 + CIPHER_READ;
 /// TLS 1.2 session ids kept for resumption, the whole process together.
 const SESSION_CACHE: usize = 16 * 1024;
 
@@ -677,8 +681,21 @@ impl fmt::Display for HandshakeError {
 }
 
 impl From<io::Error> for HandshakeError {
+    /// A TLS error carried by an I/O error (see [`is_tls_error`]) stays a TLS one.
     fn from(e: io::Error) -> Self {
-        HandshakeError::Io(e)
+        if !is_tls_error(&e) {
+            return HandshakeError::Io(e);
+        }
+        match e
+            .into_inner()
+            .map(|inner| inner.downcast::<rustls::Error>())
+        {
+            Some(Ok(tls)) => HandshakeError::Tls(*tls),
+            Some(Err(other)) => {
+                HandshakeError::Io(io::Error::new(io::ErrorKind::InvalidData, other))
+            }
+            None => HandshakeError::Io(io::ErrorKind::InvalidData.into()),
+        }
     }
 }
 
@@ -827,6 +844,15 @@ pub struct TlsStream {
     eof: bool,
     /// rustls failed the session (and queued a fatal alert): no close_notify then.
     failed: bool,
+    /// A read or write of one of the buffers is (or was, when its future was
+    /// dropped: a timeout) in flight: the buffer is the kernel's until it
+    /// completes, and rustls' positions in the input may point past what is left.
+    /// Nothing is given to rustls any more then.
+    in_flight: bool,
+    /// The unprocessed ciphertext's length when rustls last asked for more input
+    /// (everything complete before it was processed); `None` since a turn that may
+    /// have left complete records behind.
+    waiting_at: Option<usize>,
 }
 
 impl Drop for TlsStream {
@@ -836,7 +862,7 @@ impl Drop for TlsStream {
     /// (`MSG_DONTWAIT`), with anything still queued before it: a client whose
     /// receive window is full is not reading and gets none.
     fn drop(&mut self) {
-        if self.failed {
+        if self.failed || self.in_flight {
             return;
         }
         let TlsStream {
@@ -847,7 +873,9 @@ impl Drop for TlsStream {
             out_len,
             ..
         } = self;
-        for _ in 0..8 {
+        // (Each turn may decrypt one record still unread; pipelined requests are
+        // few, and a close_notify after more of them is not sent.)
+        for _ in 0..32 {
             // (The unprocessed ciphertext again: see `turn`.)
             let incoming = &mut cipher_in[*start..];
             let (discard, done) = match side {
@@ -901,6 +929,8 @@ fn close_turn<Data>(
             t.done();
             false
         }
+        // (Reported once; the next turn allows sending.)
+        Ok(ConnectionState::PeerClosed) => false,
         Ok(ConnectionState::WriteTraffic(mut w)) => {
             let _ = encode_into(out, out_len, |room| match w.queue_close_notify(room) {
                 Ok(n) => Ok(n),
@@ -1065,6 +1095,8 @@ impl TlsStream {
             out_len: 0,
             eof: false,
             failed: false,
+            in_flight: false,
+            waiting_at: None,
         }
     }
 
@@ -1109,8 +1141,10 @@ impl TlsStream {
             }
         };
         *start += discard;
-        if turn.is_err() {
-            self.failed = true;
+        match turn {
+            Err(_) => self.failed = true,
+            Ok(Turn::Input | Turn::Ready) => self.waiting_at = Some(cipher_in.len() - *start),
+            Ok(_) => self.waiting_at = None,
         }
         turn
     }
@@ -1173,9 +1207,15 @@ impl TlsStream {
     }
 
     /// Whether bytes are already here: decrypted, or received and not yet
-    /// processed (a wait for the socket's readability would miss them).
+    /// processed (a wait for the socket's readability would miss them); not a
+    /// record's first part that rustls already looked at (more must arrive).
     pub fn has_buffered(&mut self) -> bool {
-        self.plain_at < self.plain.len() || self.start < self.cipher_in.len()
+        let unprocessed = self.cipher_in.len() - self.start;
+        self.plain_at < self.plain.len()
+            || match self.waiting_at {
+                Some(seen) => unprocessed > seen,
+                None => unprocessed > 0,
+            }
     }
 
     /// Waits until something can be read: at once when bytes are already held.
@@ -1190,9 +1230,17 @@ impl TlsStream {
     /// Frees the connection's buffers while it idles (those holding nothing); the
     /// next read or write takes new ones.
     pub fn release_buffers(&mut self) {
+        if self.in_flight {
+            return;
+        }
         if self.start >= self.cipher_in.len() {
             self.cipher_in = Vec::new();
             self.start = 0;
+        } else if self.cipher_in.capacity() > CIPHER_READ / 4 {
+            // A record's first part, waiting for the rest: kept in a buffer its size.
+            self.cipher_in.drain(..self.start);
+            self.start = 0;
+            self.cipher_in.shrink_to_fit();
         }
         if self.plain_at >= self.plain.len() {
             self.plain = Vec::new();
@@ -1204,20 +1252,30 @@ impl TlsStream {
     }
 
     /// Reads ciphertext once, after what is still unprocessed. `Ok(false)` at EOF.
+    /// Fails (a TLS error) when rustls holds more unprocessed input than any
+    /// message needs: a peer sending a handshake message in tiny records.
     async fn fill(&mut self) -> io::Result<bool> {
         if self.start > 0 {
             self.cipher_in.drain(..self.start);
             self.start = 0;
+        }
+        if self.cipher_in.len() > MAX_UNPROCESSED {
+            self.failed = true;
+            return Err(tls_io_error(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::MessageTooLarge,
+            )));
         }
         if self.cipher_in.capacity() - self.cipher_in.len() < CIPHER_READ / 4 {
             self.cipher_in.reserve(CIPHER_READ);
         }
         let buf = std::mem::take(&mut self.cipher_in);
         let (len, cap) = (buf.len(), buf.capacity());
+        self.in_flight = true;
         let (res, slice) = self
             .tcp
             .read(monoio::buf::IoBufMut::slice_mut(buf, len..cap))
             .await;
+        self.in_flight = false;
         self.cipher_in = slice.into_inner();
         Ok(res? > 0)
     }
@@ -1232,10 +1290,12 @@ impl TlsStream {
         let mut at = 0;
         let mut out = out;
         while at < len {
+            self.in_flight = true;
             let (res, slice) = self
                 .tcp
                 .write(monoio::buf::IoBuf::slice(out, at..len))
                 .await;
+            self.in_flight = false;
             out = slice.into_inner();
             match res {
                 Ok(0) => {
@@ -1254,9 +1314,10 @@ impl TlsStream {
         Ok(())
     }
 
-    /// An error once rustls failed the session (it must not process anything more).
+    /// An error once rustls failed the session, or an operation on the stream was
+    /// abandoned half-way (it must not process anything more).
     fn usable(&self) -> io::Result<()> {
-        match self.failed {
+        match self.failed || self.in_flight {
             false => Ok(()),
             true => Err(tls_io_error(rustls::Error::General(
                 "TLS session failed".into(),

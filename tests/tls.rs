@@ -774,6 +774,81 @@ fn plaintext_http_on_the_tls_port_is_closed() {
     ok(&mut s, "after");
 }
 
+/// A ClientHello that claims 64 KiB, sent one byte a record (six bytes each on the
+/// wire, all of them kept until the message is complete): refused once the input
+/// held passes what any message needs, not left to grow until the handshake
+/// timeout (10 s, longer than the reads here wait).
+#[test]
+fn a_handshake_message_in_tiny_records_is_refused_before_it_grows() {
+    let _g = shared();
+    let dir = TempDir::new();
+    let pair = cert(&["a.example.com"]).write(&dir, "a");
+    let up = Mock::fixed(200, "alive");
+    let p = tls_proxy(&[pair], "", &up);
+    let mut s = tcp(p.addr);
+    s.set_read_timeout(Some(DEADLINE / 2)).unwrap();
+    let mut payload = vec![0x01, 0x00, 0xff, 0xff, 0x03, 0x03];
+    payload.resize(20_000, 0);
+    let wire: Vec<u8> = payload
+        .iter()
+        .flat_map(|&b| [0x16, 0x03, 0x01, 0x00, 0x01, b])
+        .collect();
+    // (The proxy may close while this is still being written.)
+    let _ = s.write_all(&wire);
+    assert_closed_with_at_most_an_alert(&mut s, "a ClientHello in one-byte records");
+    let mut ok_conn = connect(p.addr, &client(), "a.example.com");
+    ok(&mut ok_conn, "alive");
+}
+
+/// A client that stops reading a large response: the proxy's write to it times
+/// out (`idle_timeout`) with a write in flight, and the connection is dropped
+/// then, cleanly: its descriptor closes and the core goes on serving.
+#[test]
+fn a_write_abandoned_at_its_timeout_closes_the_connection_cleanly() {
+    let _g = exclusive();
+    let dir = TempDir::new();
+    let pair = cert(&["a.example.com"]).write(&dir, "a");
+    let big: &'static [u8] = Box::leak(vec![b'x'; 16 << 20].into_boxed_slice());
+    let up = Mock::start(move |r, _| {
+        let body: &[u8] = if r.request_line().starts_with("GET /big") {
+            big
+        } else {
+            b"alive"
+        };
+        Some((response(200, &[], body), false))
+    });
+    let extra = format!("idle_timeout = \"300ms\"\n{}", tls_table(&[pair], ""));
+    let p = proxy(&extra, WEB, &[("up", up.addr)]);
+    let config = client();
+    // Warm up: the upstream connection is pooled before the count.
+    let mut s = connect(p.addr, &config, "a.example.com");
+    ok(&mut s, "alive");
+    drop(s);
+    eventually("warm-up connection closed", || {
+        let base = open_fds();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        open_fds() == base
+    });
+    let baseline = open_fds();
+    let mut slow = connect(p.addr, &config, "a.example.com");
+    slow.write_all(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    slow.flush().unwrap();
+    // Never read: the proxy's write stalls on a full window and times out.
+    eventually("the stalled connection closed by the proxy", || {
+        open_fds() <= baseline + 1
+    });
+    // Closed indeed: what was sent before, then the end (within the deadline).
+    let got = read_until_closed(&mut slow.sock).expect("the proxy closed the connection");
+    assert!(
+        got.len() < 16 << 20,
+        "not all of the response: {} bytes",
+        got.len()
+    );
+    let mut s = connect(p.addr, &config, "a.example.com");
+    ok(&mut s, "alive");
+}
+
 #[test]
 fn stalled_and_garbage_handshakes_are_closed_without_leaking_descriptors() {
     let _g = exclusive();
@@ -807,7 +882,17 @@ fn stalled_and_garbage_handshakes_are_closed_without_leaking_descriptors() {
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .unwrap();
     assert_closed_with_at_most_an_alert(&mut partial, "a partial ClientHello");
-    drop((silent, garbage, partial));
+    // One complete record with the first part of a ClientHello that claims more,
+    // then silence: closed at the timeout, which drops a read in flight while
+    // rustls holds a position in the record (the core must go on serving).
+    let mut first_part = stalled(p.addr);
+    first_part
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x00, 0x0a, 0x01, 0x00, 0x03, 0xe8, 0x03, 0x03, 0, 0, 0, 0,
+        ])
+        .unwrap();
+    assert_closed_with_at_most_an_alert(&mut first_part, "a ClientHello's first record");
+    drop((silent, garbage, partial, first_part));
 
     eventually("warm-up connections closed", || {
         let base = open_fds();
