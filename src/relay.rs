@@ -221,9 +221,12 @@ impl<'a> Io<'a> {
 
 /// [`read_or_release`] for TLS: a read that is cut short would lose bytes rustls
 /// needs in order, so the wait is for readability (which consumes nothing, and is
-/// at once when rustls already holds bytes), then a read of what is there. When
-/// nothing comes within `hold` (or `quit` and then `grace`), the connection's
-/// ciphertext buffer is freed and `Released` returned, as for a plain connection.
+/// at once when rustls already holds bytes), then a read of what is there; while
+/// only part of a record has come, the wait for the rest is a wait for
+/// readability again. When nothing decryptable comes within `hold` (or `quit` and
+/// then `grace`), the connection's buffers are freed (a record's first part kept
+/// in one its size) and `Released` returned, as for a plain connection; nothing
+/// within the timeout is `Timeout`.
 #[inline(never)]
 fn tls_wait<'a, Q: Fn() -> bool + 'a>(
     io: &'a mut Io<'_>,
@@ -236,20 +239,38 @@ fn tls_wait<'a, Q: Fn() -> bool + 'a>(
         let Stream::Tls(tls) = &mut *io.stream else {
             return Err(Fail::Closed);
         };
-        let wait = hold.min(io.timeout);
-        let ready = match io.timer.run(wait, until(tls.readable(), &quit)).await {
-            Some(Some(ready)) => Some(ready),
-            Some(None) => io.timer.run(grace.min(wait), tls.readable()).await,
-            None => None,
-        };
-        match ready {
-            Some(Ok(())) => read_into(io, buf).await.map(Waited::Read),
-            Some(Err(e)) => Err(Fail::Io(e)),
-            None if hold < io.timeout => {
-                tls.release_buffers();
-                Ok(Waited::Released)
+        let deadline = Moment::now() + io.timeout;
+        loop {
+            if !tls.has_buffered() {
+                let left = deadline.saturating_duration_since(Moment::now());
+                let wait = hold.min(left);
+                let ready = match io.timer.run(wait, until(tls.readable(), &quit)).await {
+                    Some(Some(ready)) => Some(ready),
+                    Some(None) => io.timer.run(grace.min(wait), tls.readable()).await,
+                    None => None,
+                };
+                match ready {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => return Err(Fail::Io(e)),
+                    None if hold < left => {
+                        tls.release_buffers();
+                        return Ok(Waited::Released);
+                    }
+                    None => return Err(Fail::Timeout),
+                }
+                // Readable: the read completes at once.
+                match io.timer.run(io.timeout, tls.fill_ready()).await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(Fail::Io(e)),
+                    None => return Err(Fail::Timeout),
+                }
             }
-            None => Err(Fail::Timeout),
+            match io.timer.run(io.timeout, tls.read_ready(buf)).await {
+                Some(Ok(Some(n))) => return Ok(Waited::Read(n)),
+                Some(Ok(None)) => {}
+                Some(Err(e)) => return Err(Fail::Io(e)),
+                None => return Err(Fail::Timeout),
+            }
         }
     })
 }

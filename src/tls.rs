@@ -1325,6 +1325,48 @@ impl TlsStream {
         }
     }
 
+    /// What is already here, without waiting for the socket: decrypted bytes into
+    /// `buf` (`Some(n)`; `Some(0)` when the peer closed), or `None` when rustls needs
+    /// more input (anything rustls owes the peer is sent first). For idle waits:
+    /// the wait for the rest of a record is then a wait for readability, which a
+    /// release or a drain may end, not a read that holds the buffers.
+    pub async fn read_ready(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        self.usable()?;
+        if buf.len() == buf.capacity() {
+            buf.reserve(crate::worker::BUF_SIZE);
+        }
+        loop {
+            if self.plain_at < self.plain.len() || self.eof {
+                return self.read_into(buf).await.map(Some);
+            }
+            let before = buf.len();
+            match self.turn(Some(buf), &[]) {
+                Ok(Turn::Again) if buf.len() > before => return Ok(Some(buf.len() - before)),
+                Ok(Turn::Again) => {}
+                Ok(Turn::Input | Turn::Ready) => {
+                    self.flush().await?;
+                    return Ok(None);
+                }
+                Ok(Turn::PeerClosed | Turn::Closed | Turn::Wrote(_)) => self.eof = true,
+                Err(e) => {
+                    self.send_alert().await;
+                    return Err(tls_io_error(e));
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has (after a wait for its readability: at once), for
+    /// [`TlsStream::read_ready`] to process. `Ok(false)` at EOF (marked).
+    pub async fn fill_ready(&mut self) -> io::Result<bool> {
+        self.usable()?;
+        let more = self.fill().await?;
+        if !more {
+            self.eof = true;
+        }
+        Ok(more)
+    }
+
     /// Reads decrypted bytes into the spare capacity of `buf` (grown when full,
     /// as a plain read does); `Ok(0)` when the client closed.
     pub async fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {

@@ -800,6 +800,42 @@ fn a_handshake_message_in_tiny_records_is_refused_before_it_grows() {
     ok(&mut ok_conn, "alive");
 }
 
+/// A keep-alive client whose request came with the first bytes of its next TLS
+/// record, and no more: nothing decryptable is waiting, so the connection is idle
+/// and a drain closes it at once (not at the 60 s idle timeout, longer than the
+/// read here waits).
+#[test]
+fn a_drain_closes_a_tls_connection_holding_part_of_a_record() {
+    let _g = shared();
+    let dir = TempDir::new();
+    let pair = cert(&["a.example.com"]).write(&dir, "a");
+    let up = Mock::fixed(200, "alive");
+    let extra = format!(
+        "idle_timeout = \"60s\"\nrelease_buffers_after = \"30s\"\n{}",
+        tls_table(&[pair], "")
+    );
+    let p = proxy_with("drain_timeout = \"60s\"", &extra, WEB, &[("up", up.addr)]);
+    let mut s = connect(p.addr, &client(), "a.example.com");
+    ok(&mut s, "alive");
+    // The request and three bytes of a record header in one write.
+    s.conn.writer().write_all(GET.as_bytes()).unwrap();
+    let mut wire = Vec::new();
+    while s.conn.wants_write() {
+        s.conn.write_tls(&mut wire).unwrap();
+    }
+    wire.extend_from_slice(&[0x17, 0x03, 0x03]);
+    s.sock.write_all(&wire).unwrap();
+    let mut body = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&body).ends_with("alive") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "the response, whole");
+        body.push(byte[0]);
+    }
+    p.server.drain();
+    read_until_closed(&mut s.sock).expect("closed by the drain");
+    p.server.join();
+}
+
 /// A client that stops reading a large response: the proxy's write to it times
 /// out (`idle_timeout`) with a write in flight, and the connection is dropped
 /// then, cleanly: its descriptor closes and the core goes on serving.
