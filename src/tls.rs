@@ -1325,19 +1325,36 @@ impl TlsStream {
         }
     }
 
+    /// Bytes already decrypted and not taken, into `buf` as far as they fit; `0`
+    /// once the peer closed and nothing is left; `None` when neither.
+    fn take_pending(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
+        if self.plain_at < self.plain.len() {
+            let n = (self.plain.len() - self.plain_at).min(buf.capacity() - buf.len());
+            buf.extend_from_slice(&self.plain[self.plain_at..self.plain_at + n]);
+            self.plain_at += n;
+            if self.plain_at == self.plain.len() {
+                self.plain.clear();
+                self.plain_at = 0;
+            }
+            return Some(n);
+        }
+        self.eof.then_some(0)
+    }
+
     /// What is already here, without waiting for the socket: decrypted bytes into
     /// `buf` (`Some(n)`; `Some(0)` when the peer closed), or `None` when rustls needs
-    /// more input (anything rustls owes the peer is sent first). For idle waits:
-    /// the wait for the rest of a record is then a wait for readability, which a
-    /// release or a drain may end, not a read that holds the buffers.
+    /// more input (anything rustls owes the peer, such as a key update, is sent
+    /// first). Idle waits use it directly: the wait for the rest of a record is then
+    /// a wait for readability, which a release or a drain may end, not a read that
+    /// holds the buffers.
     pub async fn read_ready(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
         self.usable()?;
         if buf.len() == buf.capacity() {
             buf.reserve(crate::worker::BUF_SIZE);
         }
         loop {
-            if self.plain_at < self.plain.len() || self.eof {
-                return self.read_into(buf).await.map(Some);
+            if let Some(n) = self.take_pending(buf) {
+                return Ok(Some(n));
             }
             let before = buf.len();
             match self.turn(Some(buf), &[]) {
@@ -1357,7 +1374,8 @@ impl TlsStream {
     }
 
     /// Reads what the socket has (after a wait for its readability: at once), for
-    /// [`TlsStream::read_ready`] to process. `Ok(false)` at EOF (marked).
+    /// [`TlsStream::read_ready`] to process. `Ok(false)` at EOF (marked: closed
+    /// without close_notify is, for HTTP, the same as a close).
     pub async fn fill_ready(&mut self) -> io::Result<bool> {
         self.usable()?;
         let more = self.fill().await?;
@@ -1368,44 +1386,14 @@ impl TlsStream {
     }
 
     /// Reads decrypted bytes into the spare capacity of `buf` (grown when full,
-    /// as a plain read does); `Ok(0)` when the client closed.
+    /// as a plain read does), reading the socket as often as that needs; `Ok(0)`
+    /// when the client closed.
     pub async fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        self.usable()?;
-        if buf.len() == buf.capacity() {
-            buf.reserve(crate::worker::BUF_SIZE);
-        }
         loop {
-            if self.plain_at < self.plain.len() {
-                let n = (self.plain.len() - self.plain_at).min(buf.capacity() - buf.len());
-                buf.extend_from_slice(&self.plain[self.plain_at..self.plain_at + n]);
-                self.plain_at += n;
-                if self.plain_at == self.plain.len() {
-                    self.plain.clear();
-                    self.plain_at = 0;
-                }
+            if let Some(n) = self.read_ready(buf).await? {
                 return Ok(n);
             }
-            if self.eof {
-                return Ok(0);
-            }
-            let before = buf.len();
-            match self.turn(Some(buf), &[]) {
-                Ok(Turn::Again) if buf.len() > before => return Ok(buf.len() - before),
-                Ok(Turn::Again) => {}
-                Ok(Turn::Input | Turn::Ready) => {
-                    // (A reply rustls owes the peer, such as a key update, first.)
-                    self.flush().await?;
-                    if !self.fill().await? {
-                        // Closed without close_notify: for HTTP, the same as a close.
-                        self.eof = true;
-                    }
-                }
-                Ok(Turn::PeerClosed | Turn::Closed | Turn::Wrote(_)) => self.eof = true,
-                Err(e) => {
-                    self.send_alert().await;
-                    return Err(tls_io_error(e));
-                }
-            }
+            self.fill_ready().await?;
         }
     }
 

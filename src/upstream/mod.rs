@@ -142,11 +142,9 @@ pub async fn forward(
                 None => match connect(endpoint, cluster, &mut d.up_timer).await {
                     Ok(s) => UpstreamConn::new(s, state.stats.clone()),
                     Err(e) => {
-                        if let ProxyError::UpstreamTls { .. } = e {
-                            tracing::warn!(endpoint = %endpoint.addr, error = %e, "upstream TLS failed");
-                        } else {
-                            tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
-                        }
+                        // (A request that fails for it logs it at warn; the
+                        // access log's flags show every attempt's, UTLS included.)
+                        tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
                         state.stats.connect_failures.inc();
                         d.outcome.flags.set(Flags::of(&e));
                         if let ProxyError::ConnectTimeout { .. } = e {
