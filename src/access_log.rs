@@ -12,9 +12,11 @@
 //! escaped (bytes over 0x7f as `\u00XX`, so a line is valid JSON whatever bytes a
 //! header held); in combined format as nginx does (`\xHH`).
 
-use crate::clock::civil_time;
+use crate::clock::{civil_time, Stamp};
 use crate::config::{AccessLogConfig, LogFormat, LogPath};
-use crate::http::parse::{HeaderKind, HeaderSpan, RequestHead, Span, Version};
+#[cfg(test)]
+use crate::http::parse::parse_request;
+use crate::http::parse::{folded_eq, HeaderKind, HeaderSpan, RequestHead, Span, Version};
 use crate::http::rewrite::DIGIT_PAIRS;
 use crate::metrics::Counter;
 use crate::outcome::Flags;
@@ -220,7 +222,7 @@ impl CoreLog {
     /// Appends the line of `r`; hands the buffer over when it is full enough.
     pub fn write(&self, r: &Record<'_>, dropped: &Counter) {
         let mut buf = self.buf.borrow_mut();
-        let now_ms = crate::clock::wall_ms();
+        let now_ms = self.clock.wall_ms(r.end);
         let b = &mut *buf;
         let end = loop {
             let mut line = Line {
@@ -269,6 +271,112 @@ impl CoreLog {
     }
 }
 
+/// What a line is written into: a [`Line`] (every piece bounds-checked, for any
+/// length) or a [`Block`] (a line known to fit in one, at a few instructions a
+/// piece). The line formats are written once, generic over this.
+trait Out {
+    /// A constant piece (at most [`SLACK`] bytes).
+    fn put<const N: usize>(&mut self, s: &[u8; N]);
+    fn byte(&mut self, b: u8);
+    fn slice(&mut self, s: &[u8]);
+    /// `s` escaped for the inside of a JSON string (the rare path).
+    fn escaped(&mut self, s: &[u8]);
+    /// A decimal of five digits or more.
+    fn long_decimal(&mut self, n: u64);
+
+    /// `"value"` (escaped) or `null`. The value is checked sixteen bytes at a time,
+    /// in blocks of the buffer it is in (a short value's block may start before it:
+    /// see [`Val`]), and copied as it is when nothing needs escaping.
+    #[inline(always)]
+    fn quoted(&mut self, v: Option<Val<'_>>) {
+        let Some(v) = v else {
+            return self.put(b"null");
+        };
+        let (start, n) = (v.start as usize, v.len as usize);
+        let end = start + n;
+        let clean = if n <= PAD {
+            // The sixteen bytes ending with the value, or the buffer's first sixteen.
+            let from = end.saturating_sub(PAD);
+            v.buf
+                .get(from..)
+                .and_then(|b| b.first_chunk::<PAD>())
+                .is_some_and(|block| (escape_mask(block) >> (start - from)) & ((1 << n) - 1) == 0)
+        } else {
+            long_is_clean(v.bytes())
+        };
+        self.byte(b'"');
+        if clean {
+            self.slice(v.bytes());
+        } else {
+            self.escaped(v.bytes());
+        }
+        self.byte(b'"');
+    }
+
+    /// `"value"` or `null` for a value confined to bytes a JSON string holds as they
+    /// are: a method (a token, checked by the request parser), a Host (checked
+    /// against `http::parse`'s host bytes), a request id the proxy generated.
+    #[inline(always)]
+    fn clean(&mut self, v: Option<Val<'_>>) {
+        let Some(v) = v else {
+            return self.put(b"null");
+        };
+        debug_assert_eq!(json_clean_len(v.bytes()), v.bytes().len());
+        self.byte(b'"');
+        self.slice(v.bytes());
+        self.byte(b'"');
+    }
+
+    /// `"value"` (escaped) or `null`, for values not in a [`Val`] (rare ones).
+    fn json_or_null(&mut self, v: Option<&[u8]>) {
+        match v {
+            Some(v) => {
+                self.byte(b'"');
+                self.escaped(v);
+                self.byte(b'"');
+            }
+            None => self.put(b"null"),
+        }
+    }
+
+    /// A decimal: up to four digits directly, longer ones two digits per division.
+    #[inline(always)]
+    fn decimal(&mut self, n: u64) {
+        let pair = |p: u64| {
+            let p = 2 * p as usize;
+            [DIGIT_PAIRS[p], DIGIT_PAIRS[p + 1]]
+        };
+        if n < 10 {
+            self.byte(b'0' + n as u8);
+        } else if n < 100 {
+            self.put(&pair(n));
+        } else if n < 1000 {
+            let [a, b] = pair(n % 100);
+            self.put(&[b'0' + (n / 100) as u8, a, b]);
+        } else if n < 10_000 {
+            let ([a, b], [c, d]) = (pair(n / 100), pair(n % 100));
+            self.put(&[a, b, c, d]);
+        } else {
+            self.long_decimal(n);
+        }
+    }
+
+    /// Nanoseconds as milliseconds with three decimals.
+    #[inline(always)]
+    fn millis(&mut self, ns: u64) {
+        let us = ns / 1000;
+        self.decimal(us / 1000);
+        let frac = (us % 1000) as usize;
+        let pair = 2 * (frac % 100);
+        self.put(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            DIGIT_PAIRS[pair],
+            DIGIT_PAIRS[pair + 1],
+        ]);
+    }
+}
+
 /// A line being written at `at` into `buf`, whose bytes are all initialised: each
 /// write is a bounds-checked copy (a constant-size one is a few moves), with no
 /// growth check or length update per piece as `Vec::extend_from_slice` has. A piece
@@ -292,43 +400,6 @@ impl<'b> Line<'b> {
     /// Where the line ends (past the buffer when it did not fit).
     pub fn end(&self) -> usize {
         self.at
-    }
-
-    #[inline(always)]
-    fn put<const N: usize>(&mut self, s: &[u8; N]) {
-        if let Some(d) = self.buf.get_mut(self.at..self.at + N) {
-            d.copy_from_slice(s);
-        }
-        self.at += N;
-    }
-
-    #[inline(always)]
-    fn byte(&mut self, b: u8) {
-        if let Some(d) = self.buf.get_mut(self.at) {
-            *d = b;
-        }
-        self.at += 1;
-    }
-
-    /// A short piece (most are: names, addresses, numbers' neighbours) is copied as
-    /// two overlapping words, not by a call of `memcpy`.
-    #[inline]
-    fn slice(&mut self, s: &[u8]) {
-        let n = s.len();
-        if let Some(d) = self.buf.get_mut(self.at..self.at + n) {
-            match n {
-                8..=16 => {
-                    d[..8].copy_from_slice(&s[..8]);
-                    d[n - 8..].copy_from_slice(&s[n - 8..]);
-                }
-                4..=7 => {
-                    d[..4].copy_from_slice(&s[..4]);
-                    d[n - 4..].copy_from_slice(&s[n - 4..]);
-                }
-                _ => d.copy_from_slice(s),
-            }
-        }
-        self.at += n;
     }
 
     /// `s` as the inside of a JSON string: see [`json_clean_len`].
@@ -378,23 +449,39 @@ impl<'b> Line<'b> {
             }
         }
     }
+}
 
-    /// `"value"` (escaped) or `null`.
-    #[inline]
-    fn json_or_null(&mut self, v: Option<&[u8]>) {
-        match v {
-            Some(v) => {
-                self.byte(b'"');
-                self.json(v);
-                self.byte(b'"');
-            }
-            None => self.put(b"null"),
+impl Out for Line<'_> {
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, s: &[u8; N]) {
+        if let Some(d) = self.buf.get_mut(self.at..self.at + N) {
+            d.copy_from_slice(s);
         }
+        self.at += N;
     }
 
-    /// A decimal, its digits written in place, two per division.
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        if let Some(d) = self.buf.get_mut(self.at) {
+            *d = b;
+        }
+        self.at += 1;
+    }
+
     #[inline]
-    fn decimal(&mut self, n: u64) {
+    fn slice(&mut self, s: &[u8]) {
+        if let Some(d) = self.buf.get_mut(self.at..self.at + s.len()) {
+            copy_short(d, s);
+        }
+        self.at += s.len();
+    }
+
+    fn escaped(&mut self, s: &[u8]) {
+        self.json(s);
+    }
+
+    /// Its digits written in place, two per division.
+    fn long_decimal(&mut self, n: u64) {
         let digits = decimal_len(n);
         if let Some(d) = self.buf.get_mut(self.at..self.at + digits) {
             let mut n = n;
@@ -411,19 +498,120 @@ impl<'b> Line<'b> {
         }
         self.at += digits;
     }
+}
 
-    /// Nanoseconds as milliseconds with three decimals.
-    fn millis(&mut self, ns: u64) {
-        let us = ns / 1000;
-        self.decimal(us / 1000);
-        let frac = (us % 1000) as usize;
-        let pair = 2 * (frac % 100);
-        self.put(&[
-            b'.',
-            b'0' + (frac / 100) as u8,
-            DIGIT_PAIRS[pair],
-            DIGIT_PAIRS[pair + 1],
-        ]);
+/// `s` into `d` (of the same length): a short piece (most are: names, addresses,
+/// numbers' neighbours) as two overlapping moves, not by a call of `memcpy`.
+#[inline(always)]
+fn copy_short(d: &mut [u8], s: &[u8]) {
+    let n = s.len();
+    match n {
+        17..=32 => {
+            d[..16].copy_from_slice(&s[..16]);
+            d[n - 16..].copy_from_slice(&s[n - 16..]);
+        }
+        33..=64 => {
+            d[..32].copy_from_slice(&s[..32]);
+            d[n - 32..].copy_from_slice(&s[n - 32..]);
+        }
+        8..=16 => {
+            d[..8].copy_from_slice(&s[..8]);
+            d[n - 8..].copy_from_slice(&s[n - 8..]);
+        }
+        4..=7 => {
+            d[..4].copy_from_slice(&s[..4]);
+            d[n - 4..].copy_from_slice(&s[n - 4..]);
+        }
+        1..=3 => {
+            d[0] = s[0];
+            d[n / 2] = s[n / 2];
+            d[n - 1] = s[n - 1];
+        }
+        _ => d.copy_from_slice(s),
+    }
+}
+
+/// The most a [`Block`] line holds.
+const BLOCK: usize = 4096;
+/// Room after a block for the last piece written at its end: the longest piece
+/// written without a length check.
+const SLACK: usize = 64;
+
+/// A line known to fit in [`BLOCK`] bytes (its length bounded beforehand:
+/// [`json_bound`]) written into `BLOCK + SLACK` bytes. Each piece goes at
+/// `pos & (BLOCK - 1)`: since the line fits, the mask never changes the position,
+/// but it bounds it, so that a piece of at most `SLACK` bytes needs no bounds check
+/// (the compiler sees that it fits). A wrong bound could only garble a line, never
+/// write outside the block.
+struct Block<'b> {
+    w: &'b mut [u8; BLOCK + SLACK],
+    pos: usize,
+}
+
+impl Block<'_> {
+    #[inline(always)]
+    fn at(&self) -> usize {
+        debug_assert!(self.pos < BLOCK, "line longer than its bound");
+        self.pos & (BLOCK - 1)
+    }
+}
+
+// The rare pieces of a `Block` go through a `Line` in functions of their own that
+// take the block and the position by value (not the `Block`, whose position then
+// stays in a register while a line is written).
+
+#[cold]
+#[inline(never)]
+fn block_escaped(w: &mut [u8], at: usize, s: &[u8]) -> usize {
+    let mut line = Line { buf: w, at };
+    line.json(s);
+    line.at
+}
+
+#[inline(never)]
+fn block_long_decimal(w: &mut [u8], at: usize, n: u64) -> usize {
+    let mut line = Line { buf: w, at };
+    line.long_decimal(n);
+    line.at
+}
+
+impl Out for Block<'_> {
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, s: &[u8; N]) {
+        const { assert!(N <= SLACK) };
+        let at = self.at();
+        self.w[at..at + N].copy_from_slice(s);
+        self.pos = at + N;
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        let at = self.at();
+        self.w[at] = b;
+        self.pos = at + 1;
+    }
+
+    #[inline(always)]
+    fn slice(&mut self, s: &[u8]) {
+        let (at, n) = (self.at(), s.len());
+        if n <= SLACK {
+            copy_short(&mut self.w[at..at + n], s);
+        } else if let Some(d) = self.w.get_mut(at..at + n) {
+            d.copy_from_slice(s);
+        }
+        self.pos = at + n;
+    }
+
+    #[inline(always)]
+    fn escaped(&mut self, s: &[u8]) {
+        let at = self.at();
+        self.pos = block_escaped(&mut self.w[..], at, s);
+    }
+
+    #[inline(always)]
+    fn long_decimal(&mut self, n: u64) {
+        let at = self.at();
+        self.pos = block_long_decimal(&mut self.w[..], at, n);
     }
 }
 
@@ -447,9 +635,13 @@ fn decimal_len(n: u64) -> usize {
     digits
 }
 
-/// The timestamp texts of the current second, made once per second per core.
+/// The timestamp texts of the current second, made once per second per core, and
+/// the wall clock derived from the monotonic stamp each request already has.
 #[derive(Default)]
 struct LogClock {
+    /// A monotonic stamp and the wall clock (ns since the epoch) read together, at
+    /// most a second before the last line's time (zero: not read yet).
+    base: Cell<(Stamp, u64)>,
     second: Cell<u64>,
     /// `2026-11-27T16:40:01` (JSON, UTC; milliseconds and `Z` added per line).
     json: Cell<[u8; 19]>,
@@ -458,10 +650,31 @@ struct LogClock {
 }
 
 impl LogClock {
-    fn refresh(&self, secs: u64) {
-        if self.second.get() == secs && secs != 0 {
-            return;
+    /// The wall clock at `at` (milliseconds since the epoch): the base pair plus
+    /// the monotonic time since, read again once a second (so that a step of the
+    /// wall clock shows within a second).
+    #[inline]
+    fn wall_ms(&self, at: Stamp) -> u64 {
+        let (mono, wall) = self.base.get();
+        let since = at.nanos_since(mono);
+        if since < 1_000_000_000 && wall != 0 {
+            return (wall + since) / 1_000_000;
         }
+        let (mono, wall) = Stamp::with_wall();
+        self.base.set((mono, wall));
+        (wall + at.nanos_since(mono)) / 1_000_000
+    }
+
+    /// Makes the texts of second `secs` unless they are made already.
+    #[inline(always)]
+    fn refresh(&self, secs: u64) {
+        if self.second.get() != secs || secs == 0 {
+            self.make_texts(secs);
+        }
+    }
+
+    #[inline(never)]
+    fn make_texts(&self, secs: u64) {
         self.second.set(secs);
         const MONTHS: [&[u8; 3]; 12] = [
             b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
@@ -523,11 +736,11 @@ impl LogClock {
 
 /// Everything a line says about one request.
 pub struct Record<'a> {
-    pub request_id: Option<&'a [u8]>,
-    /// The client's IP address as text, whether it is IPv6, and its port.
+    /// The fields from the request head.
+    pub req: Fields<'a>,
+    /// The client's IP address as text, and as `ip:port` (`[ip]:port` for IPv6).
     pub client_ip: &'a [u8],
-    pub client_ipv6: bool,
-    pub client_port: u16,
+    pub client: &'a [u8],
     /// The listener's, route's and cluster's names as JSON strings ([`json_string`]),
     /// made when the configuration is compiled, not escaped per line.
     pub listener: &'a [u8],
@@ -535,13 +748,6 @@ pub struct Record<'a> {
     pub cluster: Option<&'a [u8]>,
     /// The endpoint's address as text.
     pub endpoint: Option<&'a str>,
-    /// The request line's parts; `None` when the head could not be parsed.
-    pub method: Option<&'a [u8]>,
-    pub host: Option<&'a [u8]>,
-    /// The request-target as received (path and query).
-    pub target: Option<&'a [u8]>,
-    /// `HTTP/1.1`, `HTTP/1.0`; `None` when unknown.
-    pub protocol: Option<&'static str>,
     /// 0: no response was sent.
     pub status: u16,
     pub request_bytes: u64,
@@ -550,11 +756,10 @@ pub struct Record<'a> {
     pub upstream_ns: Option<u64>,
     pub attempts: u8,
     pub flags: Flags,
-    pub user_agent: Option<&'a [u8]>,
-    pub referer: Option<&'a [u8]>,
-    pub traceparent: Option<&'a [u8]>,
     /// The connection's TLS, on TLS listeners.
     pub tls: Option<&'a TlsInfo>,
+    /// When the request ended (the line's time).
+    pub end: Stamp,
 }
 
 /// A name as a JSON string, quoted and escaped: made once per configuration for
@@ -568,14 +773,74 @@ pub fn json_string(name: &str) -> Box<[u8]> {
     buf.into_boxed_slice()
 }
 
-/// The request-side fields of a request's line, kept when its head arrives: by the
-/// time the line is written a relayed body may have reused the buffer the head was
-/// in. The head is copied whole, in one piece, and the fields are spans of the
-/// copy. One per connection burst, reused by its requests.
+/// The block size of the escape check ([`escape_mask`]).
+const PAD: usize = 16;
+
+/// A value in the buffer it was read into (or a copy of it): `buf[start..][..len]`.
+/// The buffer around the value lets a short one be checked in one block of sixteen
+/// bytes that ends with it, without a loop over its tail (a request head is longer
+/// than sixteen bytes).
+#[derive(Clone, Copy)]
+pub struct Val<'a> {
+    buf: &'a [u8],
+    start: u32,
+    len: u32,
+}
+
+impl<'a> Val<'a> {
+    #[inline]
+    pub fn new(buf: &'a [u8], span: Span) -> Option<Val<'a>> {
+        if span.start as usize + span.len as usize > buf.len() {
+            return None;
+        }
+        Some(Val {
+            buf,
+            start: span.start,
+            len: span.len,
+        })
+    }
+
+    /// A value that is a whole buffer.
+    pub fn of(buf: &'a [u8]) -> Val<'a> {
+        Val {
+            buf,
+            start: 0,
+            len: buf.len() as u32,
+        }
+    }
+
+    #[inline]
+    pub fn bytes(&self) -> &'a [u8] {
+        &self.buf[self.start as usize..][..self.len as usize]
+    }
+}
+
+/// Whether a value longer than one block needs no escaping: its blocks, the last one
+/// overlapping the one before.
+#[inline]
+fn long_is_clean(s: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(block) = s.get(at..).and_then(|b| b.first_chunk::<PAD>()) {
+        if escape_mask(block) != 0 {
+            return false;
+        }
+        at += PAD;
+    }
+    at == s.len() || s.last_chunk::<PAD>().is_some_and(|b| escape_mask(b) == 0)
+}
+
+/// The request-side fields of a request's line, as spans of its head. A request
+/// without a body leaves its head untouched in the read buffer until its line is
+/// written, so the spans point there; a request with a body may have its body read
+/// over its head, so that head is copied first, whole, in one piece. One per
+/// connection burst, reused by its requests.
 #[derive(Default)]
 pub struct Scratch {
-    /// The request head, then a request id the proxy generated.
+    /// A copy of the request head (when it has a body), then a request id the proxy
+    /// generated.
     bytes: Vec<u8>,
+    /// Whether the head's spans are in `bytes` (else in the read buffer).
+    copied: bool,
     method: Option<Span>,
     host: Option<Span>,
     target: Option<Span>,
@@ -584,6 +849,8 @@ pub struct Scratch {
     referer: Option<Span>,
     traceparent: Option<Span>,
     request_id: Option<Span>,
+    /// Whether `request_id` is in `bytes` (generated) rather than in the head.
+    id_generated: bool,
 }
 
 impl Scratch {
@@ -596,7 +863,7 @@ impl Scratch {
         self.bytes.clear();
     }
 
-    /// Keeps the fields of the head at the start of `buf`; `request_id_header` is
+    /// Notes the fields of the head at the start of `buf`; `request_id_header` is
     /// the configured request id header's (lower-case) name.
     pub fn capture(
         &mut self,
@@ -606,8 +873,11 @@ impl Scratch {
         request_id_header: &str,
     ) {
         self.bytes.clear();
-        self.bytes
-            .extend_from_slice(buf.get(..head.head_len).unwrap_or(buf));
+        self.copied = head.has_body();
+        if self.copied {
+            self.bytes
+                .extend_from_slice(buf.get(..head.head_len).unwrap_or(buf));
+        }
         self.method = Some(head.method_span);
         self.target = Some(head.target);
         self.host = head.host();
@@ -619,13 +889,14 @@ impl Scratch {
         self.referer = None;
         self.traceparent = None;
         self.request_id = None;
+        self.id_generated = false;
         let id = request_id_header.as_bytes();
         for h in headers.iter().filter(|h| h.kind == HeaderKind::Other) {
             let name = h.name.get(buf);
             let slot = match name.len() {
-                10 if name.eq_ignore_ascii_case(b"user-agent") => &mut self.user_agent,
-                7 if name.eq_ignore_ascii_case(b"referer") => &mut self.referer,
-                11 if name.eq_ignore_ascii_case(b"traceparent") => &mut self.traceparent,
+                10 if folded_eq(name, b"user-agent") => &mut self.user_agent,
+                7 if folded_eq(name, b"referer") => &mut self.referer,
+                11 if folded_eq(name, b"traceparent") => &mut self.traceparent,
                 n if n == id.len() && name.eq_ignore_ascii_case(id) => &mut self.request_id,
                 _ => continue,
             };
@@ -644,42 +915,130 @@ impl Scratch {
                 start,
                 len: id.len() as u32,
             });
+            self.id_generated = true;
         }
     }
 
-    fn get(&self, span: Option<Span>) -> Option<&[u8]> {
-        let span = span?;
-        let start = span.start as usize;
-        self.bytes.get(start..start + span.len as usize)
+    /// The fields, read from `rbuf` (the read buffer the head was captured from,
+    /// untouched since, unless the head was copied) when the line is written.
+    #[inline]
+    pub fn fields<'a>(&'a self, rbuf: &'a [u8]) -> Fields<'a> {
+        Fields {
+            head: if self.copied { &self.bytes[..] } else { rbuf },
+            s: Some(self),
+        }
+    }
+}
+
+/// A request's fields from its head ([`Scratch::fields`]), each found when asked
+/// for (once, as its line is written); all `None` when the head could not be parsed.
+#[derive(Clone, Copy, Default)]
+pub struct Fields<'a> {
+    s: Option<&'a Scratch>,
+    /// The buffer the head's spans are in.
+    head: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    #[inline(always)]
+    fn val(&self, span: impl Fn(&Scratch) -> Option<Span>) -> Option<Val<'a>> {
+        Val::new(self.head, span(self.s?)?)
+    }
+    #[inline(always)]
+    pub fn method(&self) -> Option<Val<'a>> {
+        self.val(|s| s.method)
+    }
+    #[inline(always)]
+    pub fn host(&self) -> Option<Val<'a>> {
+        self.val(|s| s.host)
+    }
+    /// The request-target as received (path and query).
+    #[inline(always)]
+    pub fn target(&self) -> Option<Val<'a>> {
+        self.val(|s| s.target)
+    }
+    /// `HTTP/1.1`, `HTTP/1.0`; `None` when unknown.
+    #[inline(always)]
+    pub fn protocol(&self) -> Option<&'static str> {
+        self.s?.protocol
+    }
+    #[inline(always)]
+    pub fn user_agent(&self) -> Option<Val<'a>> {
+        self.val(|s| s.user_agent)
+    }
+    #[inline(always)]
+    pub fn referer(&self) -> Option<Val<'a>> {
+        self.val(|s| s.referer)
+    }
+    #[inline(always)]
+    pub fn traceparent(&self) -> Option<Val<'a>> {
+        self.val(|s| s.traceparent)
+    }
+    #[inline(always)]
+    pub fn request_id(&self) -> Option<Val<'a>> {
+        let s = self.s?;
+        match s.id_generated {
+            true => Val::new(&s.bytes, s.request_id?),
+            false => Val::new(self.head, s.request_id?),
+        }
     }
 
-    pub fn method(&self) -> Option<&[u8]> {
-        self.get(self.method)
+    /// Whether the request id is one the proxy generated (hexadecimal digits and
+    /// dashes: nothing to escape).
+    #[inline(always)]
+    fn id_generated(&self) -> bool {
+        self.s.is_some_and(|s| s.id_generated)
     }
-    pub fn host(&self) -> Option<&[u8]> {
-        self.get(self.host)
-    }
-    pub fn target(&self) -> Option<&[u8]> {
-        self.get(self.target)
-    }
-    pub fn protocol(&self) -> Option<&'static str> {
-        self.protocol
-    }
-    pub fn user_agent(&self) -> Option<&[u8]> {
-        self.get(self.user_agent)
-    }
-    pub fn referer(&self) -> Option<&[u8]> {
-        self.get(self.referer)
-    }
-    pub fn traceparent(&self) -> Option<&[u8]> {
-        self.get(self.traceparent)
-    }
-    pub fn request_id(&self) -> Option<&[u8]> {
-        self.get(self.request_id)
+
+    /// The length of the values a JSON line escapes, together (for its bound).
+    #[inline(always)]
+    fn escaped_len(&self) -> usize {
+        let Some(s) = self.s else { return 0 };
+        let len = |span: Option<Span>| span.map_or(0, |s| s.len as usize);
+        len(s.request_id)
+            + len(s.target)
+            + len(s.user_agent)
+            + len(s.traceparent)
+            + len(s.method)
+            + len(s.host)
     }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Bit `i` set: byte `i` of the block cannot stand in a JSON string as it is (see
+/// [`json_clean_len`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(unsafe_code)]
+fn escape_mask(block: &[u8; PAD]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the load reads the sixteen
+    // bytes of `block` (unaligned loads allowed).
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast());
+        // Signed: below 0x20, and every byte over 0x7f.
+        let low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+        let del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        let bad = _mm_or_si128(_mm_or_si128(low, del), _mm_or_si128(quote, backslash));
+        _mm_movemask_epi8(bad) as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn escape_mask(block: &[u8; PAD]) -> u32 {
+    let mut bad = 0;
+    for (i, &b) in block.iter().enumerate() {
+        bad |= u32::from(NEEDS_ESCAPE[usize::from(b)]) << i;
+    }
+    bad
+}
 
 /// Whether any byte of the word is outside printable ASCII, or is `"` or `\`.
 #[inline(always)]
@@ -746,21 +1105,56 @@ const NEEDS_ESCAPE: [bool; 256] = {
 };
 
 /// One JSON line (fields as in the README).
-pub fn json_line(out: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
+pub fn json_line(line: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
+    let room = line.buf.get_mut(line.at..);
+    if let Some(w) = room.and_then(|b| b.first_chunk_mut::<{ BLOCK + SLACK }>()) {
+        if json_bound(r) <= BLOCK {
+            let mut block = Block { w, pos: 0 };
+            json_fields(&mut block, time, r);
+            line.at += block.pos;
+            return;
+        }
+    }
+    // (A local `Line`, so that its position stays in a register.)
+    let mut out = Line {
+        buf: &mut *line.buf,
+        at: line.at,
+    };
+    json_fields(&mut out, time, r);
+    line.at = out.at;
+}
+
+/// The most bytes the JSON line of `r` takes: its constant parts and numbers
+/// (under 700 bytes), and its values, each escaped at six bytes a byte at worst.
+fn json_bound(r: &Record<'_>) -> usize {
+    let escaped = r.req.escaped_len();
+    let names = r.client.len()
+        + r.listener.len()
+        + r.route.map_or(0, <[u8]>::len)
+        + r.cluster.map_or(0, <[u8]>::len)
+        + r.endpoint.map_or(0, str::len);
+    let tls = r.tls.map_or(0, |t| {
+        let len = |v: &Option<Box<str>>| v.as_deref().map_or(0, str::len);
+        256 + t.version.len()
+            + t.cipher.len()
+            + 6 * (len(&t.sni) + len(&t.alpn) + len(&t.client_subject))
+    });
+    1024 + 6 * escaped + names + tls
+}
+
+/// The fields of one JSON line.
+#[inline(always)]
+fn json_fields<O: Out>(out: &mut O, time: &[u8; 24], r: &Record<'_>) {
     out.put(b"{\"time\":\"");
     out.put(time);
     out.put(b"\",\"request_id\":");
-    out.json_or_null(r.request_id);
-    out.put(b",\"client\":\"");
-    if r.client_ipv6 {
-        out.byte(b'[');
-        out.slice(r.client_ip);
-        out.byte(b']');
+    if r.req.id_generated() {
+        out.clean(r.req.request_id());
     } else {
-        out.slice(r.client_ip);
+        out.quoted(r.req.request_id());
     }
-    out.byte(b':');
-    out.decimal(u64::from(r.client_port));
+    out.put(b",\"client\":\"");
+    out.slice(r.client);
     out.put(b"\",\"listener\":");
     out.slice(r.listener);
     out.put(b",\"route\":");
@@ -784,20 +1178,13 @@ pub fn json_line(out: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
         None => out.put(b"null"),
     }
     out.put(b",\"method\":");
-    match r.method {
-        Some(m) => {
-            out.byte(b'"');
-            out.slice(m);
-            out.byte(b'"');
-        }
-        None => out.put(b"null"),
-    }
+    out.clean(r.req.method());
     out.put(b",\"host\":");
-    out.json_or_null(r.host);
+    out.clean(r.req.host());
     out.put(b",\"path\":");
-    out.json_or_null(r.target);
+    out.quoted(r.req.target());
     out.put(b",\"protocol\":");
-    match r.protocol {
+    match r.req.protocol() {
         Some("HTTP/1.1") => out.put(b"\"HTTP/1.1\""),
         Some(p) => {
             out.byte(b'"');
@@ -833,9 +1220,9 @@ pub fn json_line(out: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
         }
     }
     out.put(b"\",\"user_agent\":");
-    out.json_or_null(r.user_agent);
+    out.quoted(r.req.user_agent());
     out.put(b",\"traceparent\":");
-    out.json_or_null(r.traceparent);
+    out.quoted(r.req.traceparent());
     if let Some(tls) = r.tls {
         tls_fields(out, tls);
     }
@@ -844,8 +1231,8 @@ pub fn json_line(out: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
 
 /// The TLS fields of a line from a TLS connection (plain connections' lines have
 /// none).
-#[cold]
-fn tls_fields(out: &mut Line<'_>, tls: &TlsInfo) {
+#[inline(never)]
+fn tls_fields<O: Out>(out: &mut O, tls: &TlsInfo) {
     out.put(b",\"tls_version\":\"");
     out.slice(tls.version.as_bytes());
     out.put(b"\",\"tls_cipher\":\"");
@@ -864,11 +1251,11 @@ pub fn combined_line(out: &mut Line<'_>, time: &[u8; 26], r: &Record<'_>) {
     out.put(b" - - [");
     out.put(time);
     out.put(b"] \"");
-    match (r.method, r.target, r.protocol) {
+    match (r.req.method(), r.req.target(), r.req.protocol()) {
         (Some(m), Some(t), Some(p)) => {
-            out.combined(m);
+            out.combined(m.bytes());
             out.byte(b' ');
-            out.combined(t);
+            out.combined(t.bytes());
             out.byte(b' ');
             out.slice(p.as_bytes());
         }
@@ -878,10 +1265,10 @@ pub fn combined_line(out: &mut Line<'_>, time: &[u8; 26], r: &Record<'_>) {
     out.decimal(u64::from(r.status));
     out.byte(b' ');
     out.decimal(r.response_bytes);
-    for v in [r.referer, r.user_agent] {
+    for v in [r.req.referer(), r.req.user_agent()] {
         out.put(b" \"");
         match v {
-            Some(v) => out.combined(v),
+            Some(v) => out.combined(v.bytes()),
             None => out.byte(b'-'),
         }
         out.byte(b'"');
@@ -914,20 +1301,42 @@ mod tests {
         format(4096, |l| json_line(l, b"2026-11-27T16:40:01.123Z", r))
     }
 
-    fn record<'a>(ua: Option<&'a [u8]>) -> Record<'a> {
+    /// A request's fields with any bytes as values, as `Scratch::capture` would
+    /// keep them (and bytes before and after, as in a read buffer).
+    fn scratch(ua: Option<&[u8]>) -> Scratch {
+        let mut s = Scratch {
+            copied: true,
+            protocol: Some("HTTP/1.1"),
+            ..Scratch::default()
+        };
+        let mut put = |v: &[u8]| {
+            let start = s.bytes.len() as u32;
+            s.bytes.extend_from_slice(v);
+            s.bytes.extend_from_slice(b"\r\n");
+            Some(Span {
+                start,
+                len: v.len() as u32,
+            })
+        };
+        let (method, target, host) = (put(b"GET"), put(b"/x?y=1"), put(b"example.com"));
+        let (user_agent, request_id) = (ua.and_then(&mut put), put(b"abc"));
+        s.method = method;
+        s.target = target;
+        s.host = host;
+        s.user_agent = user_agent;
+        s.request_id = request_id;
+        s
+    }
+
+    fn record(s: &Scratch) -> Record<'_> {
         Record {
-            request_id: Some(b"abc"),
+            req: s.fields(&[]),
             client_ip: b"127.0.0.1",
-            client_ipv6: false,
-            client_port: 5000,
+            client: b"127.0.0.1:5000",
             listener: b"\"edge\"",
             route: Some(b"\"api\""),
             cluster: Some(b"\"web\""),
             endpoint: Some("10.0.0.1:80"),
-            method: Some(b"GET"),
-            host: Some(b"example.com"),
-            target: Some(b"/x?y=1"),
-            protocol: Some("HTTP/1.1"),
             status: 200,
             request_bytes: 78,
             response_bytes: 1234,
@@ -935,17 +1344,148 @@ mod tests {
             upstream_ns: Some(999_000),
             attempts: 1,
             flags: Flags::default(),
-            user_agent: ua,
-            referer: None,
-            traceparent: None,
             tls: None,
+            end: Stamp::default(),
         }
+    }
+
+    /// `v` quoted by the reference byte loop (`Line::json_or_null`).
+    fn reference(v: &[u8]) -> Vec<u8> {
+        format(1, |l| l.json_or_null(Some(v)))
+    }
+
+    #[test]
+    fn values_are_checked_in_blocks_of_their_buffer_like_the_byte_loop() {
+        // Every byte value at every place of values of every length up to three
+        // blocks, at the start of their buffer (a short value's block is the
+        // buffer's first sixteen bytes) and after other bytes (its block ends with
+        // it), with a byte needing escape just before and just after the value.
+        for len in 0..=48usize {
+            for lead in [0usize, 3, 16, 21] {
+                for b in 0..=255u8 {
+                    for at in 0..len.max(1) {
+                        let mut value = vec![b'a'; len];
+                        if len > 0 {
+                            value[at] = b;
+                        }
+                        let mut buf = vec![b'"'; lead];
+                        buf.extend_from_slice(&value);
+                        buf.extend_from_slice(b"\x01\"");
+                        buf.resize(buf.len().max(PAD), b'\\');
+                        let span = Span {
+                            start: lead as u32,
+                            len: len as u32,
+                        };
+                        let val = Val::new(&buf, span).unwrap();
+                        let want = reference(&value);
+                        let got = format(1, |l| l.quoted(Some(val)));
+                        assert_eq!(got, want, "{b:#x} at {at} of {len} after {lead}");
+                        let mut w = [0u8; BLOCK + SLACK];
+                        let mut block = Block { w: &mut w, pos: 0 };
+                        block.quoted(Some(val));
+                        let end = block.pos;
+                        assert_eq!(&w[..end], &want[..], "block: {b:#x} at {at} of {len}");
+                    }
+                }
+            }
+        }
+        assert_eq!(format(1, |l| l.quoted(None)), b"null");
+    }
+
+    #[test]
+    fn a_line_in_a_block_is_the_line_written_piece_by_piece_and_within_its_bound() {
+        let info = TlsInfo {
+            version: "TLSv1.2",
+            cipher: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            sni: Some("\u{7f}\"".repeat(40).into()),
+            alpn: Some("h2".into()),
+            client_subject: Some("\\".repeat(100).into()),
+            client_cert_line: Box::default(),
+        };
+        let hostile: Vec<u8> = (0..=255).cycle().take(700).collect();
+        for ua in [
+            None,
+            Some(&b"x"[..]),
+            Some(&hostile[..]),
+            Some(&hostile[..66]),
+        ] {
+            let s = scratch(ua);
+            let mut r = record(&s);
+            for variant in 0..4 {
+                match variant {
+                    1 => {
+                        r.tls = Some(&info);
+                        for (f, _) in Flags::NAMES {
+                            r.flags.set(f);
+                        }
+                    }
+                    2 => {
+                        (r.status, r.attempts) = (0, u8::MAX);
+                        (r.request_bytes, r.response_bytes) = (u64::MAX, u64::MAX);
+                        (r.duration_ns, r.upstream_ns) = (u64::MAX, Some(u64::MAX));
+                    }
+                    3 => (r.route, r.cluster, r.endpoint) = (None, None, None),
+                    _ => {}
+                }
+                // Piece by piece: a buffer too small for a block.
+                let want = format(BLOCK, |l| json_line(l, b"2026-11-27T16:40:01.123Z", &r));
+                let mut buf = vec![0u8; 2 * (BLOCK + SLACK)];
+                let mut line = Line::new(&mut buf);
+                json_line(&mut line, b"2026-11-27T16:40:01.123Z", &r);
+                let end = line.end();
+                assert_eq!(&buf[..end], &want[..]);
+                assert!(want.len() <= json_bound(&r), "{} > bound", want.len());
+                let _: serde_json::Value = serde_json::from_slice(&want).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn fields_of_a_request_without_a_body_are_read_from_its_buffer_and_with_one_copied() {
+        let limits = crate::config::Limits::default();
+        let mut headers = Vec::new();
+        let get = b"GET /a HTTP/1.1\r\nHost: h.example\r\nUser-Agent: UA\r\n\r\n".to_vec();
+        let head = parse_request(&get, &limits, &mut headers).unwrap().unwrap();
+        let mut s = Scratch::default();
+        s.capture(&get, &head, &headers, "x-request-id");
+        assert!(!s.copied);
+        let f = s.fields(&get);
+        assert_eq!(f.user_agent().unwrap().bytes(), b"UA");
+        assert_eq!(f.host().unwrap().bytes(), b"h.example");
+        let post =
+            b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nX-Request-Id: id7\r\n\r\nhi";
+        let mut rbuf = post.to_vec();
+        let head = parse_request(&rbuf, &limits, &mut headers)
+            .unwrap()
+            .unwrap();
+        s.capture(&rbuf, &head, &headers, "x-request-id");
+        s.set_request_id(b"generated");
+        assert!(s.copied);
+        // The body relay reuses the buffer: the copy still says what came.
+        rbuf.fill(b'#');
+        let f = s.fields(&rbuf);
+        assert_eq!(f.method().unwrap().bytes(), b"POST");
+        assert_eq!(f.target().unwrap().bytes(), b"/b");
+        assert_eq!(f.request_id().unwrap().bytes(), b"id7");
+        assert!(!f.id_generated());
+        s.capture(
+            &get,
+            &parse_request(&get, &limits, &mut headers).unwrap().unwrap(),
+            &headers,
+            "x-request-id",
+        );
+        s.set_request_id(b"0123-abcd");
+        let f = s.fields(&get);
+        assert!(f.id_generated());
+        assert_eq!(f.request_id().unwrap().bytes(), b"0123-abcd");
+        assert!(Fields::default().method().is_none());
     }
 
     #[test]
     fn json_lines_parse_and_carry_every_field() {
         let hostile: &[u8] = b"a\"b\\c\x01\x7f\xff\xc3\xa9 d";
-        let out = json(&record(Some(hostile)));
+        let s = scratch(Some(hostile));
+        let out = json(&record(&s));
         assert_eq!(out.last(), Some(&b'\n'));
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -1004,17 +1544,18 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_bracketed() {
-        let mut r = record(None);
-        r.client_ip = b"::1";
-        r.client_ipv6 = true;
-        r.client_port = 8080;
+        let s = scratch(None);
+        let mut r = record(&s);
+        let peer = crate::http::rewrite::Peer::of("[::1]:8080".parse().unwrap());
+        r.client = peer.addr_text();
         let v: serde_json::Value = serde_json::from_slice(&json(&r)).unwrap();
         assert_eq!(v["client"], "[::1]:8080");
     }
 
     #[test]
     fn combined_lines_look_like_nginx() {
-        let mut r = record(Some(b"curl/8 \"x\""));
+        let s = scratch(Some(b"curl/8 \"x\""));
+        let mut r = record(&s);
         r.flags.set(Flags::NO_ROUTE);
         let out = format(16, |l| combined_line(l, b"27/Nov/2026:16:40:01 +0000", &r));
         assert_eq!(
@@ -1025,7 +1566,8 @@ mod tests {
 
     #[test]
     fn tls_connections_add_their_fields() {
-        let plain: serde_json::Value = serde_json::from_slice(&json(&record(None))).unwrap();
+        let s = scratch(None);
+        let plain: serde_json::Value = serde_json::from_slice(&json(&record(&s))).unwrap();
         assert!(plain.get("tls_version").is_none());
         let info = TlsInfo {
             version: "TLSv1.3",
@@ -1035,7 +1577,7 @@ mod tests {
             client_subject: Some("CN=\"x\", O=y".into()),
             client_cert_line: Box::default(),
         };
-        let mut r = record(None);
+        let mut r = record(&s);
         r.tls = Some(&info);
         let v: serde_json::Value = serde_json::from_slice(&json(&r)).unwrap();
         assert_eq!(v["tls_version"], "TLSv1.3");
@@ -1076,7 +1618,8 @@ mod tests {
     fn names_are_json_strings_and_long_lines_grow_the_buffer() {
         assert_eq!(&*json_string("a\"b"), b"\"a\\\"b\"");
         let long = vec![b'x'; 10_000];
-        let mut r = record(Some(&long));
+        let s = scratch(Some(&long));
+        let mut r = record(&s);
         r.flags.set(Flags::NO_ROUTE);
         r.flags.set(Flags::UPSTREAM_TIMEOUT);
         // Room for part of the line only: written again into a larger buffer.
@@ -1105,10 +1648,11 @@ mod tests {
             spare: Arc::default(),
         });
         let dropped = Counter::default();
-        log.write(&record(None), &dropped);
+        let s = scratch(None);
+        log.write(&record(&s), &dropped);
         log.flush(&dropped); // fills the queue of one
-        log.write(&record(None), &dropped);
-        log.write(&record(None), &dropped);
+        log.write(&record(&s), &dropped);
+        log.write(&record(&s), &dropped);
         log.flush(&dropped); // nobody reads: dropped
         assert_eq!(dropped.get(), 2);
     }

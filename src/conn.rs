@@ -407,10 +407,9 @@ impl Downstream<'_> {
             .zip(o.cluster)
             .and_then(|(s, c)| s.clusters.get(c as usize));
         let record = access_log::Record {
-            request_id: fields.request_id(),
+            req: fields.fields(&self.rbuf),
             client_ip: self.peer.text(),
-            client_ipv6: self.peer.ip.is_ipv6(),
-            client_port: self.peer.port,
+            client: self.peer.addr_text(),
             listener: &self.settings.log_name,
             route: route.map(|(s, r)| &*s.routes.route(r as usize).log_name),
             cluster: cluster.map(|c| &*c.log_name),
@@ -418,10 +417,6 @@ impl Downstream<'_> {
                 .zip(o.endpoint)
                 .and_then(|(c, e)| c.endpoints.get(e as usize))
                 .map(|e| &*e.addr_text),
-            method: fields.method(),
-            host: fields.host(),
-            target: fields.target(),
-            protocol: fields.protocol(),
             status: o.status,
             request_bytes: o.request_bytes,
             response_bytes: o.response_bytes,
@@ -429,13 +424,11 @@ impl Downstream<'_> {
             upstream_ns: o.upstream_ns,
             attempts: o.attempts,
             flags: o.flags,
-            user_agent: fields.user_agent(),
-            referer: fields.referer(),
-            traceparent: fields.traceparent(),
             tls: match &self.conn.stream {
                 Stream::Tls(tls) => Some(tls.info()),
                 Stream::Plain(_) => None,
             },
+            end: o.start.plus(duration_ns),
         };
         w.log_request(&record);
     }

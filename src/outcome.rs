@@ -35,7 +35,7 @@ impl Flags {
     /// or no protocol in common (`UTLS`, with `UF`).
     pub const UPSTREAM_TLS_FAILURE: Flags = Flags(1 << 9);
 
-    const NAMES: [(Flags, &'static str); 10] = [
+    pub(crate) const NAMES: [(Flags, &'static str); 10] = [
         (Flags::NO_ROUTE, "NR"),
         (Flags::UPSTREAM_CONNECT_FAILURE, "UF"),
         (Flags::UPSTREAM_TIMEOUT, "UT"),

@@ -434,7 +434,7 @@ pub(crate) const fn alnum_and(punct: &[u8]) -> [bool; 256] {
 /// lower-case letter only from that letter or its capital, and into '-' only from
 /// '-' or CR, which neither a token nor a field value can hold: exact for every
 /// valid name, and for field values.
-fn folded_eq(name: &[u8], lower: &[u8]) -> bool {
+pub(crate) fn folded_eq(name: &[u8], lower: &[u8]) -> bool {
     debug_assert_eq!(name.len(), lower.len());
     let n = name.len();
     let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap());

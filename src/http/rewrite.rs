@@ -18,6 +18,9 @@ pub struct Peer {
     pub port: u16,
     text: [u8; 46],
     len: u8,
+    /// `ip:port`, `[ip]:port` for IPv6 (the access log's `client`).
+    addr: [u8; 54],
+    addr_len: u8,
 }
 
 impl Peer {
@@ -29,16 +32,50 @@ impl Peer {
         // An IPv6 address is at most 45 characters, so this always fits.
         let _ = write!(cursor, "{ip}");
         let len = (46 - cursor.len()) as u8;
+        let ip_text = &text[..usize::from(len)];
+        let mut addr_text = [0u8; 54];
+        let mut n = 0;
+        let mut push = |b: &[u8]| {
+            addr_text[n..n + b.len()].copy_from_slice(b);
+            n += b.len();
+        };
+        if ip.is_ipv6() {
+            push(b"[");
+            push(ip_text);
+            push(b"]:");
+        } else {
+            push(ip_text);
+            push(b":");
+        }
+        let mut digits = [0u8; 5];
+        let mut at = digits.len();
+        let mut port = addr.port();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (port % 10) as u8;
+            port /= 10;
+            if port == 0 {
+                break;
+            }
+        }
+        push(&digits[at..]);
         Peer {
             ip,
             port: addr.port(),
             text,
             len,
+            addr: addr_text,
+            addr_len: n as u8,
         }
     }
 
     pub fn text(&self) -> &[u8] {
         &self.text[..usize::from(self.len)]
+    }
+
+    /// `ip:port`, or `[ip]:port` for IPv6.
+    pub fn addr_text(&self) -> &[u8] {
+        &self.addr[..usize::from(self.addr_len)]
     }
 }
 

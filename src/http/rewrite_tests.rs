@@ -363,10 +363,16 @@ fn peer_displays_as_a_socket_address_with_its_canonical_ip() {
         ("10.0.0.1:5000", "10.0.0.1:5000"),
         ("[::ffff:10.1.2.3]:80", "10.1.2.3:80"),
         ("[2001:db8::1]:65535", "[2001:db8::1]:65535"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        (
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65535",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65535",
+        ),
     ];
     for (addr, shown) in cases {
         let peer = Peer::of(addr.parse().unwrap());
         assert_eq!(peer.to_string(), shown);
+        assert_eq!(peer.addr_text(), shown.as_bytes());
         assert_eq!(
             peer.text(),
             shown
