@@ -107,7 +107,8 @@ impl Stamp {
     /// Now, and the wall clock now (nanoseconds since the Unix epoch).
     pub fn with_wall() -> (Stamp, u64) {
         let ts = read_clock(libc::CLOCK_REALTIME);
-        let wall_ns = (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64;
+        // (A clock set before 1970 reads as 1970.)
+        let wall_ns = (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec as u64;
         (Stamp::now(), wall_ns)
     }
 }

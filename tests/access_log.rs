@@ -68,17 +68,33 @@ fn every_request_gives_exactly_one_json_line() {
         c.request("GET /nope HTTP/1.1\r\nHost: h\r\n\r\n").status,
         404
     );
+    // A body relayed through the read buffer: the line keeps what the head said.
+    let post =
+        c.request("POST /api/post HTTP/1.1\r\nHost: p.example\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(post.status, 200);
     // Refused before routing.
     let bad = get(
         p.addr,
         "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     );
     assert_eq!(bad.status, 400);
+    // CONNECT is refused; an authority that is no host is refused before routing
+    // and never reaches the line as it was sent.
+    let connect = get(
+        p.addr,
+        "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+    );
+    assert_eq!(connect.status, 405);
+    let forged = get(
+        p.addr,
+        "CONNECT a\",\"route\":\"x HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    assert_eq!(forged.status, 400);
     drop(c);
     p.server.drain();
     p.server.join(); // flushes every core's buffer and the writer
     let got = lines(&log);
-    assert_eq!(got.len(), 29, "one line per request:\n{}", got.join("\n"));
+    assert_eq!(got.len(), 32, "one line per request:\n{}", got.join("\n"));
     let parsed: Vec<serde_json::Value> = got
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -123,9 +139,23 @@ fn every_request_gives_exactly_one_json_line() {
         (parsed[27]["status"].as_u64(), parsed[27]["flags"].as_str()),
         (Some(404), Some("NR"))
     );
-    assert_eq!(parsed[28]["status"], 400);
-    assert_eq!(parsed[28]["flags"], "DPE");
-    assert_eq!(parsed[28]["method"], serde_json::Value::Null);
+    let post = &parsed[28];
+    assert_eq!(
+        (post["method"].as_str(), post["path"].as_str()),
+        (Some("POST"), Some("/api/post"))
+    );
+    assert_eq!(post["host"], "p.example");
+    assert_eq!(parsed[29]["status"], 400);
+    assert_eq!(parsed[29]["flags"], "DPE");
+    assert_eq!(parsed[29]["method"], serde_json::Value::Null);
+    assert_eq!(
+        (parsed[30]["status"].as_u64(), parsed[30]["host"].as_str()),
+        (Some(405), Some("a.example:443"))
+    );
+    assert_eq!(
+        (parsed[31]["status"].as_u64(), &parsed[31]["host"]),
+        (Some(400), &serde_json::Value::Null)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -56,6 +56,8 @@ const REQUESTS: &[(&str, &str, Want)] = &[
     ("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", StatusThenClose(505)),
     ("HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", StatusThenClose(505)),
     ("CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", StatusThenClose(405)),
+    // An authority that is no host (it would reach logs and headers as it is).
+    ("CONNECT to a quoted authority", "CONNECT a\",\"b:443 HTTP/1.1\r\nHost: h\r\n\r\n", StatusThenClose(400)),
     ("URI too long", "GET /AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: a\r\n\r\n", StatusThenClose(414)),
     ("body too large", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1025\r\n\r\n", StatusThenClose(413)),
     ("client closes mid-head", "GET / HTTP/1.1\r\nHo", Close),

@@ -352,7 +352,8 @@ fn looks_like_http_version(buf: &[u8]) -> bool {
 }
 
 /// origin-form, absolute-form, asterisk-form (RFC 9112 §3.2). authority-form is only
-/// for CONNECT, which is refused later by method.
+/// for CONNECT, which is refused later by method; its authority is checked like any
+/// other (`host()` is always host bytes: the access log writes it unescaped).
 fn split_target(
     buf: &[u8],
     target: &[u8],
@@ -368,6 +369,9 @@ fn split_target(
         }
         return Ok((None, Span::of(buf, target), None));
     } else if method == Method::Connect {
+        if !is_valid_host(target) {
+            return Err(ParseError::Malformed("invalid authority in request-target"));
+        }
         return Ok((
             Some(Span::of(buf, target)),
             Span::of(buf, &target[..0]),

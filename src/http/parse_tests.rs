@@ -112,6 +112,15 @@ fn target_forms() {
     assert_eq!(h.path.get(input.as_bytes()), b"");
     let (h, _) = ok("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(h.method, Method::Options);
+    // CONNECT's authority-form target is a host like any other: `host()` returns
+    // host bytes only (the access log writes it as it is).
+    let input = "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n";
+    let (h, _) = ok(input);
+    assert_eq!(h.host().unwrap().get(input.as_bytes()), b"a.example:443");
+    for target in ["a\",\"route\":\"x", "a\\b:1", "a\"b"] {
+        let input = format!("CONNECT {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(matches!(err(&input), ParseError::Malformed(_)), "{target}");
+    }
     assert!(matches!(
         err("GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
         ParseError::Malformed(_)
