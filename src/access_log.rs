@@ -220,6 +220,7 @@ impl CoreLog {
     }
 
     /// Appends the line of `r`; hands the buffer over when it is full enough.
+    #[inline]
     pub fn write(&self, r: &Record<'_>, dropped: &Counter) {
         let mut buf = self.buf.borrow_mut();
         let now_ms = self.clock.wall_ms(r.end);
@@ -292,20 +293,8 @@ trait Out {
         let Some(v) = v else {
             return self.put(b"null");
         };
-        let (start, n) = (v.start as usize, v.len as usize);
-        let end = start + n;
-        let clean = if n <= PAD {
-            // The sixteen bytes ending with the value, or the buffer's first sixteen.
-            let from = end.saturating_sub(PAD);
-            v.buf
-                .get(from..)
-                .and_then(|b| b.first_chunk::<PAD>())
-                .is_some_and(|block| (escape_mask(block) >> (start - from)) & ((1 << n) - 1) == 0)
-        } else {
-            long_is_clean(v.bytes())
-        };
         self.byte(b'"');
-        if clean {
+        if v.is_clean() {
             self.slice(v.bytes());
         } else {
             self.escaped(v.bytes());
@@ -438,8 +427,19 @@ impl<'b> Line<'b> {
         }
     }
 
+    /// A value as nginx escapes variables in its logs (see [`Line::combined`]).
+    #[inline]
+    fn combined_val(&mut self, v: Val<'_>) {
+        if v.is_clean() {
+            self.slice(v.bytes());
+        } else {
+            self.combined(v.bytes());
+        }
+    }
+
     /// `s` as nginx escapes variables in its logs: `"`, `\`, control bytes and
     /// bytes over 0x7e as `\xHH`.
+    #[cold]
     fn combined(&mut self, s: &[u8]) {
         for &b in s {
             if !NEEDS_ESCAPE[usize::from(b)] {
@@ -812,6 +812,24 @@ impl<'a> Val<'a> {
     #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         &self.buf[self.start as usize..][..self.len as usize]
+    }
+
+    /// Whether no byte needs escaping (in JSON, and in the combined format alike),
+    /// checked sixteen bytes at a time in blocks of the buffer.
+    #[inline(always)]
+    fn is_clean(&self) -> bool {
+        let (start, n) = (self.start as usize, self.len as usize);
+        let end = start + n;
+        if n <= PAD {
+            // The sixteen bytes ending with the value, or the buffer's first sixteen.
+            let from = end.saturating_sub(PAD);
+            self.buf
+                .get(from..)
+                .and_then(|b| b.first_chunk::<PAD>())
+                .is_some_and(|block| (escape_mask(block) >> (start - from)) & ((1 << n) - 1) == 0)
+        } else {
+            long_is_clean(self.bytes())
+        }
     }
 }
 
@@ -1253,9 +1271,9 @@ pub fn combined_line(out: &mut Line<'_>, time: &[u8; 26], r: &Record<'_>) {
     out.put(b"] \"");
     match (r.req.method(), r.req.target(), r.req.protocol()) {
         (Some(m), Some(t), Some(p)) => {
-            out.combined(m.bytes());
+            out.combined_val(m);
             out.byte(b' ');
-            out.combined(t.bytes());
+            out.combined_val(t);
             out.byte(b' ');
             out.slice(p.as_bytes());
         }
@@ -1268,7 +1286,7 @@ pub fn combined_line(out: &mut Line<'_>, time: &[u8; 26], r: &Record<'_>) {
     for v in [r.req.referer(), r.req.user_agent()] {
         out.put(b" \"");
         match v {
-            Some(v) => out.combined(v.bytes()),
+            Some(v) => out.combined_val(v),
             None => out.byte(b'-'),
         }
         out.byte(b'"');
@@ -1380,6 +1398,9 @@ mod tests {
                         let want = reference(&value);
                         let got = format(1, |l| l.quoted(Some(val)));
                         assert_eq!(got, want, "{b:#x} at {at} of {len} after {lead}");
+                        let combined = format(1, |l| l.combined_val(val));
+                        let nginx = format(1, |l| l.combined(&value));
+                        assert_eq!(combined, nginx, "combined: {b:#x} at {at} of {len}");
                         let mut w = [0u8; BLOCK + SLACK];
                         let mut block = Block { w: &mut w, pos: 0 };
                         block.quoted(Some(val));

@@ -98,6 +98,7 @@ impl Worker {
     }
 
     /// Writes the access log line of a request (when there is an access log).
+    #[inline]
     pub fn log_request(&self, r: &Record<'_>) {
         if let Some(log) = &*self.access_log.borrow() {
             log.write(r, &self.metrics.access_log_dropped);
