@@ -1201,17 +1201,16 @@ fn json_fields<O: Out>(out: &mut O, time: &[u8; 24], r: &Record<'_>) {
     out.clean(r.req.host());
     out.put(b",\"path\":");
     out.quoted(r.req.target());
-    out.put(b",\"protocol\":");
+    // (Neighbouring constant pieces as one.)
     match r.req.protocol() {
-        Some("HTTP/1.1") => out.put(b"\"HTTP/1.1\""),
+        Some("HTTP/1.1") => out.put(b",\"protocol\":\"HTTP/1.1\",\"status\":"),
         Some(p) => {
-            out.byte(b'"');
+            out.put(b",\"protocol\":\"");
             out.slice(p.as_bytes());
-            out.byte(b'"');
+            out.put(b"\",\"status\":");
         }
-        None => out.put(b"null"),
+        None => out.put(b",\"protocol\":null,\"status\":"),
     }
-    out.put(b",\"status\":");
     out.decimal(u64::from(r.status));
     out.put(b",\"request_bytes\":");
     out.decimal(r.request_bytes);
@@ -1226,18 +1225,18 @@ fn json_fields<O: Out>(out: &mut O, time: &[u8; 24], r: &Record<'_>) {
     }
     out.put(b",\"attempts\":");
     out.decimal(u64::from(r.attempts));
-    out.put(b",\"flags\":\"");
     if r.flags.is_empty() {
-        out.byte(b'-');
+        out.put(b",\"flags\":\"-\",\"user_agent\":");
     } else {
+        out.put(b",\"flags\":\"");
         for (i, name) in r.flags.names().enumerate() {
             if i > 0 {
                 out.byte(b',');
             }
             out.slice(name.as_bytes());
         }
+        out.put(b"\",\"user_agent\":");
     }
-    out.put(b"\",\"user_agent\":");
     out.quoted(r.req.user_agent());
     out.put(b",\"traceparent\":");
     out.quoted(r.req.traceparent());
