@@ -47,18 +47,7 @@ impl Peer {
             push(ip_text);
             push(b":");
         }
-        let mut digits = [0u8; 5];
-        let mut at = digits.len();
-        let mut port = addr.port();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (port % 10) as u8;
-            port /= 10;
-            if port == 0 {
-                break;
-            }
-        }
-        push(&digits[at..]);
+        push(decimal_text(u64::from(addr.port()), &mut [0; 20]));
         Peer {
             ip,
             port: addr.port(),
@@ -372,6 +361,20 @@ pub static DIGIT_PAIRS: [u8; 200] = {
     t
 };
 
+/// `n` in decimal, written at the end of `digits`.
+fn decimal_text(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[i..]
+}
+
 /// Appends `n` in decimal (no `fmt` machinery: this runs for every response).
 pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
     // Most values (ports, statuses, small lengths) have at most 5 digits: written as
@@ -398,18 +401,7 @@ pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
         }
         _ => {}
     }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(decimal_text(n, &mut [0; 20]));
 }
 
 /// The X-Forwarded-Port line for a listener's port, made once per worker (writing
