@@ -852,11 +852,11 @@ fn long_is_clean(s: &[u8]) -> bool {
 /// written, so the spans point there; a request with a body may have its body read
 /// over its head, so that head is copied first, whole, in one piece. One per
 /// connection burst, reused by its requests.
-#[derive(Default)]
 pub struct Scratch {
-    /// A copy of the request head (when it has a body), then a request id the proxy
-    /// generated.
+    /// A copy of the request head (when it has a body).
     bytes: Vec<u8>,
+    /// The request id the proxy generated (a UUID's text), when it did.
+    generated_id: [u8; 36],
     /// Whether the head's spans are in `bytes` (else in the read buffer).
     copied: bool,
     method: Option<Span>,
@@ -867,8 +867,27 @@ pub struct Scratch {
     referer: Option<Span>,
     traceparent: Option<Span>,
     request_id: Option<Span>,
-    /// Whether `request_id` is in `bytes` (generated) rather than in the head.
+    /// Whether `request_id` is `generated_id` rather than a span of the head.
     id_generated: bool,
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch {
+            bytes: Vec::new(),
+            generated_id: [0; 36],
+            copied: false,
+            method: None,
+            host: None,
+            target: None,
+            protocol: None,
+            user_agent: None,
+            referer: None,
+            traceparent: None,
+            request_id: None,
+            id_generated: false,
+        }
+    }
 }
 
 impl Scratch {
@@ -925,14 +944,10 @@ impl Scratch {
     }
 
     /// The request id the proxy generated for a request that had none.
-    pub fn set_request_id(&mut self, id: &[u8]) {
+    pub fn set_request_id(&mut self, id: &[u8; 36]) {
         if self.request_id.is_none() {
-            let start = self.bytes.len() as u32;
-            self.bytes.extend_from_slice(id);
-            self.request_id = Some(Span {
-                start,
-                len: id.len() as u32,
-            });
+            self.generated_id = *id;
+            self.request_id = Some(Span { start: 0, len: 36 });
             self.id_generated = true;
         }
     }
@@ -996,7 +1011,7 @@ impl<'a> Fields<'a> {
     pub fn request_id(&self) -> Option<Val<'a>> {
         let s = self.s?;
         match s.id_generated {
-            true => Val::new(&s.bytes, s.request_id?),
+            true => Val::new(&s.generated_id, s.request_id?),
             false => Val::new(self.head, s.request_id?),
         }
     }
@@ -1479,7 +1494,7 @@ mod tests {
             .unwrap()
             .unwrap();
         s.capture(&rbuf, &head, &headers, "x-request-id");
-        s.set_request_id(b"generated");
+        s.set_request_id(b"00000000-0000-4000-8000-000000000000");
         assert!(s.copied);
         // The body relay reuses the buffer: the copy still says what came.
         rbuf.fill(b'#');
@@ -1494,10 +1509,13 @@ mod tests {
             &headers,
             "x-request-id",
         );
-        s.set_request_id(b"0123-abcd");
+        s.set_request_id(b"0123abcd-0000-4000-8000-000000000001");
         let f = s.fields(&get);
         assert!(f.id_generated());
-        assert_eq!(f.request_id().unwrap().bytes(), b"0123-abcd");
+        assert_eq!(
+            f.request_id().unwrap().bytes(),
+            b"0123abcd-0000-4000-8000-000000000001"
+        );
         assert!(Fields::default().method().is_none());
     }
 

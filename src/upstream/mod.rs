@@ -86,8 +86,8 @@ pub async fn forward(
     write_request_head(&mut bufs.head, &d.rbuf, head, &d.headers, &rewrite, |out| {
         let at = out.len();
         w.write_request_id(out);
-        if let Some(fields) = log {
-            fields.set_request_id(&out[at..]);
+        if let (Some(fields), Ok(id)) = (log, <&[u8; 36]>::try_from(&out[at..])) {
+            fields.set_request_id(id);
         }
     });
     let inline_body = match head.framing {
