@@ -828,23 +828,9 @@ impl<'a> Val<'a> {
                 .and_then(|b| b.first_chunk::<PAD>())
                 .is_some_and(|block| (escape_mask(block) >> (start - from)) & ((1 << n) - 1) == 0)
         } else {
-            long_is_clean(self.bytes())
+            json_clean_len(self.bytes()) == self.bytes().len()
         }
     }
-}
-
-/// Whether a value longer than one block needs no escaping: its blocks, the last one
-/// overlapping the one before.
-#[inline]
-fn long_is_clean(s: &[u8]) -> bool {
-    let mut at = 0;
-    while let Some(block) = s.get(at..).and_then(|b| b.first_chunk::<PAD>()) {
-        if escape_mask(block) != 0 {
-            return false;
-        }
-        at += PAD;
-    }
-    at == s.len() || s.last_chunk::<PAD>().is_some_and(|b| escape_mask(b) == 0)
 }
 
 /// The request-side fields of a request's line, as spans of its head. A request
@@ -1073,56 +1059,39 @@ fn escape_mask(block: &[u8; PAD]) -> u32 {
     bad
 }
 
-/// Whether any byte of the word is outside printable ASCII, or is `"` or `\`.
-#[inline(always)]
-fn word_needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let below_space = w.wrapping_sub(0x20 * ONES) & !w & HIGH;
-    (w & HIGH)
-        | below_space
-        | zero_byte(w ^ (0x22 * ONES))
-        | zero_byte(w ^ (0x5c * ONES))
-        | zero_byte(w ^ (0x7f * ONES))
-        != 0
-}
-
-#[inline(always)]
-fn word_at(s: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&s[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
 /// How many bytes at the start of `s` a JSON string can hold as they are: every
 /// byte outside printable ASCII, `"` and `\` is escaped (bytes over 0x7f as
-/// `\u00XX`, so a line is valid JSON whatever bytes a header held). Values rarely
-/// need escaping: they are checked eight bytes at a time, the last word overlapping
-/// the one before it, so a clean value of eight bytes or more is never looked at
-/// byte by byte.
+/// `\u00XX`, so a line is valid JSON whatever bytes a header held). Checked in
+/// blocks of sixteen ([`escape_mask`]), the last one overlapping the one before it
+/// (a value shorter than a block is copied into one first).
 #[inline]
 fn json_clean_len(s: &[u8]) -> usize {
     let n = s.len();
-    if n >= 8 {
-        let mut at = 0;
-        while at + 8 < n {
-            if word_needs_escape(word_at(s, at)) {
-                break;
-            }
-            at += 8;
+    let Some(last) = s.last_chunk::<PAD>() else {
+        let mut block = [b'a'; PAD];
+        block[..n].copy_from_slice(s);
+        return (escape_mask(&block).trailing_zeros() as usize).min(n);
+    };
+    let mut at = 0;
+    loop {
+        if at + PAD >= n {
+            // The last block's first `at + PAD - n` bytes are checked already.
+            let bad = escape_mask(last) >> (at + PAD - n);
+            return match bad {
+                0 => n,
+                _ => at + bad.trailing_zeros() as usize,
+            };
         }
-        if at + 8 >= n && !word_needs_escape(word_at(s, n - 8)) {
-            return n;
+        // (Always a whole block here; were it not, the caller's byte loop would
+        // take over from `at`.)
+        let Some(block) = s[at..].first_chunk::<PAD>() else {
+            return at;
+        };
+        let bad = escape_mask(block);
+        if bad != 0 {
+            return at + bad.trailing_zeros() as usize;
         }
-        at + s[at..]
-            .iter()
-            .position(|&b| NEEDS_ESCAPE[usize::from(b)])
-            .unwrap_or(n - at)
-    } else {
-        s.iter()
-            .position(|&b| NEEDS_ESCAPE[usize::from(b)])
-            .unwrap_or(n)
+        at += PAD;
     }
 }
 
@@ -1562,9 +1531,9 @@ mod tests {
         let s: String = serde_json::from_slice(&out).unwrap();
         let back: Vec<u8> = s.chars().map(|c| c as u32 as u8).collect();
         assert_eq!(back, all);
-        // Every byte value at every place of a word, for the word-at-a-time scan.
-        // and for the lengths around a word's (the last word overlaps).
-        for len in 1..=20 {
+        // Every byte value at every place of values shorter than a block, one block,
+        // and two and three blocks (the last one overlapping), for the block scan.
+        for len in 1..=40 {
             for b in 0..=255u8 {
                 for at in 0..len {
                     let mut v = vec![b'a'; len];

@@ -1285,10 +1285,9 @@ impl TlsStream {
         if self.out_len == 0 {
             return Ok(());
         }
-        let out = std::mem::take(&mut self.cipher_out);
+        let mut out = std::mem::take(&mut self.cipher_out);
         let len = self.out_len;
         let mut at = 0;
-        let mut out = out;
         while at < len {
             self.in_flight = true;
             let (res, slice) = self
