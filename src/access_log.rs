@@ -537,12 +537,14 @@ const BLOCK: usize = 4096;
 /// written without a length check.
 const SLACK: usize = 64;
 
-/// A line known to fit in [`BLOCK`] bytes (its length bounded beforehand:
-/// [`json_bound`]) written into `BLOCK + SLACK` bytes. Each piece goes at
-/// `pos & (BLOCK - 1)`: since the line fits, the mask never changes the position,
-/// but it bounds it, so that a piece of at most `SLACK` bytes needs no bounds check
-/// (the compiler sees that it fits). A wrong bound could only garble a line, never
-/// write outside the block.
+/// A line written into `BLOCK + SLACK` bytes without a bounds check per piece.
+/// `pos` counts every byte of the line; each piece goes at `pos & (BLOCK - 1)`,
+/// which is `pos` itself while the line is within [`BLOCK`] bytes, and which bounds
+/// the position, so that a piece of at most `SLACK` bytes needs no check (the
+/// compiler sees that it fits). A line that ends beyond `BLOCK` has wrapped round
+/// and overwritten itself: [`Block::fits`] says so, and the caller writes it again
+/// with checks (a line of kilobytes, rare). Nothing is ever written outside the
+/// block.
 struct Block<'b> {
     w: &'b mut [u8; BLOCK + SLACK],
     pos: usize,
@@ -551,8 +553,14 @@ struct Block<'b> {
 impl Block<'_> {
     #[inline(always)]
     fn at(&self) -> usize {
-        debug_assert!(self.pos < BLOCK, "line longer than its bound");
         self.pos & (BLOCK - 1)
+    }
+
+    /// Whether the whole line is in the block, each piece where it belongs: `pos`
+    /// never decreases, so no piece began at or beyond `BLOCK` and wrapped.
+    #[inline(always)]
+    fn fits(&self) -> bool {
+        self.pos <= BLOCK
     }
 }
 
@@ -581,14 +589,14 @@ impl Out for Block<'_> {
         const { assert!(N <= SLACK) };
         let at = self.at();
         self.w[at..at + N].copy_from_slice(s);
-        self.pos = at + N;
+        self.pos += N;
     }
 
     #[inline(always)]
     fn byte(&mut self, b: u8) {
         let at = self.at();
         self.w[at] = b;
-        self.pos = at + 1;
+        self.pos += 1;
     }
 
     #[inline(always)]
@@ -599,19 +607,19 @@ impl Out for Block<'_> {
         } else if let Some(d) = self.w.get_mut(at..at + n) {
             d.copy_from_slice(s);
         }
-        self.pos = at + n;
+        self.pos += n;
     }
 
     #[inline(always)]
     fn escaped(&mut self, s: &[u8]) {
         let at = self.at();
-        self.pos = block_escaped(&mut self.w[..], at, s);
+        self.pos += block_escaped(&mut self.w[..], at, s) - at;
     }
 
     #[inline(always)]
     fn long_decimal(&mut self, n: u64) {
         let at = self.at();
-        self.pos = block_long_decimal(&mut self.w[..], at, n);
+        self.pos += block_long_decimal(&mut self.w[..], at, n) - at;
     }
 }
 
@@ -1008,19 +1016,6 @@ impl<'a> Fields<'a> {
     fn id_generated(&self) -> bool {
         self.s.is_some_and(|s| s.id_generated)
     }
-
-    /// The length of the values a JSON line escapes, together (for its bound).
-    #[inline(always)]
-    fn escaped_len(&self) -> usize {
-        let Some(s) = self.s else { return 0 };
-        let len = |span: Option<Span>| span.map_or(0, |s| s.len as usize);
-        len(s.request_id)
-            + len(s.target)
-            + len(s.user_agent)
-            + len(s.traceparent)
-            + len(s.method)
-            + len(s.host)
-    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -1110,38 +1105,21 @@ const NEEDS_ESCAPE: [bool; 256] = {
 pub fn json_line(line: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
     let room = line.buf.get_mut(line.at..);
     if let Some(w) = room.and_then(|b| b.first_chunk_mut::<{ BLOCK + SLACK }>()) {
-        if json_bound(r) <= BLOCK {
-            let mut block = Block { w, pos: 0 };
-            json_fields(&mut block, time, r);
+        let mut block = Block { w, pos: 0 };
+        json_fields(&mut block, time, r);
+        if block.fits() {
             line.at += block.pos;
             return;
         }
     }
-    // (A local `Line`, so that its position stays in a register.)
+    // Near the end of the buffer, or longer than a block (written again: a line of
+    // kilobytes, rare). (A local `Line`, so that its position stays in a register.)
     let mut out = Line {
         buf: &mut *line.buf,
         at: line.at,
     };
     json_fields(&mut out, time, r);
     line.at = out.at;
-}
-
-/// The most bytes the JSON line of `r` takes: its constant parts and numbers
-/// (under 700 bytes), and its values, each escaped at six bytes a byte at worst.
-fn json_bound(r: &Record<'_>) -> usize {
-    let escaped = r.req.escaped_len();
-    let names = r.client.len()
-        + r.listener.len()
-        + r.route.map_or(0, <[u8]>::len)
-        + r.cluster.map_or(0, <[u8]>::len)
-        + r.endpoint.map_or(0, str::len);
-    let tls = r.tls.map_or(0, |t| {
-        let len = |v: &Option<Box<str>>| v.as_deref().map_or(0, str::len);
-        256 + t.version.len()
-            + t.cipher.len()
-            + 6 * (len(&t.sni) + len(&t.alpn) + len(&t.client_subject))
-    });
-    1024 + 6 * escaped + names + tls
 }
 
 /// The fields of one JSON line.
@@ -1397,7 +1375,7 @@ mod tests {
     }
 
     #[test]
-    fn a_line_in_a_block_is_the_line_written_piece_by_piece_and_within_its_bound() {
+    fn a_line_in_a_block_is_the_line_written_piece_by_piece() {
         let info = TlsInfo {
             version: "TLSv1.2",
             cipher: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
@@ -1407,11 +1385,16 @@ mod tests {
             client_cert_line: Box::default(),
         };
         let hostile: Vec<u8> = (0..=255).cycle().take(700).collect();
+        // Escaped, over a block: written into the block (round and over itself),
+        // then again with checks.
+        let long: Vec<u8> = hostile.iter().copied().cycle().take(2_000).collect();
+        let mut longest = 0;
         for ua in [
             None,
             Some(&b"x"[..]),
             Some(&hostile[..]),
             Some(&hostile[..66]),
+            Some(&long[..]),
         ] {
             let s = scratch(ua);
             let mut r = record(&s);
@@ -1433,15 +1416,19 @@ mod tests {
                 }
                 // Piece by piece: a buffer too small for a block.
                 let want = format(BLOCK, |l| json_line(l, b"2026-11-27T16:40:01.123Z", &r));
-                let mut buf = vec![0u8; 2 * (BLOCK + SLACK)];
+                let mut buf = vec![0u8; 4 * BLOCK + SLACK];
                 let mut line = Line::new(&mut buf);
                 json_line(&mut line, b"2026-11-27T16:40:01.123Z", &r);
                 let end = line.end();
                 assert_eq!(&buf[..end], &want[..]);
-                assert!(want.len() <= json_bound(&r), "{} > bound", want.len());
+                longest = longest.max(want.len());
                 let _: serde_json::Value = serde_json::from_slice(&want).unwrap();
             }
         }
+        assert!(
+            longest > BLOCK + SLACK,
+            "no line longer than a block: {longest}"
+        );
     }
 
     #[test]
