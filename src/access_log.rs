@@ -223,7 +223,7 @@ impl CoreLog {
     #[inline]
     pub fn write(&self, r: &Record<'_>, dropped: &Counter) {
         let mut buf = self.buf.borrow_mut();
-        let now_ms = self.clock.wall_ms(r.end);
+        let ms = self.clock.millis(r.end);
         let b = &mut *buf;
         let end = loop {
             let mut line = Line {
@@ -231,8 +231,8 @@ impl CoreLog {
                 at: b.used,
             };
             match self.sink.format {
-                LogFormat::Json => json_line(&mut line, &self.clock.json(now_ms), r),
-                LogFormat::Combined => combined_line(&mut line, &self.clock.combined(now_ms), r),
+                LogFormat::Json => json_line(&mut line, &self.clock.json(), ms, r),
+                LogFormat::Combined => combined_line(&mut line, &self.clock.combined(), r),
             }
             if line.fits() {
                 break line.at;
@@ -644,12 +644,12 @@ fn decimal_len(n: u64) -> usize {
 }
 
 /// The timestamp texts of the current second, made once per second per core, and
-/// the wall clock derived from the monotonic stamp each request already has.
+/// the milliseconds into it, from the monotonic stamp each request already has.
 #[derive(Default)]
 struct LogClock {
-    /// A monotonic stamp and the wall clock (ns since the epoch) read together, at
-    /// most a second before the last line's time (zero: not read yet).
-    base: Cell<(Stamp, u64)>,
+    /// When (monotonic) the current wall-clock second began.
+    start: Cell<Stamp>,
+    /// That second, in seconds since the epoch (zero: not read yet).
     second: Cell<u64>,
     /// `2026-11-27T16:40:01` (JSON, UTC; milliseconds and `Z` added per line).
     json: Cell<[u8; 19]>,
@@ -658,30 +658,35 @@ struct LogClock {
 }
 
 impl LogClock {
-    /// The wall clock at `at` (milliseconds since the epoch): the base pair plus
-    /// the monotonic time since, read again once a second (so that a step of the
-    /// wall clock shows within a second).
+    /// Sets the clock to the second of `at` (the texts of [`LogClock::json`] and
+    /// [`LogClock::combined`]) and returns the milliseconds into it. Within the
+    /// second the clock was last set to, that is the monotonic time since its
+    /// start; past it, the wall clock is read again (so that a step of the wall
+    /// clock shows within a second).
     #[inline]
-    fn wall_ms(&self, at: Stamp) -> u64 {
-        let (mono, wall) = self.base.get();
-        let since = at.nanos_since(mono);
-        if since < 1_000_000_000 && wall != 0 {
-            return (wall + since) / 1_000_000;
+    fn millis(&self, at: Stamp) -> u32 {
+        let since = at.nanos_since(self.start.get());
+        if since < 1_000_000_000 && self.second.get() != 0 {
+            return (since / 1_000_000) as u32;
         }
         let (mono, wall) = Stamp::with_wall();
-        self.base.set((mono, wall));
-        (wall + at.nanos_since(mono)) / 1_000_000
+        self.set(at, mono, wall)
     }
 
-    /// Makes the texts of second `secs` unless they are made already.
-    #[inline(always)]
-    fn refresh(&self, secs: u64) {
+    /// [`LogClock::millis`] with the wall clock read as `wall` (ns since the
+    /// epoch) at `mono`.
+    #[inline(never)]
+    fn set(&self, at: Stamp, mono: Stamp, wall: u64) -> u32 {
+        let wall = wall + at.nanos_since(mono);
+        let into = wall % 1_000_000_000;
+        self.start.set(mono.plus(at.nanos_since(mono)).minus(into));
+        let secs = wall / 1_000_000_000;
         if self.second.get() != secs || secs == 0 {
             self.make_texts(secs);
         }
+        (into / 1_000_000) as u32
     }
 
-    #[inline(never)]
     fn make_texts(&self, secs: u64) {
         self.second.set(secs);
         const MONTHS: [&[u8; 3]; 12] = [
@@ -722,22 +727,13 @@ impl LogClock {
         self.combined.set(c);
     }
 
-    /// `2026-11-27T16:40:01.123Z`
-    fn json(&self, ms: u64) -> [u8; 24] {
-        self.refresh(ms / 1000);
-        let mut t = [0u8; 24];
-        t[..19].copy_from_slice(&self.json.get());
-        let frac = (ms % 1000) as u32;
-        t[19] = b'.';
-        t[20] = b'0' + (frac / 100) as u8;
-        t[21] = b'0' + (frac / 10 % 10) as u8;
-        t[22] = b'0' + (frac % 10) as u8;
-        t[23] = b'Z';
-        t
+    /// `2026-11-27T16:40:01` (the line adds `.123Z`).
+    fn json(&self) -> [u8; 19] {
+        self.json.get()
     }
 
-    fn combined(&self, ms: u64) -> [u8; 26] {
-        self.refresh(ms / 1000);
+    /// `27/Nov/2026:16:40:01 +0000`
+    fn combined(&self) -> [u8; 26] {
         self.combined.get()
     }
 }
@@ -1102,11 +1098,11 @@ const NEEDS_ESCAPE: [bool; 256] = {
 };
 
 /// One JSON line (fields as in the README).
-pub fn json_line(line: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
+pub fn json_line(line: &mut Line<'_>, time: &[u8; 19], ms: u32, r: &Record<'_>) {
     let room = line.buf.get_mut(line.at..);
     if let Some(w) = room.and_then(|b| b.first_chunk_mut::<{ BLOCK + SLACK }>()) {
         let mut block = Block { w, pos: 0 };
-        json_fields(&mut block, time, r);
+        json_fields(&mut block, time, ms, r);
         if block.fits() {
             line.at += block.pos;
             return;
@@ -1118,16 +1114,27 @@ pub fn json_line(line: &mut Line<'_>, time: &[u8; 24], r: &Record<'_>) {
         buf: &mut *line.buf,
         at: line.at,
     };
-    json_fields(&mut out, time, r);
+    json_fields(&mut out, time, ms, r);
     line.at = out.at;
 }
 
 /// The fields of one JSON line.
 #[inline(always)]
-fn json_fields<O: Out>(out: &mut O, time: &[u8; 24], r: &Record<'_>) {
+fn json_fields<O: Out>(out: &mut O, time: &[u8; 19], ms: u32, r: &Record<'_>) {
     out.put(b"{\"time\":\"");
     out.put(time);
-    out.put(b"\",\"request_id\":");
+    // `.123Z"` (the milliseconds are under 1000).
+    let ms = ms.min(999);
+    let pair = 2 * (ms % 100) as usize;
+    out.put(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        DIGIT_PAIRS[pair],
+        DIGIT_PAIRS[pair + 1],
+        b'Z',
+        b'"',
+    ]);
+    out.put(b",\"request_id\":");
     if r.req.id_generated() {
         out.clean(r.req.request_id());
     } else {
@@ -1277,7 +1284,7 @@ mod tests {
     }
 
     fn json(r: &Record<'_>) -> Vec<u8> {
-        format(4096, |l| json_line(l, b"2026-11-27T16:40:01.123Z", r))
+        format(4096, |l| json_line(l, b"2026-11-27T16:40:01", 123, r))
     }
 
     /// A request's fields with any bytes as values, as `Scratch::capture` would
@@ -1415,10 +1422,10 @@ mod tests {
                     _ => {}
                 }
                 // Piece by piece: a buffer too small for a block.
-                let want = format(BLOCK, |l| json_line(l, b"2026-11-27T16:40:01.123Z", &r));
+                let want = format(BLOCK, |l| json_line(l, b"2026-11-27T16:40:01", 123, &r));
                 let mut buf = vec![0u8; 4 * BLOCK + SLACK];
                 let mut line = Line::new(&mut buf);
-                json_line(&mut line, b"2026-11-27T16:40:01.123Z", &r);
+                json_line(&mut line, b"2026-11-27T16:40:01", 123, &r);
                 let end = line.end();
                 assert_eq!(&buf[..end], &want[..]);
                 longest = longest.max(want.len());
@@ -1617,7 +1624,7 @@ mod tests {
         r.flags.set(Flags::NO_ROUTE);
         r.flags.set(Flags::UPSTREAM_TIMEOUT);
         // Room for part of the line only: written again into a larger buffer.
-        let out = format(100, |l| json_line(l, b"2026-11-27T16:40:01.123Z", &r));
+        let out = format(100, |l| json_line(l, b"2026-11-27T16:40:01", 123, &r));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["user_agent"].as_str().unwrap().len(), 10_000);
         assert_eq!(v["flags"], "NR,UT");
@@ -1625,12 +1632,31 @@ mod tests {
     }
 
     #[test]
-    fn clock_texts() {
+    fn clock_texts_and_milliseconds() {
         let c = LogClock::default();
-        // 2026-11-27T16:40:01.123Z
-        let ms = 1_795_797_601_123;
-        assert_eq!(&c.json(ms), b"2026-11-27T16:40:01.123Z");
-        assert_eq!(&c.combined(ms), b"27/Nov/2026:16:40:01 +0000");
+        // The wall clock read 2026-11-27T16:40:01.123456789Z at monotonic 50 s; the
+        // request ended 2 ms before.
+        let wall = 1_795_797_601_123_456_789;
+        let mono = Stamp::ZERO.plus(50_000_000_000);
+        let end = mono.minus(2_000_000);
+        assert_eq!(c.set(end, mono, wall), 123);
+        assert_eq!(&c.json(), b"2026-11-27T16:40:01");
+        assert_eq!(&c.combined(), b"27/Nov/2026:16:40:01 +0000");
+        // The second began 123.456789 ms before `mono`; later stamps in it are read
+        // without the wall clock.
+        assert_eq!(c.millis(mono.plus(876_543_210)), 999);
+        assert_eq!(&c.json(), b"2026-11-27T16:40:01");
+        // The next second: read again (now the real clock).
+        let later = c.millis(mono.plus(876_543_211));
+        assert!(later < 1000);
+        assert_ne!(&c.json(), b"2026-11-27T16:40:01");
+        // A line's time.
+        let s = scratch(None);
+        let out = format(100, |l| {
+            json_line(l, b"2026-11-27T16:40:01", 7, &record(&s))
+        });
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"], "2026-11-27T16:40:01.007Z");
     }
 
     #[test]

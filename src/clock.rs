@@ -104,6 +104,12 @@ impl Stamp {
         Stamp(self.0.saturating_add(ns))
     }
 
+    /// This minus `ns` nanoseconds (zero at most).
+    #[inline]
+    pub fn minus(self, ns: u64) -> Stamp {
+        Stamp(self.0.saturating_sub(ns))
+    }
+
     /// Now, and the wall clock now (nanoseconds since the Unix epoch).
     pub fn with_wall() -> (Stamp, u64) {
         let ts = read_clock(libc::CLOCK_REALTIME);
