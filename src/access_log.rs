@@ -16,7 +16,7 @@ use crate::clock::{civil_time, Stamp};
 use crate::config::{AccessLogConfig, LogFormat, LogPath};
 #[cfg(test)]
 use crate::http::parse::parse_request;
-use crate::http::parse::{folded_eq, HeaderKind, HeaderSpan, RequestHead, Span, Version};
+use crate::http::parse::{folded_eq, HeaderKind, HeaderSpan, Method, RequestHead, Span, Version};
 use crate::http::rewrite::DIGIT_PAIRS;
 use crate::metrics::Counter;
 use crate::outcome::Flags;
@@ -745,13 +745,15 @@ pub struct Record<'a> {
     /// The client's IP address as text, and as `ip:port` (`[ip]:port` for IPv6).
     pub client_ip: &'a [u8],
     pub client: &'a [u8],
-    /// The listener's, route's and cluster's names as JSON strings ([`json_string`]),
-    /// made when the configuration is compiled, not escaped per line.
+    /// The listener's name as a JSON string ([`json_string`]), and the route's
+    /// and the cluster's fields with their keys (`,"route":"api"`: [`json_field`],
+    /// or [`NO_ROUTE`] and [`NO_CLUSTER`]), made when the configuration is
+    /// compiled, not escaped per line.
     pub listener: &'a [u8],
-    pub route: Option<&'a [u8]>,
-    pub cluster: Option<&'a [u8]>,
-    /// The endpoint's address as text.
-    pub endpoint: Option<&'a str>,
+    pub route: &'a [u8],
+    pub cluster: &'a [u8],
+    /// The endpoint's address as a JSON string, or `null`.
+    pub endpoint: &'a [u8],
     /// 0: no response was sent.
     pub status: u16,
     pub request_bytes: u64,
@@ -764,6 +766,19 @@ pub struct Record<'a> {
     pub tls: Option<&'a TlsInfo>,
     /// When the request ended (the line's time).
     pub end: Stamp,
+}
+
+/// The route field of a request that matched none.
+pub const NO_ROUTE: &[u8] = b",\"route\":null";
+/// The cluster field of a request that was not forwarded.
+pub const NO_CLUSTER: &[u8] = b",\"cluster\":null";
+
+/// `,"key":"value"` (the value escaped): made once per configuration for the
+/// fields every line carries.
+pub fn json_field(key: &str, value: &str) -> Box<[u8]> {
+    let mut field = format!(",\"{key}\":").into_bytes();
+    field.extend_from_slice(&json_string(value));
+    field.into_boxed_slice()
 }
 
 /// A name as a JSON string, quoted and escaped: made once per configuration for
@@ -859,6 +874,8 @@ pub struct Scratch {
     request_id: Option<Span>,
     /// Whether `request_id` is `generated_id` rather than a span of the head.
     id_generated: bool,
+    /// Whether the method is GET.
+    get: bool,
 }
 
 impl Default for Scratch {
@@ -876,6 +893,7 @@ impl Default for Scratch {
             traceparent: None,
             request_id: None,
             id_generated: false,
+            get: false,
         }
     }
 }
@@ -906,6 +924,7 @@ impl Scratch {
                 .extend_from_slice(buf.get(..head.head_len).unwrap_or(buf));
         }
         self.method = Some(head.method_span);
+        self.get = head.method == Method::Get;
         self.target = Some(head.target);
         self.host = head.host();
         self.protocol = Some(match head.version {
@@ -1006,11 +1025,16 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Whether the request id is one the proxy generated (hexadecimal digits and
-    /// dashes: nothing to escape).
+    /// The request id the proxy generated, when it did (a UUID's text).
     #[inline(always)]
-    fn id_generated(&self) -> bool {
-        self.s.is_some_and(|s| s.id_generated)
+    fn generated_id(&self) -> Option<&'a [u8; 36]> {
+        self.s.filter(|s| s.id_generated).map(|s| &s.generated_id)
+    }
+
+    /// Whether the method is GET.
+    #[inline(always)]
+    fn is_get(&self) -> bool {
+        self.s.is_some_and(|s| s.get)
     }
 }
 
@@ -1135,38 +1159,32 @@ fn json_fields<O: Out>(out: &mut O, time: &[u8; 19], ms: u32, r: &Record<'_>) {
         b'"',
     ]);
     out.put(b",\"request_id\":");
-    if r.req.id_generated() {
-        out.clean(r.req.request_id());
-    } else {
-        out.quoted(r.req.request_id());
+    match r.req.generated_id() {
+        // (The proxy's: hexadecimal digits and dashes, nothing to escape.)
+        Some(id) => {
+            out.byte(b'"');
+            out.put(id);
+            out.byte(b'"');
+        }
+        None => out.quoted(r.req.request_id()),
     }
     out.put(b",\"client\":\"");
     out.slice(r.client);
     out.put(b"\",\"listener\":");
     out.slice(r.listener);
-    out.put(b",\"route\":");
-    match r.route {
-        Some(name) => out.slice(name),
-        None => out.put(b"null"),
-    }
-    out.put(b",\"cluster\":");
-    match r.cluster {
-        Some(name) => out.slice(name),
-        None => out.put(b"null"),
-    }
+    out.slice(r.route);
+    out.slice(r.cluster);
     out.put(b",\"endpoint\":");
-    match r.endpoint {
-        // (An address needs no escaping; nor does a method, a token.)
-        Some(e) => {
-            out.byte(b'"');
-            out.slice(e.as_bytes());
-            out.byte(b'"');
-        }
-        None => out.put(b"null"),
+    out.slice(r.endpoint);
+    // (Most requests are GETs: one constant piece. A method needs no escaping,
+    // being a token; nor does a host the parser accepted.)
+    if r.req.is_get() {
+        out.put(b",\"method\":\"GET\",\"host\":");
+    } else {
+        out.put(b",\"method\":");
+        out.clean(r.req.method());
+        out.put(b",\"host\":");
     }
-    out.put(b",\"method\":");
-    out.clean(r.req.method());
-    out.put(b",\"host\":");
     out.clean(r.req.host());
     out.put(b",\"path\":");
     out.quoted(r.req.target());
@@ -1320,9 +1338,9 @@ mod tests {
             client_ip: b"127.0.0.1",
             client: b"127.0.0.1:5000",
             listener: b"\"edge\"",
-            route: Some(b"\"api\""),
-            cluster: Some(b"\"web\""),
-            endpoint: Some("10.0.0.1:80"),
+            route: b",\"route\":\"api\"",
+            cluster: b",\"cluster\":\"web\"",
+            endpoint: b"\"10.0.0.1:80\"",
             status: 200,
             request_bytes: 78,
             response_bytes: 1234,
@@ -1418,7 +1436,7 @@ mod tests {
                         (r.request_bytes, r.response_bytes) = (u64::MAX, u64::MAX);
                         (r.duration_ns, r.upstream_ns) = (u64::MAX, Some(u64::MAX));
                     }
-                    3 => (r.route, r.cluster, r.endpoint) = (None, None, None),
+                    3 => (r.route, r.cluster, r.endpoint) = (NO_ROUTE, NO_CLUSTER, b"null"),
                     _ => {}
                 }
                 // Piece by piece: a buffer too small for a block.
@@ -1465,7 +1483,8 @@ mod tests {
         assert_eq!(f.method().unwrap().bytes(), b"POST");
         assert_eq!(f.target().unwrap().bytes(), b"/b");
         assert_eq!(f.request_id().unwrap().bytes(), b"id7");
-        assert!(!f.id_generated());
+        assert!(f.generated_id().is_none());
+        assert!(!f.is_get());
         s.capture(
             &get,
             &parse_request(&get, &limits, &mut headers).unwrap().unwrap(),
@@ -1474,7 +1493,11 @@ mod tests {
         );
         s.set_request_id(b"0123abcd-0000-4000-8000-000000000001");
         let f = s.fields(&get);
-        assert!(f.id_generated());
+        assert!(f.is_get());
+        assert_eq!(
+            f.generated_id(),
+            Some(b"0123abcd-0000-4000-8000-000000000001")
+        );
         assert_eq!(
             f.request_id().unwrap().bytes(),
             b"0123abcd-0000-4000-8000-000000000001"
@@ -1487,6 +1510,16 @@ mod tests {
         let hostile: &[u8] = b"a\"b\\c\x01\x7f\xff\xc3\xa9 d";
         let s = scratch(Some(hostile));
         let out = json(&record(&s));
+        // A GET's constant piece says what the method's span says.
+        let mut get = scratch(Some(hostile));
+        get.get = true;
+        assert_eq!(json(&record(&get)), out);
+        // A generated id is written as it is.
+        let mut generated = scratch(Some(hostile));
+        generated.request_id = None;
+        generated.set_request_id(b"0123abcd-0000-4000-8000-0123456789ab");
+        let v: serde_json::Value = serde_json::from_slice(&json(&record(&generated))).unwrap();
+        assert_eq!(v["request_id"], "0123abcd-0000-4000-8000-0123456789ab");
         assert_eq!(out.last(), Some(&b'\n'));
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -411,12 +411,14 @@ impl Downstream<'_> {
             client_ip: self.peer.text(),
             client: self.peer.addr_text(),
             listener: &self.settings.log_name,
-            route: route.map(|(s, r)| &*s.routes.route(r as usize).log_name),
-            cluster: cluster.map(|c| &*c.log_name),
+            route: route.map_or(access_log::NO_ROUTE, |(s, r)| {
+                &s.routes.route(r as usize).log_field
+            }),
+            cluster: cluster.map_or(access_log::NO_CLUSTER, |c| &c.log_field),
             endpoint: cluster
                 .zip(o.endpoint)
                 .and_then(|(c, e)| c.endpoints.get(e as usize))
-                .map(|e| &*e.addr_text),
+                .map_or(b"null", |e| &e.log_text),
             status: o.status,
             request_bytes: o.request_bytes,
             response_bytes: o.response_bytes,

@@ -44,8 +44,8 @@ pub enum Action {
 
 pub struct Route {
     pub name: Box<str>,
-    /// The name as a JSON string, for access log lines.
-    pub log_name: Box<[u8]>,
+    /// `,"route":"name"`, for access log lines.
+    pub log_field: Box<[u8]>,
     matcher: Matcher,
     pub action: Action,
     pub host_rewrite: Option<Box<[u8]>>,
@@ -159,7 +159,7 @@ impl RouteTable {
             };
             table.routes.push(Route {
                 name: r.name.as_str().into(),
-                log_name: crate::access_log::json_string(&r.name),
+                log_field: crate::access_log::json_field("route", &r.name),
                 matcher: Matcher::compile(&r.matcher, listener_ids),
                 action,
                 host_rewrite: r.host_rewrite.as_deref().map(|h| h.as_bytes().into()),

@@ -40,8 +40,8 @@ pub struct ClusterRt {
     /// Run-time state of `config.endpoints`, index for index.
     pub endpoints: Vec<Rc<Endpoint>>,
     pub stats: Arc<ClusterStats>,
-    /// The name as a JSON string, for access log lines.
-    pub log_name: Box<[u8]>,
+    /// `,"cluster":"name"`, for access log lines.
+    pub log_field: Box<[u8]>,
 }
 
 impl Snapshot {
@@ -66,7 +66,7 @@ impl Snapshot {
                 balancer: Balancer::new(c, seed),
                 endpoints,
                 stats: metrics.cluster(&c.name),
-                log_name: crate::access_log::json_string(&c.name),
+                log_field: crate::access_log::json_field("cluster", &c.name),
             })
             .collect();
         let requests = config

@@ -18,8 +18,8 @@ use std::sync::Arc;
 pub struct Endpoint {
     pub cluster: Box<str>,
     pub addr: SocketAddr,
-    /// `addr` as text, made once (for log lines).
-    pub addr_text: Box<str>,
+    /// `addr` as a JSON string, made once (for log lines).
+    pub log_text: Box<[u8]>,
     pub pool: Pool,
     pub stats: Arc<EndpointStats>,
 }
@@ -66,7 +66,7 @@ impl Endpoints {
                                 Rc::new(Endpoint {
                                     cluster: c.name.as_str().into(),
                                     addr: e.addr,
-                                    addr_text: e.addr.to_string().into(),
+                                    log_text: crate::access_log::json_string(&e.addr.to_string()),
                                     pool: Pool::new(
                                         c.pool_max_idle,
                                         c.pool_idle_timeout,
