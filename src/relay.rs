@@ -15,7 +15,7 @@
 //! must close the connection, which it does.
 
 use crate::clock::{Deadlines, Moment};
-use crate::http::body::{dechunk_in_place, BodyError, ChunkedDecoder};
+use crate::http::body::{dechunk_in_place, reframe_in_place, BodyError, ChunkedDecoder};
 use crate::http::parse::Framing;
 use crate::stream::Stream;
 use crate::tls::TlsStream;
@@ -497,6 +497,8 @@ pub struct Body {
     /// Bytes handed out to be written (framing included, as sent).
     out: u64,
     limit: Option<u64>,
+    /// Bytes in the buffer were changed in place (a chunked body re-framed).
+    changed: bool,
 }
 
 enum Kind {
@@ -520,9 +522,10 @@ pub enum RelayError {
 /// Outcome of a completed relay.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Relayed {
-    /// At least one read from the source socket happened (the buffered head bytes
-    /// were not enough), so the body cannot be replayed from the buffer.
-    pub read_from_source: bool,
+    /// The body is no longer in the buffer as it came, so it cannot be replayed
+    /// from there: more was read from the source socket (the buffered bytes were
+    /// not all of it), or it was re-framed in place.
+    pub spent: bool,
 }
 
 impl Body {
@@ -542,7 +545,20 @@ impl Body {
             seen: 0,
             out: 0,
             limit,
+            changed: false,
         }
+    }
+
+    /// The trailer section to write after the body's last bytes, when a chunked
+    /// body had trailer fields (those allowed in trailers; see
+    /// [`crate::http::body::reframe_in_place`]). Counted in [`Body::out_bytes`].
+    pub fn take_trailer_section(&mut self) -> Option<Vec<u8>> {
+        let Kind::Chunked { decoder, .. } = &mut self.kind else {
+            return None;
+        };
+        let section = decoder.take_trailer_section()?;
+        self.out += section.len() as u64;
+        Some(section)
     }
 
     /// The bytes of the body consumed so far, as written on (with their framing).
@@ -586,11 +602,11 @@ impl Body {
                 decoder,
                 dechunk: false,
             } => {
-                let scan = decoder
-                    .feed(&buf[start..], |_| {})
-                    .map_err(RelayError::Framing)?;
+                let (out, scan) =
+                    reframe_in_place(decoder, &mut buf[start..]).map_err(RelayError::Framing)?;
                 self.seen = decoder.data_total();
-                (scan.consumed, scan.consumed)
+                self.changed |= out != scan.consumed;
+                (scan.consumed, out)
             }
             Kind::Chunked {
                 decoder,
@@ -628,6 +644,7 @@ impl Body {
         loop {
             if *pos < buf.len() {
                 let out = self.consume(buf, pos)?;
+                relayed.spent |= self.changed;
                 if let Some(dst) = dst.as_deref_mut() {
                     if !out.is_empty() {
                         write_range(dst, buf, out)
@@ -637,6 +654,14 @@ impl Body {
                 }
             }
             if self.is_done() {
+                if let Some(mut section) = self.take_trailer_section() {
+                    if let Some(dst) = dst.as_deref_mut() {
+                        let len = section.len();
+                        write_range(dst, &mut section, 0..len)
+                            .await
+                            .map_err(|(f, _)| RelayError::Write(f))?;
+                    }
+                }
                 return Ok(relayed);
             }
             // Everything buffered was body: reuse the whole buffer for the next read.
@@ -649,7 +674,7 @@ impl Body {
                 // nothing is copied; the pool keeps the larger one afterwards.
                 *buf = Vec::with_capacity(RELAY_BUF);
             }
-            relayed.read_from_source = true;
+            relayed.spent = true;
             match read_into(src, buf).await {
                 Ok(0) if matches!(self.kind, Kind::CloseDelimited) => return Ok(relayed),
                 Ok(0) => return Err(RelayError::Read(Fail::Closed)),

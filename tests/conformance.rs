@@ -158,6 +158,11 @@ fn upstream_response_table() {
         ("103 then 200", b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", Some(200), b"ok"),
         ("HTTP/1.0 CL", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", Some(200), b"ok"),
         ("bad chunk mid-body", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n", None, b""),
+        ("status below 100", b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok", Some(502), b""),
+        ("status 000", b"HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok", Some(502), b""),
+        ("status above 599", b"HTTP/1.1 600 Big\r\nContent-Length: 2\r\n\r\nok", Some(502), b""),
+        ("HTTP/1.0 with TE", b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", Some(502), b""),
+        ("chunk extensions and trailers", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a=b\r\nok\r\n0\r\nx-sum: 1\r\n\r\n", Some(200), b"ok"),
     ];
     let mut failures = Vec::new();
     for (name, raw, want_status, want_body) in cases {
@@ -190,4 +195,52 @@ fn upstream_response_table() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Chunked bodies are passed on re-framed, both ways: chunk extensions are dropped,
+/// and so are trailer fields that may not be trailers (Content-Length, Host, ...);
+/// other trailer fields (gRPC's status, a checksum) pass.
+#[test]
+fn chunk_extensions_and_forbidden_trailer_fields_are_not_forwarded() {
+    use std::io::{Read, Write};
+    // An upstream that records each request as it came and answers with a chunked
+    // body carrying both.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    let raw_request = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = raw_request.clone();
+    std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The request ends with its body's last CRLF CRLF (after the trailers).
+        while !(got.windows(5).any(|w| w == b"\r\n0\r\n") && got.ends_with(b"\r\n\r\n")) {
+            let n = s.read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        *recorded.lock().unwrap() = got;
+        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;name=\"v\"\r\nok\r\n3 ; a=b\r\n!!!\r\n0;last\r\nContent-Length: 99\r\ngrpc-status: 0\r\nHost: evil\r\n\r\n").unwrap();
+        let _ = s.read(&mut chunk);
+    });
+    let p = proxy("", ROUTES, &[("up", up_addr)]);
+    let mut c = Client::connect(p.addr);
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nabcd\r\n0\r\nHost: evil\r\nx-checksum: 9\r\nContent-Type: a/b\r\n\r\n");
+    let all = c.read_until_close();
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let body = &text[text.find("\r\n\r\n").expect("a head") + 4..];
+    assert_eq!(
+        body, "2\r\nok\r\n3\r\n!!!\r\n0\r\ngrpc-status: 0\r\n\r\n",
+        "{text}"
+    );
+    let sent = String::from_utf8(raw_request.lock().unwrap().clone()).unwrap();
+    let sent_body = &sent[sent.find("\r\n\r\n").expect("a head") + 4..];
+    assert_eq!(
+        sent_body, "4\r\nabcd\r\n0\r\nx-checksum: 9\r\n\r\n",
+        "{sent}"
+    );
 }

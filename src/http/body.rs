@@ -1,8 +1,10 @@
 //! Sans-io body framing (RFC 9112 §6, §7.1): a strict chunked-coding scanner. It
 //! tells the caller where the message ends and where the chunk data lies, so the
-//! proxy can forward validated chunked bytes as they are (zero-copy) or, for an
-//! HTTP/1.0 client, compact the data in place. Content-Length framing is a plain
-//! counter kept by the caller. Nothing here does I/O or allocates.
+//! proxy can forward chunked bodies re-framed in place (chunk extensions and
+//! whitespace dropped, trailer fields filtered: [`reframe_in_place`]) or, for an
+//! HTTP/1.0 client, compact the data in place ([`dechunk_in_place`]).
+//! Content-Length framing is a plain counter kept by the caller. Nothing here does
+//! I/O; only a trailer section, when one comes, is kept in a buffer of its own.
 
 use std::ops::Range;
 
@@ -45,6 +47,10 @@ pub struct ChunkedDecoder {
     trailer_bytes: usize,
     max_trailer_bytes: usize,
     data_total: u64,
+    /// Re-framing ([`reframe_in_place`]): the trailer fields kept so far, and the
+    /// line being read (from `line_at`); `None` until a trailer field comes.
+    trailers: Option<Vec<u8>>,
+    line_at: usize,
 }
 
 /// The result of feeding a slice.
@@ -65,7 +71,22 @@ impl ChunkedDecoder {
             trailer_bytes: 0,
             max_trailer_bytes,
             data_total: 0,
+            trailers: None,
+            line_at: 0,
         }
+    }
+
+    /// After [`reframe_in_place`] ended a body that had trailer fields: the trailer
+    /// section to send after the bytes it returned (the fields allowed in trailers,
+    /// then the final CRLF). Once.
+    pub fn take_trailer_section(&mut self) -> Option<Vec<u8>> {
+        if self.state != State::Done {
+            return None;
+        }
+        let mut section = self.trailers.take()?;
+        section.truncate(self.line_at);
+        section.extend_from_slice(b"\r\n");
+        Some(section)
     }
 
     pub fn is_done(&self) -> bool {
@@ -206,6 +227,114 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
+/// Re-frames in place what of a chunked body `buf` holds, for a recipient that
+/// takes chunked bodies: keeps the chunk sizes, data and line ends, drops chunk
+/// extensions and the whitespace before them (RFC 9112 §7.1.1: a recipient ignores
+/// extensions it does not understand; a proxy does not pass on ones it was not
+/// told to), and holds back a trailer section, keeping only fields allowed in
+/// trailers ([`allowed_in_trailers`]), for
+/// [`ChunkedDecoder::take_trailer_section`]. Returns how many bytes at the front of
+/// `buf` to send (never more than were consumed: each byte kept is written at or
+/// before its place), with the scan result. A body without extensions, whitespace
+/// or trailer fields stays as it came, and nothing is moved.
+pub fn reframe_in_place(
+    decoder: &mut ChunkedDecoder,
+    buf: &mut [u8],
+) -> Result<(usize, Scan), BodyError> {
+    let mut out = 0;
+    let mut i = 0;
+    while i < buf.len() && decoder.state != State::Done {
+        if decoder.state == State::Data {
+            let take = (buf.len() - i).min(usize::try_from(decoder.size).unwrap_or(usize::MAX));
+            if out != i {
+                buf.copy_within(i..i + take, out);
+            }
+            out += take;
+            i += take;
+            decoder.size -= take as u64;
+            decoder.data_total += take as u64;
+            if decoder.size == 0 {
+                decoder.state = State::DataCr;
+            }
+            continue;
+        }
+        let (before, b) = (decoder.state, buf[i]);
+        decoder.step(b)?;
+        i += 1;
+        let keep = match before {
+            // Size digits and the line's CR; not whitespace, `;` or extensions.
+            State::Size { .. } => b != b';' && b != b' ' && b != b'\t',
+            State::SizeWs => false,
+            State::Ext => b == b'\r',
+            State::SizeLf | State::DataCr | State::DataLf => true,
+            // The final CRLF goes as it came unless trailer fields came before it
+            // (then it ends the held section).
+            State::TrailerStart if b == b'\r' => decoder.trailers.is_none(),
+            State::EndLf => decoder.trailers.is_none(),
+            State::TrailerStart | State::TrailerName | State::TrailerValue | State::TrailerLf => {
+                let held = decoder.trailers.get_or_insert_with(Vec::new);
+                held.push(b);
+                if before == State::TrailerLf {
+                    // A whole field line: kept or dropped by its name.
+                    let line = &held[decoder.line_at..];
+                    let name = &line[..line.iter().position(|&c| c == b':').unwrap_or(0)];
+                    if allowed_in_trailers(name) {
+                        decoder.line_at = held.len();
+                    } else {
+                        held.truncate(decoder.line_at);
+                    }
+                }
+                false
+            }
+            State::Data | State::Done => unreachable!("not stepped"),
+        };
+        if keep {
+            buf[out] = b;
+            out += 1;
+        }
+    }
+    Ok((
+        out,
+        Scan {
+            consumed: i,
+            done: decoder.state == State::Done,
+        },
+    ))
+}
+
+/// Whether a field may be forwarded in a trailer section. Fields that frame,
+/// route, authenticate or modify the message, or describe its content, must be in
+/// the header section to mean anything (RFC 9110 §6.5.1); a recipient could
+/// otherwise be made to act on a Content-Length or Host that comes after the body.
+/// The list is RFC 7230 §4.1.2's (as Go's net/http keeps it), with Upgrade and the
+/// other connection-specific fields.
+pub fn allowed_in_trailers(name: &[u8]) -> bool {
+    const NOT_ALLOWED: &[&[u8]] = &[
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"expect",
+        b"host",
+        b"keep-alive",
+        b"max-forwards",
+        b"pragma",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"range",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"www-authenticate",
+    ];
+    !NOT_ALLOWED.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// De-chunks in place: moves the chunk data of `buf[..len]` to the front and returns
 /// the new length, with the scan result. Used for HTTP/1.0 clients of chunked upstreams.
 pub fn dechunk_in_place(
@@ -316,6 +445,94 @@ mod tests {
         let scan = d.feed(b"ffffffffffffffff\r\nab", |_| {}).unwrap();
         assert_eq!(scan.consumed, 20);
         assert_eq!(d.data_total(), 2);
+    }
+
+    /// Re-frames `msg` fed in two parts split at every point (and byte by byte):
+    /// the bytes to send, then the trailer section.
+    fn reframe_all_splits(msg: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+        let run = |parts: &[&[u8]]| {
+            let mut d = ChunkedDecoder::new(1024);
+            let mut out = Vec::new();
+            let mut consumed = 0;
+            for part in parts {
+                let mut buf = part.to_vec();
+                let (n, scan) = reframe_in_place(&mut d, &mut buf).unwrap();
+                assert!(n <= scan.consumed);
+                out.extend_from_slice(&buf[..n]);
+                consumed += scan.consumed;
+                if scan.done {
+                    break;
+                }
+            }
+            assert!(d.is_done());
+            assert_eq!(consumed, msg.len());
+            (out, d.take_trailer_section())
+        };
+        let whole = run(&[msg]);
+        for split in 0..=msg.len() {
+            let (a, b) = msg.split_at(split);
+            assert_eq!(run(&[a, b]), whole, "split at {split}");
+        }
+        let bytes: Vec<&[u8]> = msg.chunks(1).collect();
+        assert_eq!(run(&bytes), whole, "byte by byte");
+        whole
+    }
+
+    #[test]
+    fn reframing_drops_extensions_and_trailer_fields_not_allowed() {
+        // Without extensions or trailers: as it came.
+        let plain = b"5\r\nhello\r\n006\r\n world\r\n0\r\n\r\n";
+        assert_eq!(reframe_all_splits(plain), (plain.to_vec(), None));
+        // Extensions and the whitespace before them go; sizes keep their digits.
+        let ext = b"5 ;a=b\r\nhello\r\n6;x=\"y;z\"\r\n world\r\n0;last\r\n\r\n";
+        assert_eq!(
+            reframe_all_splits(ext),
+            (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_vec(), None)
+        );
+        // Trailer fields: held back; those that frame, route or describe the
+        // content dropped, the rest (gRPC's, a checksum) kept, in order.
+        let trailers = b"2\r\nok\r\n0\r\nContent-Length: 99\r\ngrpc-status: 0\r\nHOST: evil\r\nx-sum:\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            reframe_all_splits(trailers),
+            (
+                b"2\r\nok\r\n0\r\n".to_vec(),
+                Some(b"grpc-status: 0\r\nx-sum:\r\n\r\n".to_vec())
+            )
+        );
+        // Only fields that are not allowed: an empty section.
+        let none_left = b"0\r\ncontent-type: text/plain\r\n\r\n";
+        assert_eq!(
+            reframe_all_splits(none_left),
+            (b"0\r\n".to_vec(), Some(b"\r\n".to_vec()))
+        );
+        // Bytes after the body stay where they were.
+        let mut buf = b"1;e\r\na\r\n0\r\n\r\nGET / HTTP/1.1\r\n".to_vec();
+        let mut d = ChunkedDecoder::new(64);
+        let (n, scan) = reframe_in_place(&mut d, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"1\r\na\r\n0\r\n\r\n");
+        assert_eq!(&buf[scan.consumed..], b"GET / HTTP/1.1\r\n");
+        // Malformed framing is refused as by `feed`.
+        let mut bad = b"5 \r\nhello\r\n0\r\n\r\n".to_vec();
+        assert!(reframe_in_place(&mut ChunkedDecoder::new(64), &mut bad).is_err());
+    }
+
+    #[test]
+    fn trailer_names_allowed() {
+        assert!(allowed_in_trailers(b"grpc-status"));
+        assert!(allowed_in_trailers(b"x-checksum"));
+        for name in [
+            &b"Content-Length"[..],
+            b"host",
+            b"CONNECTION",
+            b"te",
+            b"Trailer",
+        ] {
+            assert!(
+                !allowed_in_trailers(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
     }
 
     #[test]

@@ -646,9 +646,22 @@ pub fn parse_response(
     if head_len > max_head {
         return Err(ParseError::HeadTooLarge);
     }
+    // Three digits, but only 100-599 are status codes (RFC 9110 §15): a code below
+    // 100 is neither interim nor final, and taking it as either would desync the
+    // connection.
+    if !(100..=599).contains(&status) {
+        return Err(ParseError::Malformed("status code outside 100-599"));
+    }
     let mut fields = Fields::default();
     for h in headers.iter().filter(|h| h.kind != HeaderKind::Other) {
         fields.note(h, buf)?;
+    }
+    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means its framing is
+    // faulty (an HTTP/1.0 recipient would read the chunks as the body).
+    if fields.transfer_encoding > 0 && version == Version::Http10 {
+        return Err(ParseError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 response",
+        ));
     }
     let framing =
         if request_is_head || (100..200).contains(&status) || status == 204 || status == 304 {

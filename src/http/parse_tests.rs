@@ -366,7 +366,26 @@ fn response_smuggling_defences() {
         "HTTP/1.1 2000 OK\r\n\r\n",
         "HTTP/1.1 OK\r\n\r\n",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        // Codes outside 100-599: not interim, not final.
+        "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 000 Zero\r\n\r\n",
+        "HTTP/1.1 600 Big\r\nContent-Length: 0\r\n\r\n",
+        // Transfer-Encoding from an HTTP/1.0 server: faulty framing, with or
+        // without Content-Length.
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+        "HTTP/1.0 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
     ];
+    // The edges of the range are codes.
+    for ok in [
+        "HTTP/1.1 100 Continue\r\n\r\n",
+        "HTTP/1.1 599 X\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        assert!(
+            parse_response(ok.as_bytes(), 65536, false, &mut Vec::new()).is_ok(),
+            "{ok:?}"
+        );
+    }
     let mut hs = Vec::new();
     for b in bad {
         assert!(

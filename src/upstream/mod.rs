@@ -301,6 +301,14 @@ pub async fn forward(
                 if let Err((f, _)) = sent {
                     break 'exchange Err(p.fail(client_write_error(f)));
                 }
+                // A chunked body that ended in that first part, with trailer fields.
+                if let Some(mut section) = body.take_trailer_section() {
+                    let len = section.len();
+                    if let Err((f, _)) = relay::write_range(&mut client, &mut section, 0..len).await
+                    {
+                        break 'exchange Err(p.fail(client_write_error(f)));
+                    }
+                }
                 d.outcome.status = resp.status;
                 d.outcome.response_bytes = head_len as u64;
                 let mut up_io = Io::new(&mut up.stream, &mut d.up_timer, up_timeout);
@@ -551,7 +559,7 @@ impl Exchange<'_> {
         d.outcome.request_bytes += body.out_bytes();
         match relayed {
             Ok(r) => {
-                p.read_client = r.read_from_source;
+                p.read_client = r.spent;
                 p.request_consumed = true;
                 Ok(())
             }
