@@ -312,9 +312,16 @@ pub fn parse_request(
 
 /// Limits on an incomplete head: the buffer may not grow without bound.
 fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
-    if memchr::memchr(b'\n', buf).is_none() && buf.len() > limits.max_uri_bytes + 32 {
-        // Still inside the request line: method + SP + target + SP + version.
-        return Err(ParseError::UriTooLong);
+    if memchr::memchr(b'\n', buf).is_none() {
+        // Still inside the request line (method SP target SP version): the target
+        // so far may not pass the URI limit. (Only the target: a long method with a
+        // short target is a head the whole parse accepts.)
+        if let Some(sp) = memchr::memchr(b' ', buf) {
+            let rest = &buf[sp + 1..];
+            if memchr::memchr(b' ', rest).unwrap_or(rest.len()) > limits.max_uri_bytes {
+                return Err(ParseError::UriTooLong);
+            }
+        }
     }
     if buf.len() >= limits.max_head_bytes {
         return Err(ParseError::HeadTooLarge);
@@ -323,10 +330,14 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
 }
 
 fn request_error(e: httparse::Error, buf: &[u8], limits: &Limits) -> ParseError {
+    // What is wrong lies past the head size limit: the head was too large before
+    // anything was wrong with it, as reading it in smaller pieces finds too.
+    if buf.len() > limits.max_head_bytes && is_partial(&buf[..limits.max_head_bytes], limits) {
+        return ParseError::HeadTooLarge;
+    }
     match e {
         httparse::Error::TooManyHeaders => ParseError::TooManyHeaders,
         httparse::Error::Version if looks_like_http_version(buf) => ParseError::Version,
-        httparse::Error::Token if buf.len() > limits.max_head_bytes => ParseError::HeadTooLarge,
         httparse::Error::HeaderName => ParseError::Malformed("invalid header name"),
         httparse::Error::HeaderValue => ParseError::Malformed("invalid header value"),
         httparse::Error::NewLine => ParseError::Malformed("invalid line ending"),
@@ -336,13 +347,40 @@ fn request_error(e: httparse::Error, buf: &[u8], limits: &Limits) -> ParseError 
     }
 }
 
-/// "HTTP/x.y" with digits: a well-formed version we do not speak (505, not 400).
+/// Whether `buf` is the start of a request head with nothing wrong in it yet.
+#[cold]
+fn is_partial(buf: &[u8], limits: &Limits) -> bool {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS_CAP];
+    let slots = &mut slots[..limits.max_headers.min(MAX_HEADERS_CAP)];
+    let mut req = httparse::Request::new(&mut []);
+    matches!(
+        req.parse_with_uninit_headers(buf, slots),
+        Ok(httparse::Status::Partial)
+    )
+}
+
+/// A request line `method SP target SP HTTP/x.y` with digits: a well-formed version
+/// we do not speak (505, not 400). Anything else wrong in the line is a 400.
 fn looks_like_http_version(buf: &[u8]) -> bool {
+    // (Empty lines before the request line are allowed: RFC 9112 §2.2.)
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let buf = &buf[start..];
     let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
     let line = buf[..line_end]
         .strip_suffix(b"\r")
         .unwrap_or(&buf[..line_end]);
-    match line.rsplit(|&b| b == b' ').next() {
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    if parts.next().is_some()
+        || method.is_none_or(<[u8]>::is_empty)
+        || target.is_none_or(<[u8]>::is_empty)
+    {
+        return false;
+    }
+    match version {
         Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]) => {
             major.is_ascii_digit() && minor.is_ascii_digit()
         }

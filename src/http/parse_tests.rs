@@ -239,6 +239,70 @@ fn limits_are_enforced() {
     );
 }
 
+/// Found by the `request_parser` fuzz target: a request's fate may not depend on how
+/// its bytes were split into reads (every prefix is incomplete or fails, and fails
+/// as the whole does).
+#[test]
+fn the_outcome_does_not_depend_on_the_reads() {
+    let l = Limits {
+        max_head_bytes: 256,
+        max_headers: 4,
+        max_uri_bytes: 32,
+        max_body_bytes: None,
+    };
+    let all_splits = |input: &[u8]| {
+        let mut hs = Vec::new();
+        let whole = parse_request(input, &l, &mut hs);
+        let end = match &whole {
+            Ok(Some(h)) => h.head_len,
+            _ => input.len(),
+        };
+        for cut in 0..end {
+            match parse_request(&input[..cut], &l, &mut hs) {
+                Ok(None) => {}
+                Ok(Some(_)) => panic!("prefix {cut} complete"),
+                Err(e) => assert_eq!(whole.as_ref().err(), Some(&e), "prefix {cut} of {input:?}"),
+            }
+        }
+        whole.map(|h| h.is_some())
+    };
+    // A long method before a short target: accepted, whole or in pieces (a prefix
+    // without its line end was a 414).
+    let long_method = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "A".repeat(56));
+    assert_eq!(all_splits(long_method.as_bytes()), Ok(true));
+    // A long target: 414 as soon as it passes the limit.
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(40));
+    assert_eq!(
+        all_splits(long_target.as_bytes()),
+        Err(ParseError::UriTooLong)
+    );
+    // Something wrong within the size limit is a 400 however much came after it...
+    let early = format!("G(T{}", "a".repeat(300));
+    assert_eq!(
+        all_splits(early.as_bytes()),
+        Err(ParseError::Malformed("invalid token"))
+    );
+    // ...and past it, a 431 (the head was already too large).
+    let late = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX: {}\0\r\n\r\n",
+        "v".repeat(250)
+    );
+    assert_eq!(all_splits(late.as_bytes()), Err(ParseError::HeadTooLarge));
+    // Two spaces before the version: a malformed line (400), not a version we do not
+    // speak (505).
+    let mut hs = Vec::new();
+    let two_spaces = b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert!(matches!(
+        parse_request(two_spaces, &l, &mut hs),
+        Err(ParseError::Malformed(_))
+    ));
+    // A version after empty lines is still one.
+    assert_eq!(
+        parse_request(b"\r\nGET / HTTP/2.0\r\n\r\n", &l, &mut hs).unwrap_err(),
+        ParseError::Version
+    );
+}
+
 fn resp(input: &str, is_head: bool) -> Result<ResponseHead, ParseError> {
     let mut hs = Vec::new();
     let b = input.as_bytes();
