@@ -312,15 +312,20 @@ pub fn parse_request(
 
 /// Limits on an incomplete head: the buffer may not grow without bound.
 fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
-    if memchr::memchr(b'\n', buf).is_none() {
-        // Still inside the request line (method SP target SP version): the target
-        // so far may not pass the URI limit. (Only the target: a long method with a
-        // short target is a head the whole parse accepts.)
-        if let Some(sp) = memchr::memchr(b' ', buf) {
-            let rest = &buf[sp + 1..];
-            if memchr::memchr(b' ', rest).unwrap_or(rest.len()) > limits.max_uri_bytes {
-                return Err(ParseError::UriTooLong);
-            }
+    // The request line (method SP target SP version), whole or so far, after any
+    // empty lines: its target may not pass the URI limit, also while the rest of
+    // the head is still coming. (Only the target: a long method with a short target
+    // is a head the whole parse accepts.)
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+    if let Some(sp) = memchr::memchr(b' ', line) {
+        let rest = &line[sp + 1..];
+        if memchr::memchr(b' ', rest).unwrap_or(rest.len()) > limits.max_uri_bytes {
+            return Err(ParseError::UriTooLong);
         }
     }
     if buf.len() >= limits.max_head_bytes {
@@ -694,17 +699,18 @@ pub fn parse_response(
     for h in headers.iter().filter(|h| h.kind != HeaderKind::Other) {
         fields.note(h, buf)?;
     }
-    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means its framing is
-    // faulty (an HTTP/1.0 recipient would read the chunks as the body).
-    if fields.transfer_encoding > 0 && version == Version::Http10 {
-        return Err(ParseError::Malformed(
-            "Transfer-Encoding in an HTTP/1.0 response",
-        ));
-    }
     let framing =
         if request_is_head || (100..200).contains(&status) || status == 204 || status == 304 {
             Framing::None
         } else if fields.transfer_encoding > 0 {
+            // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means its
+            // framing is faulty (an HTTP/1.0 recipient would read the chunks as the
+            // body). Without a body, the connection is closed after it (below).
+            if version == Version::Http10 {
+                return Err(ParseError::Malformed(
+                    "Transfer-Encoding in an HTTP/1.0 response",
+                ));
+            }
             if fields.content_length.is_some() {
                 return Err(ParseError::Malformed(
                     "both Content-Length and Transfer-Encoding",
@@ -726,7 +732,9 @@ pub fn parse_response(
         };
     let keep_alive = match version {
         Version::Http11 => !fields.conn_close,
-        Version::Http10 => fields.conn_keep_alive && !fields.conn_close,
+        Version::Http10 => {
+            fields.conn_keep_alive && !fields.conn_close && fields.transfer_encoding == 0
+        }
     } && framing != Framing::CloseDelimited;
     Ok(Some(ResponseHead {
         version,
