@@ -549,6 +549,12 @@ impl Body {
         }
     }
 
+    /// Whether a trailer section waits to be written ([`Body::take_trailer_section`]).
+    #[inline]
+    pub fn has_trailer_section(&self) -> bool {
+        matches!(&self.kind, Kind::Chunked { decoder, .. } if decoder.has_trailer_section())
+    }
+
     /// The trailer section to write after the body's last bytes, when a chunked
     /// body had trailer fields (those allowed in trailers; see
     /// [`crate::http::body::reframe_in_place`]). Counted in [`Body::out_bytes`].

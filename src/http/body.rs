@@ -76,6 +76,11 @@ impl ChunkedDecoder {
         }
     }
 
+    /// Whether [`ChunkedDecoder::take_trailer_section`] has a section to give.
+    pub fn has_trailer_section(&self) -> bool {
+        self.state == State::Done && self.trailers.is_some()
+    }
+
     /// After [`reframe_in_place`] ended a body that had trailer fields: the trailer
     /// section to send after the bytes it returned (the fields allowed in trailers,
     /// then the final CRLF). Once.

@@ -301,20 +301,13 @@ pub async fn forward(
                 if let Err((f, _)) = sent {
                     break 'exchange Err(p.fail(client_write_error(f)));
                 }
-                // A chunked body that ended in that first part, with trailer fields.
-                if let Some(mut section) = body.take_trailer_section() {
-                    let len = section.len();
-                    if let Err((f, _)) = relay::write_range(&mut client, &mut section, 0..len).await
-                    {
-                        break 'exchange Err(p.fail(client_write_error(f)));
-                    }
-                }
                 d.outcome.status = resp.status;
                 d.outcome.response_bytes = head_len as u64;
                 let mut up_io = Io::new(&mut up.stream, &mut d.up_timer, up_timeout);
-                // (The rest of the body, if any: a call would create and poll one
+                // (The rest of the body, if any, or the trailer section of a chunked
+                // one that ended in that first part: a call would create and poll one
                 // more future.)
-                if !body.is_done() {
+                if !body.is_done() || body.has_trailer_section() {
                     let relayed = body
                         .relay(&mut up_io, Some(&mut client), &mut bufs.resp, &mut pos)
                         .await;
