@@ -1188,18 +1188,25 @@ fn json_fields<O: Out>(out: &mut O, time: &[u8; 19], ms: u32, r: &Record<'_>) {
     out.clean(r.req.host());
     out.put(b",\"path\":");
     out.quoted(r.req.target());
-    // (Neighbouring constant pieces as one.)
-    match r.req.protocol() {
-        Some("HTTP/1.1") => out.put(b",\"protocol\":\"HTTP/1.1\",\"status\":"),
-        Some(p) => {
-            out.put(b",\"protocol\":\"");
-            out.slice(p.as_bytes());
-            out.put(b"\",\"status\":");
+    // (Neighbouring constant pieces as one; an HTTP/1.1 200, most lines, as one.)
+    match (r.req.protocol(), r.status) {
+        (Some("HTTP/1.1"), 200) => {
+            out.put(b",\"protocol\":\"HTTP/1.1\",\"status\":200,\"request_bytes\":")
         }
-        None => out.put(b",\"protocol\":null,\"status\":"),
+        (protocol, status) => {
+            match protocol {
+                Some("HTTP/1.1") => out.put(b",\"protocol\":\"HTTP/1.1\",\"status\":"),
+                Some(p) => {
+                    out.put(b",\"protocol\":\"");
+                    out.slice(p.as_bytes());
+                    out.put(b"\",\"status\":");
+                }
+                None => out.put(b",\"protocol\":null,\"status\":"),
+            }
+            out.decimal(u64::from(status));
+            out.put(b",\"request_bytes\":");
+        }
     }
-    out.decimal(u64::from(r.status));
-    out.put(b",\"request_bytes\":");
     out.decimal(r.request_bytes);
     out.put(b",\"response_bytes\":");
     out.decimal(r.response_bytes);
@@ -1210,11 +1217,16 @@ fn json_fields<O: Out>(out: &mut O, time: &[u8; 19], ms: u32, r: &Record<'_>) {
         Some(ns) => out.millis(ns),
         None => out.put(b"null"),
     }
-    out.put(b",\"attempts\":");
-    out.decimal(u64::from(r.attempts));
-    if r.flags.is_empty() {
+    if r.attempts == 1 && r.flags.is_empty() {
+        // (Most lines: one attempt, nothing to flag.)
+        out.put(b",\"attempts\":1,\"flags\":\"-\",\"user_agent\":");
+    } else if r.flags.is_empty() {
+        out.put(b",\"attempts\":");
+        out.decimal(u64::from(r.attempts));
         out.put(b",\"flags\":\"-\",\"user_agent\":");
     } else {
+        out.put(b",\"attempts\":");
+        out.decimal(u64::from(r.attempts));
         out.put(b",\"flags\":\"");
         for (i, name) in r.flags.names().enumerate() {
             if i > 0 {
@@ -1510,6 +1522,21 @@ mod tests {
         let hostile: &[u8] = b"a\"b\\c\x01\x7f\xff\xc3\xa9 d";
         let s = scratch(Some(hostile));
         let out = json(&record(&s));
+        // The pieces for a 200 and for one attempt without flags say what the
+        // figures written out say.
+        let text = |r: &Record<'_>| String::from_utf8(json(r)).unwrap();
+        let mut other = record(&s);
+        other.status = 201;
+        assert_eq!(
+            text(&other).replace("\"status\":201", "\"status\":200"),
+            text(&record(&s))
+        );
+        other = record(&s);
+        other.attempts = 2;
+        assert_eq!(
+            text(&other).replace("\"attempts\":2", "\"attempts\":1"),
+            text(&record(&s))
+        );
         // A GET's constant piece says what the method's span says.
         let mut get = scratch(Some(hostile));
         get.get = true;
