@@ -115,14 +115,9 @@ impl ChunkedDecoder {
                 break;
             }
             if self.state == State::Data {
-                let take = (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                let take = self.take_data(input.len() - i);
                 on_data(i..i + take);
                 i += take;
-                self.size -= take as u64;
-                self.data_total += take as u64;
-                if self.size == 0 {
-                    self.state = State::DataCr;
-                }
                 continue;
             }
             self.step(input[i])?;
@@ -132,6 +127,18 @@ impl ChunkedDecoder {
             consumed: i,
             done: self.state == State::Done,
         })
+    }
+
+    /// Takes up to `avail` bytes of the current chunk's data; returns how many.
+    #[inline]
+    fn take_data(&mut self, avail: usize) -> usize {
+        let take = avail.min(usize::try_from(self.size).unwrap_or(usize::MAX));
+        self.size -= take as u64;
+        self.data_total += take as u64;
+        if self.size == 0 {
+            self.state = State::DataCr;
+        }
+        take
     }
 
     fn step(&mut self, b: u8) -> Result<(), BodyError> {
@@ -250,17 +257,12 @@ pub fn reframe_in_place(
     let mut i = 0;
     while i < buf.len() && decoder.state != State::Done {
         if decoder.state == State::Data {
-            let take = (buf.len() - i).min(usize::try_from(decoder.size).unwrap_or(usize::MAX));
+            let take = decoder.take_data(buf.len() - i);
             if out != i {
                 buf.copy_within(i..i + take, out);
             }
             out += take;
             i += take;
-            decoder.size -= take as u64;
-            decoder.data_total += take as u64;
-            if decoder.size == 0 {
-                decoder.state = State::DataCr;
-            }
             continue;
         }
         let (before, b) = (decoder.state, buf[i]);
