@@ -468,6 +468,9 @@ impl Downstream<'_> {
         };
         let route = snapshot.routes.route(index);
         self.outcome.route = Some(index as u32);
+        if head.websocket && !route.websocket {
+            return Err(refused(ProxyError::UpgradeRefused, !head.has_body()));
+        }
         Ok(match &route.action {
             Action::Forward(cluster) => {
                 self.outcome.cluster = Some(*cluster as u32);

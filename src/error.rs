@@ -18,6 +18,8 @@ pub enum ProxyError {
     BodyTooLarge,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the route does not allow WebSocket upgrades")]
+    UpgradeRefused,
     #[error("no route matches")]
     NoRoute,
     #[error("client {op}: {source}")]
@@ -76,6 +78,7 @@ impl ProxyError {
             HeadTimeout => Some(408),
             BodyTooLarge => Some(413),
             MethodNotAllowed => Some(405),
+            UpgradeRefused => Some(403),
             NoRoute => Some(404),
             Client { .. } | ClientTimeout { .. } | ClientClosed { .. } => None,
             Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => {
@@ -101,6 +104,7 @@ impl ProxyError {
                 | HeadTimeout
                 | BodyTooLarge
                 | MethodNotAllowed
+                | UpgradeRefused
                 | NoRoute
                 | Client { .. }
                 | ClientTimeout { .. }

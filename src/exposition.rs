@@ -170,6 +170,7 @@ impl Scrape {
                 .entry("ringway_request_duration_seconds")
                 .or_default();
             add_histogram(family, labels(&l), &s.duration);
+            self.gauge("ringway_websocket_active", &l, s.websockets.get() as f64);
         }
         for (name, s) in &r.clusters {
             let l = [("cluster", name.as_str())];
@@ -238,6 +239,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("ringway_request_bytes_total", "Request bytes received (head and body), by route."),
     ("ringway_response_bytes_total", "Response bytes sent (head and body), by route."),
+    ("ringway_websocket_active", "WebSocket tunnels open, by route."),
     (
         "ringway_rejected_requests_total",
         "Requests refused before routing, by reason.",

@@ -291,6 +291,8 @@ pub struct RouteStats {
     pub duration: Histogram,
     pub request_bytes: Counter,
     pub response_bytes: Counter,
+    /// WebSocket tunnels open.
+    pub websockets: Gauge,
 }
 
 /// A cluster's series on one core.

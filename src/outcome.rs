@@ -72,9 +72,8 @@ impl Flags {
     pub fn of(error: &ProxyError) -> Flags {
         use ProxyError::*;
         match error {
-            BadRequest(_) | BadRequestBody(_) | BodyTooLarge | MethodNotAllowed => {
-                Flags::DOWNSTREAM_PROTOCOL_ERROR
-            }
+            BadRequest(_) | BadRequestBody(_) | BodyTooLarge | MethodNotAllowed
+            | UpgradeRefused => Flags::DOWNSTREAM_PROTOCOL_ERROR,
             HeadTimeout | ClientTimeout { .. } => Flags::DOWNSTREAM_TIMEOUT,
             NoRoute => Flags::NO_ROUTE,
             Client { .. } | ClientClosed { .. } => Flags::DOWNSTREAM_CONNECTION_TERMINATION,

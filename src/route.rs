@@ -51,6 +51,8 @@ pub struct Route {
     pub host_rewrite: Option<Box<[u8]>>,
     pub request_headers: HeaderEdit,
     pub response_headers: HeaderEdit,
+    /// WebSocket upgrades are forwarded (else refused: 403).
+    pub websocket: bool,
 }
 
 struct Matcher {
@@ -165,6 +167,7 @@ impl RouteTable {
                 host_rewrite: r.host_rewrite.as_deref().map(|h| h.as_bytes().into()),
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),
+                websocket: r.websocket,
             });
         }
         table

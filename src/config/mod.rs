@@ -199,6 +199,9 @@ pub struct RouteConfig {
     pub host_rewrite: Option<String>,
     pub request_headers: HeaderEdit,
     pub response_headers: HeaderEdit,
+    /// WebSocket upgrades are forwarded (`upgrades = ["websocket"]`, the default);
+    /// `upgrades = []` refuses them with 403.
+    pub websocket: bool,
 }
 
 #[derive(Debug, Clone, Default)]

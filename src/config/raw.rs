@@ -114,6 +114,7 @@ pub struct RawRoute {
     pub host_rewrite: Option<String>,
     pub request_headers: Option<RawHeaderEdit>,
     pub response_headers: Option<RawHeaderEdit>,
+    pub upgrades: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -524,6 +524,16 @@ fn route(
             ));
         }
     }
+    let mut websocket = r.upgrades.is_none();
+    for token in r.upgrades.iter().flatten() {
+        if !token.eq_ignore_ascii_case("websocket") {
+            return Err(ConfigError::new(
+                f("upgrades"),
+                format!("{token:?} is not an upgrade Ringway forwards (only \"websocket\")"),
+            ));
+        }
+        websocket = true;
+    }
     Ok(RouteConfig {
         name,
         matcher,
@@ -531,6 +541,7 @@ fn route(
         host_rewrite: r.host_rewrite.clone(),
         request_headers: header_edit(r.request_headers.as_ref(), &f("request_headers"))?,
         response_headers: header_edit(r.response_headers.as_ref(), &f("response_headers"))?,
+        websocket,
     })
 }
 

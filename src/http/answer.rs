@@ -163,8 +163,8 @@ pub struct ErrorAnswers {
 }
 
 /// Statuses the proxy can produce on its own.
-const ERROR_STATUSES: [u16; 13] = [
-    400, 404, 405, 408, 413, 414, 417, 431, 501, 502, 503, 504, 505,
+const ERROR_STATUSES: [u16; 14] = [
+    400, 403, 404, 405, 408, 413, 414, 417, 431, 501, 502, 503, 504, 505,
 ];
 
 impl ErrorAnswers {

@@ -207,6 +207,9 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// True when a Connection header names other headers to drop.
     pub connection_names_headers: bool,
+    /// A WebSocket opening handshake (RFC 6455 §4.1): an HTTP/1.1 GET with
+    /// `Upgrade: websocket` and `Connection: upgrade`.
+    pub websocket: bool,
 }
 
 impl RequestHead {
@@ -307,6 +310,12 @@ pub fn parse_request(
         keep_alive,
         expect_continue: fields.expect_continue && version == Version::Http11,
         connection_names_headers: fields.conn_names_headers,
+        // (Connection: upgrade names a header: the common case tests one flag.)
+        websocket: fields.conn_names_headers
+            && fields.conn_upgrade
+            && fields.upgrade_websocket
+            && method == Method::Get
+            && version == Version::Http11,
     }))
 }
 
@@ -526,6 +535,9 @@ struct Fields {
     conn_close: bool,
     conn_keep_alive: bool,
     conn_names_headers: bool,
+    /// `Connection: upgrade`, and `Upgrade` listing `websocket`.
+    conn_upgrade: bool,
+    upgrade_websocket: bool,
     expect_continue: bool,
     date: bool,
 }
@@ -587,6 +599,11 @@ impl Fields {
                 self.expect_continue = true;
             }
             HeaderKind::Date => self.date = true,
+            HeaderKind::Upgrade => {
+                self.upgrade_websocket |= value
+                    .split(|&b| b == b',')
+                    .any(|t| trim(t).eq_ignore_ascii_case(b"websocket"));
+            }
             _ => {}
         }
         Ok(())
@@ -601,6 +618,7 @@ impl Fields {
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
                 self.conn_keep_alive = true;
             } else if !token.is_empty() {
+                self.conn_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
                 self.conn_names_headers = true;
             }
         }

@@ -199,6 +199,11 @@ pub fn write_request_head(
     if let Some(line) = rw.client_cert {
         out.extend_from_slice(line);
     }
+    if head.websocket {
+        // (The route allows it, or the request was refused.) Other upgrades are
+        // not forwarded: Upgrade and Connection are hop-by-hop.
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
     if f.request_id && !has_id {
         out.extend_from_slice(id_name);
         out.extend_from_slice(b": ");

@@ -16,6 +16,7 @@
 pub mod balance;
 pub mod endpoint;
 pub mod pool;
+mod tunnel;
 
 use crate::clock::{Moment, Stamp};
 use crate::config::EndpointConfig;
@@ -217,6 +218,12 @@ pub async fn forward(
                     if bufs.resp.len() > HEADROOM {
                         match ex.parse_response_head(d, &bufs, &p) {
                             Ok(None) => {}
+                            // (Only as the answer to a WebSocket handshake.)
+                            Ok(Some(r)) if r.status == 101 => {
+                                d.outcome.upstream_ns = Some(Stamp::now().nanos_since(sent_at));
+                                d.outcome.upstream_status = r.status;
+                                break r;
+                            }
                             Ok(Some(r)) if r.status < 200 => {
                                 match ex.forward_interim(d, &mut bufs, &r, &mut p).await {
                                     Ok(()) => continue,
@@ -268,6 +275,21 @@ pub async fn forward(
                         }
                     }
                 };
+
+                if resp.status == 101 {
+                    // A WebSocket: the connections become a tunnel (out of line, boxed:
+                    // the exchange's future stays its size).
+                    let open = d
+                        .outcome
+                        .route
+                        .and_then(|r| snapshot.route_stats.get(r as usize));
+                    let open = open.map(|s| &s.websockets);
+                    let tunnel = tunnel::websocket(d, &mut up.stream, &mut bufs, &resp, open);
+                    break 'exchange match Box::pin(tunnel).await {
+                        Ok(()) => Ok(Next::Close),
+                        Err(e) => Err(p.fail(e)),
+                    };
+                }
 
                 // 3. Response head and body to the client.
                 let (close, client_http10) = ex.client_head(d, &mut bufs, &resp);
@@ -580,7 +602,15 @@ impl Exchange<'_> {
             is_head,
             &mut d.resp_headers,
         ) {
-            Ok(Some(r)) if r.status == 101 => Err(p.fail(ProxyError::UnexpectedUpgrade)),
+            Ok(Some(r)) if r.status == 101 => {
+                if self.head.websocket
+                    && tunnel::upgrades_to_websocket(upstream_head, &d.resp_headers)
+                {
+                    Ok(Some(r))
+                } else {
+                    Err(p.fail(ProxyError::UnexpectedUpgrade))
+                }
+            }
             Ok(r) => Ok(r),
             Err(e) => Err(p.fail(ProxyError::BadResponse(e))),
         }
