@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ringway::config::{Config, Limits};
 use ringway::http::answer::ConnHeader;
-use ringway::http::body::{dechunk_in_place, ChunkedDecoder};
+use ringway::http::body::{dechunk_holding_trailers, ChunkedDecoder};
 use ringway::http::parse::{parse_request, parse_response, HeaderSpan};
 use ringway::http::rewrite::{
     port_line, proto_line, write_request_head, write_response_head, ClientFraming, Peer,
@@ -111,12 +111,12 @@ fn chunked(c: &mut Criterion) {
             assert!(d.is_done());
         })
     });
-    g.bench_function("dechunk_in_place/64KiB", |b| {
+    g.bench_function("dechunk_holding_trailers/64KiB", |b| {
         b.iter_batched_ref(
             || body.clone(),
             |buf| {
                 let mut d = ChunkedDecoder::new(64 * 1024);
-                dechunk_in_place(&mut d, buf).unwrap()
+                dechunk_holding_trailers(&mut d, buf).unwrap()
             },
             BatchSize::SmallInput,
         )

@@ -952,6 +952,12 @@ impl Scratch {
         }
     }
 
+    /// The protocol the request came in (`HTTP/2.0`: the head captured is the one
+    /// the HTTP/2 server wrote for it).
+    pub fn set_protocol(&mut self, protocol: &'static str) {
+        self.protocol = Some(protocol);
+    }
+
     /// The request id the proxy generated for a request that had none.
     pub fn set_request_id(&mut self, id: &[u8; 36]) {
         if self.request_id.is_none() {

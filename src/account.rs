@@ -2,6 +2,7 @@
 //! figures its connection noted (`outcome`). Called once per request, on the
 //! request path: a few single-writer stores and one clock read.
 
+use crate::access_log;
 use crate::clock::Stamp;
 use crate::outcome::Outcome;
 use crate::snapshot::{ListenerRt, Snapshot};
@@ -57,4 +58,52 @@ pub fn request(w: &Worker, snapshot: Option<&Snapshot>, listener: &ListenerRt, o
         }
     }
     duration
+}
+
+/// The client side of a request, for its access log line.
+pub struct LogClient<'a> {
+    pub peer: &'a crate::http::rewrite::Peer,
+    /// The listener's name as a log field.
+    pub listener: &'a [u8],
+    pub tls: Option<&'a crate::tls::TlsInfo>,
+}
+
+/// Writes the access log line of a request that just ended (both servers).
+#[inline(always)]
+pub fn log(
+    w: &Worker,
+    snapshot: Option<&Snapshot>,
+    o: &Outcome,
+    req: access_log::Fields<'_>,
+    client: &LogClient<'_>,
+    duration_ns: u64,
+) {
+    let route = snapshot.zip(o.route);
+    let cluster = snapshot
+        .zip(o.cluster)
+        .and_then(|(s, c)| s.clusters.get(c as usize));
+    let record = access_log::Record {
+        req,
+        client_ip: client.peer.text(),
+        client: client.peer.addr_text(),
+        listener: client.listener,
+        route: route.map_or(access_log::NO_ROUTE, |(s, r)| {
+            &s.routes.route(r as usize).log_field
+        }),
+        cluster: cluster.map_or(access_log::NO_CLUSTER, |c| &c.log_field),
+        endpoint: cluster
+            .zip(o.endpoint)
+            .and_then(|(c, e)| c.endpoints.get(e as usize))
+            .map_or(b"null", |e| &e.log_text),
+        status: o.status,
+        request_bytes: o.request_bytes,
+        response_bytes: o.response_bytes,
+        duration_ns,
+        upstream_ns: o.upstream_ns,
+        attempts: o.attempts,
+        flags: o.flags,
+        tls: client.tls,
+        end: o.start.plus(duration_ns),
+    };
+    w.log_request(&record);
 }

@@ -19,17 +19,16 @@
 //! 16 KiB buffer and a 2 KB future. A busy connection stays in one burst: no
 //! allocation per request.
 
-use crate::access_log;
 use crate::clock::{Moment, Stamp};
 use crate::downstream::{refused, Conn, Downstream, Failure, Next};
 use crate::error::ProxyError;
+use crate::exchange::{self, Act};
 use crate::http::answer::{Answer, ConnHeader};
 use crate::http::parse::{parse_request, Framing, Method, RequestHead, Version};
 use crate::http::rewrite::Peer;
 use crate::metrics::TlsFailure;
 use crate::outcome::{Flags, Outcome};
 use crate::relay::{self, Body, Fail, Io, Timer, Waited};
-use crate::route::{Action, RequestView, Route};
 use crate::snapshot::{ListenerRt, Snapshot};
 use crate::stream::Stream;
 use crate::upstream;
@@ -67,14 +66,6 @@ enum Head {
     Idle(Moment),
 }
 
-/// What routing decided for a request.
-enum Act<'s> {
-    Forward(&'s Route, usize),
-    /// A route's pre-rendered answer, or a redirect made for this request.
-    Answer(std::borrow::Cow<'s, Answer>),
-    NoRoute,
-}
-
 /// Serves a just-accepted connection of a TLS listener: the handshake, bounded by
 /// the listener's `handshake_timeout` (a client that stalls or sends garbage costs
 /// its read buffer and rustls' state until then), then [`serve`]. A failed
@@ -92,6 +83,13 @@ pub async fn serve_tls(
     listener: Rc<ListenerRt>,
 ) {
     if let Some(conn) = Box::pin(handshake(tcp, peer, listener)).await {
+        let h2 = match &conn.stream {
+            Stream::Tls(tls) => tls.info().alpn.as_deref() == Some("h2"),
+            Stream::Plain(_) => false,
+        };
+        if h2 {
+            return Box::pin(crate::h2::server::serve(worker, conn, Vec::new())).await;
+        }
         serve(worker, conn).await
     }
 }
@@ -159,6 +157,9 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
                 _ => return,
             },
             _ => return,
+        }
+        if c.listener.settings().config.http2 && starts_with_preface(&c.stream) {
+            return Box::pin(crate::h2::server::serve(worker, c, Vec::new())).await;
         }
         let mut first = true;
         loop {
@@ -401,113 +402,45 @@ impl Downstream<'_> {
     /// Writes the access log line of the request that just ended.
     fn log_request(&self, w: &Worker, snapshot: Option<&Snapshot>, duration_ns: u64) {
         let Some(fields) = &self.log else { return };
-        let o = &self.outcome;
-        let route = snapshot.zip(o.route);
-        let cluster = snapshot
-            .zip(o.cluster)
-            .and_then(|(s, c)| s.clusters.get(c as usize));
-        let record = access_log::Record {
-            req: fields.fields(&self.rbuf),
-            client_ip: self.peer.text(),
-            client: self.peer.addr_text(),
-            listener: &self.settings.log_name,
-            route: route.map_or(access_log::NO_ROUTE, |(s, r)| {
-                &s.routes.route(r as usize).log_field
-            }),
-            cluster: cluster.map_or(access_log::NO_CLUSTER, |c| &c.log_field),
-            endpoint: cluster
-                .zip(o.endpoint)
-                .and_then(|(c, e)| c.endpoints.get(e as usize))
-                .map_or(b"null", |e| &e.log_text),
-            status: o.status,
-            request_bytes: o.request_bytes,
-            response_bytes: o.response_bytes,
-            duration_ns,
-            upstream_ns: o.upstream_ns,
-            attempts: o.attempts,
-            flags: o.flags,
-            tls: match &self.conn.stream {
-                Stream::Tls(tls) => Some(tls.info()),
-                Stream::Plain(_) => None,
-            },
-            end: o.start.plus(duration_ns),
+        let tls = match &self.conn.stream {
+            Stream::Tls(tls) => Some(tls.info()),
+            Stream::Plain(_) => None,
         };
-        w.log_request(&record);
+        let req = fields.fields(&self.rbuf);
+        let client = crate::account::LogClient {
+            peer: &self.peer,
+            listener: &self.settings.log_name,
+            tls,
+        };
+        crate::account::log(w, snapshot, &self.outcome, req, &client, duration_ns);
     }
 
-    /// What to do with a request: the listener's checks, then the route table.
+    /// What to do with a request (`exchange::decide`).
+    #[inline(always)]
     fn route<'s>(
         &mut self,
         snapshot: &'s Snapshot,
         head: &RequestHead,
     ) -> Result<Act<'s>, Failure> {
-        if head.method == Method::Connect {
-            return Err(refused(ProxyError::MethodNotAllowed, !head.has_body()));
-        }
-        let limits = &self.settings.config.limits;
-        if let (Framing::Length(n), Some(max)) = (head.framing, limits.max_body_bytes) {
-            if n > max {
-                return Err(refused(ProxyError::BodyTooLarge, false));
-            }
-        }
-        let view = RequestView {
-            buf: &self.rbuf,
-            method: head.method_span.get(&self.rbuf),
-            host: head.host().map(|h| h.get(&self.rbuf)),
-            path: head.path.get(&self.rbuf),
-            query: head.query.map(|q| q.get(&self.rbuf)),
-            headers: &self.headers,
+        let stream = &self.conn.stream;
+        let client = exchange::Client {
             listener: self.conn.listener.id,
-            sni: match &self.conn.stream {
+            sni: match stream {
                 Stream::Tls(tls) => tls.info().sni.as_deref().map(str::as_bytes),
                 Stream::Plain(_) => None,
             },
+            tls: stream.is_tls(),
+            local_addr: &|| stream.local_addr().ok(),
+            settings: &self.settings,
         };
-        let Some(index) = snapshot.routes.lookup(&view) else {
-            return Ok(Act::NoRoute);
-        };
-        let route = snapshot.routes.route(index);
-        self.outcome.route = Some(index as u32);
-        if head.websocket && !route.websocket {
-            return Err(refused(ProxyError::UpgradeRefused, !head.has_body()));
-        }
-        Ok(match &route.action {
-            Action::Forward(cluster) => {
-                self.outcome.cluster = Some(*cluster as u32);
-                Act::Forward(route, *cluster)
-            }
-            Action::Answer(answer) => Act::Answer(std::borrow::Cow::Borrowed(answer)),
-            Action::Redirect {
-                status,
-                parts,
-                edits,
-            } => {
-                // Without a Host (HTTP/1.0): the address the client connected to.
-                let local;
-                let host = match view.host {
-                    Some(h) => h,
-                    None => {
-                        local = self
-                            .conn
-                            .stream
-                            .local_addr()
-                            .unwrap_or(self.settings.config.bind)
-                            .to_string();
-                        local.as_bytes()
-                    }
-                };
-                let location = crate::http::answer::redirect_location(
-                    parts,
-                    self.conn.stream.is_tls(),
-                    host,
-                    view.path,
-                    view.query,
-                );
-                Act::Answer(std::borrow::Cow::Owned(Answer::redirect(
-                    *status, &location, edits,
-                )))
-            }
-        })
+        exchange::decide(
+            snapshot,
+            head,
+            &self.rbuf,
+            &self.headers,
+            &client,
+            &mut self.outcome,
+        )
     }
 
     /// Reads and drops a small request body so the connection stays usable; false
@@ -580,6 +513,24 @@ impl Downstream<'_> {
     /// Client-side I/O timeout (body reads, response writes).
     pub fn client_timeout(&self) -> Duration {
         self.settings.config.idle_timeout
+    }
+}
+
+/// Whether a cleartext connection's first bytes (peeked, not read) are the HTTP/2
+/// client preface, or its start (at least "PRI", which no HTTP/1.1 method the
+/// parser accepts begins a request with and a version): HTTP/2 with prior
+/// knowledge (RFC 9113 §3.3).
+fn starts_with_preface(stream: &Stream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let Stream::Plain(tcp) = stream else {
+        return false;
+    };
+    let mut first = [0u8; 24];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    match recv(tcp.as_raw_fd(), &mut first, flags) {
+        Ok(n) if n >= 3 => first[..n] == crate::h2::guard::PREFACE[..n],
+        _ => false,
     }
 }
 

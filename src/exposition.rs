@@ -224,6 +224,10 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("ringway_config_reloads_total", "Configuration reloads by result."),
     (
+        "ringway_h2_goaway_total",
+        "HTTP/2 GOAWAY frames sent to clients, by reason (shutdown: drain, reload, idle; the others: floods and protocol errors).",
+    ),
+    (
         "ringway_config_last_reload_success_timestamp_seconds",
         "When the configuration was last loaded successfully (start or reload), Unix time.",
     ),
@@ -360,6 +364,18 @@ pub fn render(plane: &ControlPlane) -> String {
         .sum::<u64>()
         + plane.access_log_failed();
     scrape.counter("ringway_access_log_dropped_total", &[], dropped as f64);
+    for reason in crate::h2::guard::GoawayReason::ALL {
+        let sent: u64 = plane
+            .worker_metrics()
+            .iter()
+            .map(|w| w.h2_goaways[reason as usize].get())
+            .sum();
+        scrape.counter(
+            "ringway_h2_goaway_total",
+            &[("reason", reason.label())],
+            sent as f64,
+        );
+    }
     let reloads = plane.reload_counts();
     scrape.counter(
         "ringway_config_reloads_total",

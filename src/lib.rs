@@ -22,6 +22,9 @@
 //!                 stream body (relay), read response head
 //!              4. write response head, stream body, decide keep-alive
 //!            any error before the response started -> answer[error.status()]
+//! exchange   the protocol-neutral decision (limits, route) both servers call
+//! h2         HTTP/2 clients: the h2 crate over a readiness adapter, a frame guard
+//!            against floods, one task per stream presenting an HTTP/1.1 head
 //! ```
 //!
 //! Nothing is shared between cores on the request path: no locks, atomics or
@@ -38,7 +41,9 @@ pub mod conn;
 pub mod control;
 pub mod downstream;
 pub mod error;
+pub mod exchange;
 pub mod exposition;
+pub mod h2;
 pub mod http;
 pub mod listener;
 pub mod metrics;

@@ -108,6 +108,8 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             release_buffers_after: Duration::from_millis(100),
             limits: Default::default(),
+            http2: false,
+            h2: Default::default(),
             tls: None,
         }
     }

@@ -320,6 +320,8 @@ pub struct WorkerMetrics {
     pub requests: Counter,
     /// Access log lines dropped because the writer was behind.
     pub access_log_dropped: Counter,
+    /// HTTP/2 GOAWAYs sent, by `h2::guard::GoawayReason`.
+    pub h2_goaways: [Counter; crate::h2::guard::GoawayReason::ALL.len()],
     registry: Mutex<Registry>,
 }
 

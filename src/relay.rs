@@ -15,7 +15,7 @@
 //! must close the connection, which it does.
 
 use crate::clock::{Deadlines, Moment};
-use crate::http::body::{dechunk_in_place, reframe_in_place, BodyError, ChunkedDecoder};
+use crate::http::body::{dechunk_holding_trailers, reframe_in_place, BodyError, ChunkedDecoder};
 use crate::http::parse::Framing;
 use crate::stream::Stream;
 use crate::tls::TlsStream;
@@ -618,8 +618,8 @@ impl Body {
                 decoder,
                 dechunk: true,
             } => {
-                let (out, scan) =
-                    dechunk_in_place(decoder, &mut buf[start..]).map_err(RelayError::Framing)?;
+                let (out, scan) = dechunk_holding_trailers(decoder, &mut buf[start..])
+                    .map_err(RelayError::Framing)?;
                 self.seen = decoder.data_total();
                 (scan.consumed, out)
             }
@@ -660,7 +660,9 @@ impl Body {
                 }
             }
             if self.is_done() {
-                if let Some(mut section) = self.take_trailer_section() {
+                // (A de-chunked body's recipient takes no trailers.)
+                let dechunked = matches!(self.kind, Kind::Chunked { dechunk: true, .. });
+                if let Some(mut section) = self.take_trailer_section().filter(|_| !dechunked) {
                     if let Some(dst) = dst.as_deref_mut() {
                         let len = section.len();
                         write_range(dst, &mut section, 0..len)

@@ -1088,6 +1088,11 @@ pub async fn connect(
 }
 
 /// A TLS failure as an I/O error of the stream (see [`is_tls_error`]).
+/// The session can no longer carry data (closed, or in a state without it).
+fn cannot_send() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "TLS connection cannot send")
+}
+
 fn tls_io_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -1200,11 +1205,7 @@ impl TlsStream {
     /// queued encodes that message and reads nothing (the failed input is never
     /// processed again).
     async fn send_alert(&mut self) {
-        while self.common().wants_write() {
-            if self.turn(None, &[]) != Ok(Turn::Again) {
-                break;
-            }
-        }
+        self.queue_alert();
         let _ = self.flush().await;
     }
 
@@ -1404,6 +1405,139 @@ impl TlsStream {
         }
     }
 
+    /// Reads ciphertext once without waiting (`MSG_DONTWAIT`), after what is still
+    /// unprocessed: `Ok(false)` when the socket has nothing (wait for its
+    /// readability); EOF is marked and counts as progress.
+    fn try_fill(&mut self) -> io::Result<bool> {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        if self.start > 0 {
+            self.cipher_in.drain(..self.start);
+            self.start = 0;
+        }
+        if self.cipher_in.len() > MAX_UNPROCESSED {
+            self.failed = true;
+            return Err(tls_io_error(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::MessageTooLarge,
+            )));
+        }
+        let len = self.cipher_in.len();
+        self.cipher_in.resize(len + CIPHER_READ, 0);
+        let got = recv(
+            self.tcp.as_raw_fd(),
+            &mut self.cipher_in[len..],
+            MsgFlags::MSG_DONTWAIT,
+        );
+        self.cipher_in.truncate(len + *got.as_ref().unwrap_or(&0));
+        match got {
+            Ok(0) => {
+                self.eof = true;
+                Ok(true)
+            }
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::EAGAIN) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends what is encoded without waiting (`MSG_DONTWAIT`): `Ok(true)` once
+    /// nothing is left queued, `Ok(false)` when the socket has no room (wait for
+    /// its writability).
+    pub fn try_flush(&mut self) -> io::Result<bool> {
+        use nix::sys::socket::{send, MsgFlags};
+        use std::os::fd::AsRawFd;
+        while self.out_len > 0 {
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            match send(
+                self.tcp.as_raw_fd(),
+                &self.cipher_out[..self.out_len],
+                flags,
+            ) {
+                Ok(n) => {
+                    self.cipher_out.copy_within(n..self.out_len, 0);
+                    self.out_len -= n;
+                }
+                Err(nix::errno::Errno::EAGAIN) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Decrypted bytes into `dst` without waiting, for adapters driven by readiness
+    /// (HTTP/2): `Ok(None)` when nothing can be read before the socket is readable
+    /// again; `Ok(Some(0))` once the peer closed.
+    pub fn try_read(&mut self, dst: &mut [u8]) -> io::Result<Option<usize>> {
+        self.usable()?;
+        loop {
+            if self.plain_at < self.plain.len() {
+                let n = (self.plain.len() - self.plain_at).min(dst.len());
+                dst[..n].copy_from_slice(&self.plain[self.plain_at..self.plain_at + n]);
+                self.plain_at += n;
+                if self.plain_at == self.plain.len() {
+                    self.plain.clear();
+                    self.plain_at = 0;
+                }
+                return Ok(Some(n));
+            }
+            if self.eof {
+                return Ok(Some(0));
+            }
+            match self.turn(None, &[]) {
+                Ok(Turn::Again) => {}
+                Ok(Turn::Input | Turn::Ready) => {
+                    // (Anything rustls owes the peer goes first: a key update.)
+                    self.try_flush()?;
+                    if !self.try_fill()? {
+                        return Ok(None);
+                    }
+                }
+                Ok(Turn::PeerClosed | Turn::Closed | Turn::Wrote(_)) => self.eof = true,
+                Err(e) => {
+                    self.queue_alert();
+                    let _ = self.try_flush();
+                    return Err(tls_io_error(e));
+                }
+            }
+        }
+    }
+
+    /// Encrypts a first part of `data` and sends what the socket takes without
+    /// waiting: how much of `data` was taken, or `Ok(None)` while records from
+    /// before are still queued (wait for writability; [`TlsStream::try_flush`]).
+    pub fn try_write(&mut self, data: &[u8]) -> io::Result<Option<usize>> {
+        self.usable()?;
+        if !self.try_flush()? {
+            return Ok(None);
+        }
+        let chunk = &data[..data.len().min(ENCRYPT_AT_ONCE)];
+        loop {
+            match self.turn(None, chunk) {
+                Ok(Turn::Wrote(n)) => {
+                    self.try_flush()?;
+                    return Ok(Some(n));
+                }
+                Ok(Turn::Again) => {}
+                Ok(Turn::PeerClosed) => self.eof = true,
+                Ok(Turn::Input | Turn::Ready | Turn::Closed) => return Err(cannot_send()),
+                Err(e) => {
+                    self.queue_alert();
+                    let _ = self.try_flush();
+                    return Err(tls_io_error(e));
+                }
+            }
+        }
+    }
+
+    /// Encodes the alert rustls queued after an error (see `send_alert`).
+    fn queue_alert(&mut self) {
+        while self.common().wants_write() {
+            if self.turn(None, &[]) != Ok(Turn::Again) {
+                break;
+            }
+        }
+    }
+
     /// Encrypts and sends all of `data`.
     pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         self.usable()?;
@@ -1417,12 +1551,7 @@ impl TlsStream {
                 Ok(Turn::Again) => {}
                 // The peer's close_notify is reported once; sending may go on.
                 Ok(Turn::PeerClosed) => self.eof = true,
-                Ok(Turn::Input | Turn::Ready | Turn::Closed) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "TLS connection cannot send",
-                    ))
-                }
+                Ok(Turn::Input | Turn::Ready | Turn::Closed) => return Err(cannot_send()),
                 Err(e) => {
                     self.send_alert().await;
                     return Err(tls_io_error(e));

@@ -433,22 +433,37 @@ fn each_version_is_negotiated_and_min_version_refuses_tls12() {
 }
 
 #[test]
-fn alpn_selects_http11_and_refuses_a_client_offering_only_h2() {
+fn alpn_selects_h2_or_http11_and_a_listener_without_h2_refuses_a_client_offering_only_h2() {
     let _g = shared();
     let dir = TempDir::new();
     let pair = cert(&["p.example.com"]).write(&dir, "p");
     let up = Mock::fixed(200, "alpn");
-    let p = tls_proxy(&[pair], "", &up);
+    let p = tls_proxy(std::slice::from_ref(&pair), "", &up);
+    let h1_only = tls_proxy(&[pair], "alpn = [\"http/1.1\"]", &up);
     for versions in [TLS13, TLS12] {
+        // The default list prefers h2 (served as HTTP/2: tests/http2.rs).
+        let s = connect(
+            p.addr,
+            &client_with(versions, &["h2", "http/1.1"], None),
+            "p.example.com",
+        );
+        assert_eq!(s.conn.alpn_protocol(), Some(&b"h2"[..]));
         let mut s = connect(
             p.addr,
+            &client_with(versions, &["http/1.1"], None),
+            "p.example.com",
+        );
+        assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        ok(&mut s, "alpn");
+        let mut s = connect(
+            h1_only.addr,
             &client_with(versions, &["h2", "http/1.1"], None),
             "p.example.com",
         );
         assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
         ok(&mut s, "alpn");
 
-        // A client that offers no ALPN at all gets none and is served.
+        // A client that offers no ALPN at all gets none and is served (HTTP/1.1).
         let mut s = connect(p.addr, &client_with(versions, &[], None), "p.example.com");
         assert_eq!(s.conn.alpn_protocol(), None);
         ok(&mut s, "alpn");
@@ -456,7 +471,7 @@ fn alpn_selects_http11_and_refuses_a_client_offering_only_h2() {
         // No overlap: rustls' server refuses with no_application_protocol (RFC
         // 7301 §3.2) rather than continuing without ALPN.
         let err = handshake(
-            p.addr,
+            h1_only.addr,
             &client_with(versions, &["h2"], None),
             "p.example.com",
         )

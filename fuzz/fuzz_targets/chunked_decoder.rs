@@ -11,7 +11,7 @@
 //!   it ended) is the one of feeding the body whole (body.rs's `scan_all_splits`,
 //!   which checks this for complete messages; a byte-at-a-time state machine gives
 //!   the same error too);
-//! - `dechunk_in_place` leaves the same data at the front of the pieces;
+//! - `dechunk_holding_trailers` leaves the same data at the front of the pieces;
 //! - `reframe_in_place` (what the proxy forwards) has the same outcome, never sends
 //!   more of a piece than it consumed (it writes in place), and what it sends, with
 //!   the trailer section after, is a complete chunked body with the same data, no
@@ -21,7 +21,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringway::http::body::{
-    allowed_in_trailers, dechunk_in_place, reframe_in_place, BodyError, ChunkedDecoder,
+    allowed_in_trailers, dechunk_holding_trailers, reframe_in_place, BodyError, ChunkedDecoder,
 };
 
 fuzz_target!(|input: &[u8]| {
@@ -192,7 +192,7 @@ fn dechunk(pieces: &[&[u8]], max_trailer: usize) -> Result<Fed, BodyError> {
             break;
         }
         let mut buf = piece.to_vec();
-        let (n, scan) = dechunk_in_place(&mut d, &mut buf)?;
+        let (n, scan) = dechunk_holding_trailers(&mut d, &mut buf)?;
         fed.data.extend_from_slice(&buf[..n]);
         fed.consumed += scan.consumed;
     }

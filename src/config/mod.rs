@@ -114,8 +114,40 @@ pub struct ListenerConfig {
     /// back to the core's pool and waits for readability without one.
     pub release_buffers_after: Duration,
     pub limits: Limits,
+    /// HTTP/2 with prior knowledge on a cleartext listener (h2c): a connection whose
+    /// first bytes are the HTTP/2 preface is served as HTTP/2. (TLS listeners
+    /// negotiate it by ALPN.)
+    pub http2: bool,
+    pub h2: H2Settings,
     /// TLS termination (certificates loaded and checked).
     pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
+}
+
+/// A listener's HTTP/2 settings (RFC 9113 §6.5.2); the header list limit is the
+/// listener's `max_request_head_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Settings {
+    /// Streams a client may have open at once (REFUSED_STREAM beyond).
+    pub max_concurrent_streams: u32,
+    /// Flow-control window of each stream: what a client may send on one stream
+    /// before the proxy has passed it on.
+    pub initial_stream_window: u32,
+    /// Flow-control window of the connection: bounds the request bodies held per
+    /// connection.
+    pub initial_connection_window: u32,
+    /// Largest frame payload the proxy accepts.
+    pub max_frame_size: u32,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        H2Settings {
+            max_concurrent_streams: 100,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 8 << 20,
+            max_frame_size: 16 * 1024,
+        }
+    }
 }
 
 /// Per-listener request limits (RFC 9110 §15.5.14, §15.5.15, RFC 6585 §5).

@@ -61,7 +61,19 @@ pub struct RawListener {
     pub max_headers: Option<i64>,
     pub max_uri_size: Option<ByteSize>,
     pub max_body_size: Option<ByteSize>,
+    pub http2: Option<bool>,
+    pub h2: Option<RawH2>,
     pub tls: Option<RawTls>,
+}
+
+/// `[listeners.h2]`: HTTP/2 settings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawH2 {
+    pub max_concurrent_streams: Option<i64>,
+    pub initial_stream_window: Option<ByteSize>,
+    pub initial_connection_window: Option<ByteSize>,
+    pub max_frame_size: Option<ByteSize>,
 }
 
 /// `[listeners.tls]`: TLS termination.

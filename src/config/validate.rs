@@ -276,6 +276,8 @@ fn listeners(raw: &[RawListener], base: &Path) -> Result<Vec<ListenerConfig>> {
                     100,
                 )?,
                 limits,
+                http2: l.http2.unwrap_or(false),
+                h2: h2_settings(l.h2.as_ref(), &f("h2"))?,
                 tls: match &l.tls {
                     None => None,
                     Some(t) => Some(std::sync::Arc::new(tls(t, &f("tls"), base)?)),
@@ -283,6 +285,48 @@ fn listeners(raw: &[RawListener], base: &Path) -> Result<Vec<ListenerConfig>> {
             })
         })
         .collect()
+}
+
+fn h2_settings(raw: Option<&RawH2>, field: &str) -> Result<H2Settings> {
+    let d = H2Settings::default();
+    let Some(raw) = raw else { return Ok(d) };
+    let f = |k: &str| format!("{field}.{k}");
+    let max_concurrent_streams = match raw.max_concurrent_streams {
+        None => d.max_concurrent_streams,
+        Some(n) if (1..=10_000).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(ConfigError::new(
+                f("max_concurrent_streams"),
+                format!("{n} is out of range 1..=10000"),
+            ))
+        }
+    };
+    // RFC 9113 §6.5.2: windows up to 2^31-1, frames 16 KiB to 16 MiB - 1.
+    let window_max = (1u64 << 31) - 1;
+    Ok(H2Settings {
+        max_concurrent_streams,
+        initial_stream_window: size_or(
+            &raw.initial_stream_window,
+            &f("initial_stream_window"),
+            d.initial_stream_window as u64,
+            65_535,
+            window_max,
+        )? as u32,
+        initial_connection_window: size_or(
+            &raw.initial_connection_window,
+            &f("initial_connection_window"),
+            d.initial_connection_window as u64,
+            65_535,
+            window_max,
+        )? as u32,
+        max_frame_size: size_or(
+            &raw.max_frame_size,
+            &f("max_frame_size"),
+            d.max_frame_size as u64,
+            16_384,
+            (1 << 24) - 1,
+        )? as u32,
+    })
 }
 
 fn forwarding(raw: &RawForwarding) -> Result<ForwardingConfig> {
@@ -918,13 +962,13 @@ fn tls(raw: &RawTls, field: &str, base: &Path) -> Result<crate::tls::ServerTls> 
         }
     };
     let alpn = match &raw.alpn {
-        None => vec!["http/1.1".to_string()],
+        None => vec!["h2".to_string(), "http/1.1".to_string()],
         Some(list) => {
             for (i, p) in list.iter().enumerate() {
-                if !matches!(p.as_str(), "http/1.1" | "http/1.0") {
+                if !matches!(p.as_str(), "h2" | "http/1.1" | "http/1.0") {
                     return Err(ConfigError::new(
                         format!("{field}.alpn[{i}]"),
-                        format!("{p:?} is not a protocol this listener speaks (\"http/1.1\", \"http/1.0\")"),
+                        format!("{p:?} is not a protocol this listener speaks (\"h2\", \"http/1.1\", \"http/1.0\")"),
                     ));
                 }
             }

@@ -2,7 +2,7 @@
 //! tells the caller where the message ends and where the chunk data lies, so the
 //! proxy can forward chunked bodies re-framed in place (chunk extensions and
 //! whitespace dropped, trailer fields filtered: [`reframe_in_place`]) or, for an
-//! HTTP/1.0 client, compact the data in place ([`dechunk_in_place`]).
+//! HTTP/1.0 client, compact the data in place ([`dechunk_holding_trailers`]).
 //! Content-Length framing is a plain counter kept by the caller. Nothing here does
 //! I/O; only a trailer section, when one comes, is kept in a buffer of its own.
 
@@ -253,6 +253,27 @@ pub fn reframe_in_place(
     decoder: &mut ChunkedDecoder,
     buf: &mut [u8],
 ) -> Result<(usize, Scan), BodyError> {
+    reshape_in_place(decoder, buf, true)
+}
+
+/// De-chunks in place what of a chunked body `buf` holds (the chunk data moved to
+/// the front), holding back its trailer fields as [`reframe_in_place`] does: for
+/// a recipient that frames the body itself (HTTP/2 DATA frames and trailers, or
+/// an HTTP/1.0 client, which gets no trailers).
+pub fn dechunk_holding_trailers(
+    decoder: &mut ChunkedDecoder,
+    buf: &mut [u8],
+) -> Result<(usize, Scan), BodyError> {
+    reshape_in_place(decoder, buf, false)
+}
+
+/// [`reframe_in_place`] (`framing`: the chunk framing is kept) or
+/// [`dechunk_holding_trailers`].
+fn reshape_in_place(
+    decoder: &mut ChunkedDecoder,
+    buf: &mut [u8],
+    framing: bool,
+) -> Result<(usize, Scan), BodyError> {
     let mut out = 0;
     let mut i = 0;
     while i < buf.len() && decoder.state != State::Done {
@@ -295,7 +316,7 @@ pub fn reframe_in_place(
             }
             State::Data | State::Done => unreachable!("not stepped"),
         };
-        if keep {
+        if keep && framing {
             buf[out] = b;
             out += 1;
         }
@@ -340,23 +361,6 @@ pub fn allowed_in_trailers(name: &[u8]) -> bool {
         b"www-authenticate",
     ];
     !NOT_ALLOWED.iter().any(|n| n.eq_ignore_ascii_case(name))
-}
-
-/// De-chunks in place: moves the chunk data of `buf[..len]` to the front and returns
-/// the new length, with the scan result. Used for HTTP/1.0 clients of chunked upstreams.
-pub fn dechunk_in_place(
-    decoder: &mut ChunkedDecoder,
-    buf: &mut [u8],
-) -> Result<(usize, Scan), BodyError> {
-    let mut ranges: smallvec::SmallVec<[Range<usize>; 8]> = smallvec::SmallVec::new();
-    let scan = decoder.feed(buf, |r| ranges.push(r))?;
-    let mut out = 0;
-    for r in ranges {
-        let n = r.len();
-        buf.copy_within(r, out);
-        out += n;
-    }
-    Ok((out, scan))
 }
 
 #[cfg(test)]
@@ -550,7 +554,7 @@ mod tests {
             let mut out = Vec::new();
             for part in [&msg[..split], &msg[split..]] {
                 let mut buf = part.to_vec();
-                let (n, _) = dechunk_in_place(&mut d, &mut buf).unwrap();
+                let (n, _) = dechunk_holding_trailers(&mut d, &mut buf).unwrap();
                 out.extend_from_slice(&buf[..n]);
             }
             assert!(d.is_done());

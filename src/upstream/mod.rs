@@ -40,11 +40,11 @@ use pool::UpstreamConn;
 use std::time::Duration;
 
 /// Largest upstream response head accepted (502 beyond).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Room kept free in front of the upstream response in its buffer, so that the
 /// rewritten response head can be placed right before the body bytes that arrived
 /// with it and both go to the client in one write (one packet for a small response).
-const HEADROOM: usize = 512;
+pub(crate) const HEADROOM: usize = 512;
 
 /// A request body of at most this many bytes, already read with the head, goes
 /// upstream in the head's write: one send instead of two (and one TCP segment, so
@@ -375,10 +375,10 @@ pub async fn forward(
 
 /// Counts a request in its endpoint's `in_flight` gauge while it lives (also when
 /// the exchange's future is dropped: a stop).
-struct InFlight<'a>(&'a crate::metrics::Gauge);
+pub(crate) struct InFlight<'a>(&'a crate::metrics::Gauge);
 
 impl<'a> InFlight<'a> {
-    fn of(gauge: &'a crate::metrics::Gauge) -> InFlight<'a> {
+    pub(crate) fn of(gauge: &'a crate::metrics::Gauge) -> InFlight<'a> {
         gauge.inc();
         InFlight(gauge)
     }
@@ -400,7 +400,7 @@ struct Bufs {
 /// Connects under the connection's upstream timer (a monoio `timeout` would put a
 /// 640-byte, 128-byte-aligned `Sleep` in every burst's future).
 /// With TLS, the handshake follows, under `connect_timeout` of its own.
-async fn connect(
+pub(crate) async fn connect(
     endpoint: &EndpointConfig,
     cluster: &ClusterRt,
     timer: &mut Timer,
@@ -682,7 +682,7 @@ fn small_body_end(bufs: &Bufs, r: &ResponseHead) -> Option<usize> {
         .filter(|&end| end <= room)
 }
 
-fn upstream_error(f: Fail, op: &'static str) -> ProxyError {
+pub(crate) fn upstream_error(f: Fail, op: &'static str) -> ProxyError {
     match f {
         Fail::Timeout => ProxyError::UpstreamTimeout { op },
         Fail::Closed => ProxyError::UpstreamClosed { op },

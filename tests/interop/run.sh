@@ -274,6 +274,8 @@ check "SIGTERM with an idle client exits at once, 0" t_sigterm
 # TLS termination with real clients (curl, openssl s_client, h2load): tls.sh.
 . tests/interop/tls.sh
 . tests/interop/ws.sh
+# HTTP/2 from clients with curl, nghttp and h2load: h2.sh.
+. tests/interop/h2.sh
 
 # Without io_uring: fall back to the epoll driver with a warning, or refuse to start
 # when runtime.require_io_uring is set. Disables io_uring system-wide for a moment

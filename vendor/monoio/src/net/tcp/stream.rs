@@ -259,6 +259,22 @@ impl TcpStream {
         let op = Op::poll_write(&self.fd, relaxed).unwrap();
         op.wait().await
     }
+
+    /// Ringway patch (see PATCHED.md): a wait for read (`read`) or write
+    /// readiness that does not borrow the stream. The operation holds its own
+    /// reference to the fd, so an adapter driven by `poll_*` calls can keep the
+    /// future beside the stream.
+    pub fn readiness(
+        &self,
+        read: bool,
+    ) -> impl std::future::Future<Output = io::Result<()>> + 'static {
+        let op = if read {
+            Op::poll_read(&self.fd, false)
+        } else {
+            Op::poll_write(&self.fd, false)
+        };
+        async move { op?.wait().await }
+    }
 }
 
 impl AsReadFd for TcpStream {

@@ -1,0 +1,847 @@
+//! One HTTP/2 stream, proxied: its header list is written out as an HTTP/1.1 head
+//! (`:authority` as Host, cookies joined, a body without Content-Length framed as
+//! chunked) and parsed by the same parser as an HTTP/1.1 request, with the same
+//! limits; the shared decision (`exchange::decide`) routes it; it is answered
+//! directly or forwarded to an HTTP/1.1 upstream, and the response goes back as
+//! HTTP/2 (connection-specific fields dropped, a chunked body de-chunked, its
+//! trailers sent as trailers). Metrics and the access log (`protocol`
+//! `HTTP/2.0`) are the same as for HTTP/1.1.
+//!
+//! Flow control gives back-pressure per stream: request data is released to the
+//! client only once written upstream, and response data is sent only as the
+//! client's window allows (what is not sent waits in the upstream socket). A
+//! stream the client resets stops its upstream work at once.
+
+use super::server::ConnCtx;
+use crate::clock::{Moment, Stamp};
+use crate::downstream::{refused, Failure};
+use crate::error::ProxyError;
+use crate::exchange::{self, Act};
+use crate::http::answer::{Answer, ConnHeader};
+use crate::http::body::allowed_in_trailers;
+use crate::http::parse::{parse_request, parse_response, Framing, HeaderSpan, Method, RequestHead};
+use crate::http::rewrite::{
+    proto_line, write_request_head, write_response_head, ClientFraming, RequestRewrite,
+    ResponseRewrite,
+};
+use crate::outcome::{timeout_kind, Flags, Outcome};
+use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
+use crate::route::Route;
+use crate::snapshot::{ListenerSettings, Snapshot};
+use crate::upstream::pool::UpstreamConn;
+use crate::upstream::{connect, upstream_error, InFlight, MAX_RESPONSE_HEAD};
+use crate::worker::Worker;
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+/// Counts a stream's task as running while it lives.
+struct Open<'a>(&'a ConnCtx);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+    }
+}
+
+/// A stream's state while it is served.
+struct Exchange<'a> {
+    w: &'a Worker,
+    cx: &'a ConnCtx,
+    settings: Rc<ListenerSettings>,
+    /// The request as an HTTP/1.1 head.
+    rbuf: Vec<u8>,
+    headers: Vec<HeaderSpan>,
+    outcome: Outcome,
+    log: Option<crate::access_log::Scratch>,
+    timer: Timer,
+}
+
+/// Serves one stream (spawned by the connection's task).
+pub async fn stream(
+    w: Rc<Worker>,
+    cx: Rc<ConnCtx>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let _open = Open(&cx);
+    let (parts, mut body) = req.into_parts();
+    let mut x = Exchange {
+        w: &w,
+        cx: &cx,
+        settings: cx.listener.settings(),
+        rbuf: w.bufs.take(),
+        headers: Vec::new(),
+        outcome: Outcome::new(Stamp::now()),
+        log: None,
+        timer: Timer::new(),
+    };
+    let snapshot = w.snapshot();
+    let head = write_head(&parts, body.is_end_stream(), &mut x.rbuf).and_then(|()| {
+        match parse_request(&x.rbuf, &x.settings.config.limits, &mut x.headers) {
+            Ok(Some(head)) => Ok(head),
+            Ok(None) => Err(ProxyError::BadRequest(
+                crate::http::parse::ParseError::Malformed("incomplete head"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    });
+    let routed = match head {
+        Ok(head) => {
+            x.outcome.request_bytes = head.head_len as u64;
+            if w.logs_requests() {
+                let id_header = &snapshot.forwarding.request_id_header;
+                let fields = x.log.get_or_insert_with(Default::default);
+                fields.capture(&x.rbuf, &head, &x.headers, id_header);
+                fields.set_protocol("HTTP/2.0");
+            }
+            Some(head)
+        }
+        Err(e) => {
+            tracing::debug!(peer = %cx.peer.ip, error = %e, "bad HTTP/2 request");
+            x.outcome.failed(&e);
+            if let Some(status) = e.status() {
+                x.answer(&mut respond, w.errors.get(status), false).await;
+            }
+            None
+        }
+    };
+    if let Some(head) = &routed {
+        let local = cx.local;
+        let client = exchange::Client {
+            listener: cx.listener.id,
+            sni: cx
+                .tls
+                .as_ref()
+                .and_then(|t| t.sni.as_deref())
+                .map(str::as_bytes),
+            tls: cx.tls.is_some(),
+            local_addr: &|| local,
+            settings: &x.settings,
+        };
+        let decided = exchange::decide(
+            &snapshot,
+            head,
+            &x.rbuf,
+            &x.headers,
+            &client,
+            &mut x.outcome,
+        );
+        let is_head = head.method == Method::Head;
+        let result = match decided {
+            Ok(Act::Forward(route, cluster)) => {
+                // Until the response starts, a reset by the client stops the work.
+                let reset = {
+                    let mut work = pin!(x.forward(&snapshot, head, route, cluster, &mut body));
+                    poll_fn(|c| match respond.poll_reset(c) {
+                        Poll::Ready(_) => Poll::Ready(None),
+                        Poll::Pending => work.as_mut().poll(c).map(Some),
+                    })
+                    .await
+                };
+                match reset {
+                    None => {
+                        x.outcome
+                            .flags
+                            .set(Flags::DOWNSTREAM_CONNECTION_TERMINATION);
+                        Ok(())
+                    }
+                    Some(Ok(up)) => x.respond(&mut respond, up, route, is_head).await,
+                    Some(Err(f)) => Err(f),
+                }
+            }
+            Ok(Act::Answer(answer)) => {
+                x.answer(&mut respond, &answer, is_head).await;
+                Ok(())
+            }
+            Ok(Act::NoRoute) => Err(refused(ProxyError::NoRoute, true)),
+            Err(f) => Err(f),
+        };
+        if let Err(f) = result {
+            x.outcome.failed(&f.error);
+            match f.error.status() {
+                Some(status) if !f.response_started => {
+                    if !f.error.is_downstream() {
+                        tracing::warn!(peer = %cx.peer.ip, error = %f.error, status, "upstream failure");
+                    }
+                    x.answer(&mut respond, w.errors.get(status), is_head).await;
+                }
+                _ => {
+                    tracing::debug!(peer = %cx.peer.ip, error = %f.error, "HTTP/2 stream failed");
+                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                }
+            }
+        }
+    }
+    let snap = routed.as_ref().map(|_| &*snapshot);
+    let duration = crate::account::request(&w, snap, &cx.listener, &x.outcome);
+    if let Some(fields) = &x.log {
+        let req = fields.fields(&x.rbuf);
+        let client = crate::account::LogClient {
+            peer: &cx.peer,
+            listener: &x.settings.log_name,
+            tls: cx.tls.as_ref(),
+        };
+        crate::account::log(&w, snap, &x.outcome, req, &client, duration);
+    }
+    w.bufs.give(std::mem::take(&mut x.rbuf));
+}
+
+/// Writes the request's header list as an HTTP/1.1 head into `out`.
+fn write_head(
+    parts: &http::request::Parts,
+    end_stream: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), ProxyError> {
+    let bad = |what| ProxyError::BadRequest(crate::http::parse::ParseError::Malformed(what));
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    match parts.uri.path_and_query() {
+        Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
+        _ if parts.method == http::Method::CONNECT => {
+            let authority = parts
+                .uri
+                .authority()
+                .ok_or_else(|| bad("CONNECT without :authority"))?;
+            out.extend_from_slice(authority.as_str().as_bytes());
+        }
+        _ => return Err(bad("no :path")),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let authority = parts.uri.authority();
+    if let Some(a) = authority {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(a.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut cookies = 0;
+    for (name, value) in &parts.headers {
+        // :authority stands for Host (RFC 9113 §8.3.1); cookies are joined below.
+        if (authority.is_some() && name == http::header::HOST) || name == http::header::COOKIE {
+            cookies += (name == http::header::COOKIE) as usize;
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if cookies > 0 {
+        // RFC 9113 §8.2.3: cookie crumbs are joined with "; " for HTTP/1.1.
+        out.extend_from_slice(b"cookie: ");
+        for (i, v) in parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if !end_stream && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Adds `name: value` lines (an HTTP/1.1 header section as this proxy writes
+/// it) to `map`, dropping the fields HTTP/2 forbids (RFC 9113 §8.2.2).
+fn add_fields(map: &mut HeaderMap, lines: &[u8]) {
+    for line in lines.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = &line[..colon];
+        if [
+            &b"connection"[..],
+            b"keep-alive",
+            b"proxy-connection",
+            b"transfer-encoding",
+            b"upgrade",
+            b"te",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(n, v);
+        }
+    }
+}
+
+/// An HTTP/2 response from an HTTP/1.1 response head (`status line CRLF fields`).
+fn response_of(head: &[u8], status: u16) -> Response<()> {
+    let mut r = Response::new(());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let fields = match head.iter().position(|&b| b == b'\n') {
+        Some(i) => &head[i + 1..],
+        None => &[],
+    };
+    add_fields(r.headers_mut(), fields);
+    r
+}
+
+/// An upstream response whose head was read: the connection, its buffer and
+/// where the body starts.
+struct Upstream {
+    conn: UpstreamConn,
+    buf: Vec<u8>,
+    head: crate::http::parse::ResponseHead,
+    resp_headers: Vec<HeaderSpan>,
+    endpoint: usize,
+    cluster: usize,
+}
+
+impl Exchange<'_> {
+    /// Sends a pre-rendered answer (its body unless `is_head`).
+    async fn answer(&mut self, respond: &mut SendResponse<Bytes>, answer: &Answer, is_head: bool) {
+        let mut out = self.w.bufs.take();
+        self.w
+            .date
+            .with(|date| answer.render_into(&mut out, date, ConnHeader::None, true));
+        let split = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(out.len(), |i| i + 4);
+        let response = response_of(&out[..split], answer.status());
+        let body = Bytes::copy_from_slice(&out[split..]);
+        self.w.bufs.give(out);
+        let end = is_head || body.is_empty();
+        match respond.send_response(response, end) {
+            Ok(mut send) => {
+                self.outcome.status = answer.status();
+                if !end {
+                    let n = body.len() as u64;
+                    if self.send_all(&mut send, body, true).await.is_ok() {
+                        self.outcome.response_bytes += n;
+                    }
+                }
+            }
+            Err(_) => self
+                .outcome
+                .flags
+                .set(Flags::DOWNSTREAM_CONNECTION_TERMINATION),
+        }
+    }
+
+    /// Sends `data` on the stream as the client's window allows (`end`: and ends
+    /// the stream).
+    async fn send_all(
+        &mut self,
+        send: &mut SendStream<Bytes>,
+        mut data: Bytes,
+        end: bool,
+    ) -> Result<(), ProxyError> {
+        let timeout = self.settings.config.idle_timeout;
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let granted = self
+                .timer
+                .run(timeout, poll_fn(|c| send.poll_capacity(c)))
+                .await;
+            let n = match granted {
+                Some(Some(Ok(n))) => n,
+                Some(Some(Err(_)) | None) => {
+                    return Err(ProxyError::ClientClosed {
+                        op: "write response",
+                    })
+                }
+                None => {
+                    return Err(ProxyError::ClientTimeout {
+                        op: "write response",
+                    })
+                }
+            };
+            if n == 0 {
+                continue;
+            }
+            let chunk = data.split_to(n.min(data.len()));
+            let last = end && data.is_empty();
+            send.send_data(chunk, last)
+                .map_err(|_| ProxyError::ClientClosed {
+                    op: "write response",
+                })?;
+        }
+        if end && data.is_empty() {
+            // (An empty body: end the stream with an empty DATA frame.)
+        }
+        Ok(())
+    }
+
+    /// Forwards the request to `cluster` (HTTP/1.1) up to the upstream's response
+    /// head.
+    async fn forward(
+        &mut self,
+        snapshot: &Snapshot,
+        head: &RequestHead,
+        route: &Route,
+        cluster_index: usize,
+        body: &mut RecvStream,
+    ) -> Result<Upstream, Failure> {
+        let w = self.w;
+        let cluster = &snapshot.clusters[cluster_index];
+        let mut hbuf = w.bufs.take();
+        let tls = self.cx.tls.as_ref();
+        let rewrite = RequestRewrite {
+            peer: &self.cx.peer,
+            port_line: &self.settings.port_line,
+            proto_line: proto_line(tls.is_some()),
+            client_cert: match tls {
+                _ if !self.settings.forward_client_cert => None,
+                Some(t) => Some(&t.client_cert_line),
+                None => Some(b""),
+            },
+            forwarding: &snapshot.forwarding,
+            edits: &route.request_headers,
+            host_rewrite: route.host_rewrite.as_deref(),
+            fallback_host: cluster.config.endpoints[0].name.as_bytes(),
+        };
+        let log = &mut self.log;
+        write_request_head(
+            &mut hbuf,
+            &self.rbuf,
+            head,
+            &self.headers,
+            &rewrite,
+            |out| {
+                let at = out.len();
+                w.write_request_id(out);
+                if let (Some(fields), Ok(id)) = (log, <&[u8; 36]>::try_from(&out[at..])) {
+                    fields.set_request_id(id);
+                }
+            },
+        );
+        let result = self
+            .attempts(head, cluster, cluster_index, &mut hbuf, body)
+            .await;
+        w.bufs.give(hbuf);
+        result
+    }
+
+    async fn attempts(
+        &mut self,
+        head: &RequestHead,
+        cluster: &crate::snapshot::ClusterRt,
+        cluster_index: usize,
+        hbuf: &mut Vec<u8>,
+        body: &mut RecvStream,
+    ) -> Result<Upstream, Failure> {
+        let w = self.w;
+        let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
+        let mut last_error = None;
+        let mut fresh_for = None;
+        let fail = |error, consumed| Failure {
+            error,
+            response_started: false,
+            request_consumed: consumed,
+        };
+        loop {
+            let (ep, fresh) = match fresh_for.take() {
+                Some(ep) => (ep, true),
+                None => match cluster.balancer.pick(|i| !tried.contains(&i)) {
+                    Some(ep) => (ep, false),
+                    None => {
+                        return Err(fail(
+                            last_error.expect("a cluster has at least one endpoint"),
+                            false,
+                        ))
+                    }
+                },
+            };
+            let endpoint = &cluster.config.endpoints[ep];
+            let state = &cluster.endpoints[ep];
+            self.outcome.attempts = self.outcome.attempts.saturating_add(1);
+            self.outcome.endpoint = Some(ep as u32);
+            let pooled = match fresh {
+                true => None,
+                false => state
+                    .pool
+                    .checkout(Moment::now(), !head.method.is_idempotent()),
+            };
+            let reused = pooled.is_some();
+            let mut up = match pooled {
+                Some(c) => c,
+                None => match connect(endpoint, cluster, &mut self.timer).await {
+                    Ok(s) => UpstreamConn::new(s, state.stats.clone()),
+                    Err(e) => {
+                        tracing::debug!(endpoint = %endpoint.addr, error = %e, "connect failed");
+                        state.stats.connect_failures.inc();
+                        self.outcome.flags.set(Flags::of(&e));
+                        if let ProxyError::ConnectTimeout { .. } = e {
+                            cluster.stats.timeouts[crate::metrics::TimeoutKind::Connect as usize]
+                                .inc();
+                        }
+                        tried.push(ep);
+                        last_error = Some(e);
+                        continue;
+                    }
+                },
+            };
+            let _in_flight = InFlight::of(&state.stats.in_flight);
+            let up_timeout = cluster.config.response_timeout;
+            let len = hbuf.len();
+            let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
+            let sent = relay::write_range(&mut io, hbuf, 0..len).await;
+            let body_sent = match sent {
+                Err((f, _)) => Err(upstream_error(f, "write request head")),
+                Ok(()) if head.has_body() => self.send_body(head, &mut up, body, up_timeout).await,
+                Ok(()) => Ok(()),
+            };
+            let sent_at = Stamp::now();
+            let got = match body_sent {
+                Ok(()) => self.response_head(head, &mut up, up_timeout).await,
+                Err(e) => Err((e, false)),
+            };
+            match got {
+                Ok((buf, resp, resp_headers)) => {
+                    self.outcome.upstream_ns = Some(Stamp::now().nanos_since(sent_at));
+                    self.outcome.upstream_status = resp.status;
+                    return Ok(Upstream {
+                        conn: up,
+                        buf,
+                        head: resp,
+                        resp_headers,
+                        endpoint: ep,
+                        cluster: cluster_index,
+                    });
+                }
+                // A stale pooled connection, before any response byte, for a
+                // request without a body: once more on a fresh one.
+                Err((e, false))
+                    if reused
+                        && !head.has_body()
+                        && matches!(
+                            e,
+                            ProxyError::Upstream { .. } | ProxyError::UpstreamClosed { .. }
+                        ) =>
+                {
+                    tracing::debug!(endpoint = %endpoint.addr, error = %e, "stale pooled connection, retrying on a fresh one");
+                    cluster.stats.retries.inc();
+                    self.outcome.flags.set(Flags::RETRIED);
+                    fresh_for = Some(ep);
+                    let _ = w;
+                }
+                Err((e, _)) => {
+                    if let Some(kind) = timeout_kind(&e) {
+                        cluster.stats.timeouts[kind as usize].inc();
+                    }
+                    return Err(fail(e, true));
+                }
+            }
+        }
+    }
+
+    /// Streams the request body to the upstream, framed as its head says (chunked
+    /// when the client gave no Content-Length), releasing each DATA frame's window
+    /// once it is written.
+    async fn send_body(
+        &mut self,
+        head: &RequestHead,
+        up: &mut UpstreamConn,
+        body: &mut RecvStream,
+        up_timeout: std::time::Duration,
+    ) -> Result<(), ProxyError> {
+        let chunked = head.framing == Framing::Chunked;
+        let limit = self.settings.config.limits.max_body_bytes;
+        let client_timeout = self.settings.config.idle_timeout;
+        let mut seen = 0u64;
+        let mut out = self.w.bufs.take();
+        let result = loop {
+            let next = self.timer.run(client_timeout, body.data()).await;
+            let data = match next {
+                Some(Some(Ok(data))) => data,
+                Some(None) => break Ok(()),
+                Some(Some(Err(_))) => {
+                    break Err(ProxyError::ClientClosed {
+                        op: "read request body",
+                    })
+                }
+                None => {
+                    break Err(ProxyError::ClientTimeout {
+                        op: "read request body",
+                    })
+                }
+            };
+            let n = data.len();
+            if n == 0 {
+                // (An empty DATA frame, the END_STREAM one: a zero-size chunk
+                // would end a chunked body early.)
+                continue;
+            }
+            seen += n as u64;
+            if limit.is_some_and(|l| seen > l) {
+                break Err(ProxyError::BodyTooLarge);
+            }
+            out.clear();
+            if chunked {
+                use std::io::Write;
+                let _ = write!(out, "{n:x}\r\n");
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&data);
+            }
+            let len = out.len();
+            let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
+            if let Err((f, _)) = relay::write_range(&mut io, &mut out, 0..len).await {
+                break Err(upstream_error(f, "write request body"));
+            }
+            self.outcome.request_bytes += len as u64;
+            let _ = body.flow_control().release_capacity(n);
+        };
+        let result = match result {
+            Ok(()) if chunked => {
+                let trailers = self.timer.run(client_timeout, body.trailers()).await;
+                out.clear();
+                out.extend_from_slice(b"0\r\n");
+                if let Some(Ok(Some(map))) = trailers {
+                    for (name, value) in &map {
+                        if allowed_in_trailers(name.as_str().as_bytes()) {
+                            out.extend_from_slice(name.as_str().as_bytes());
+                            out.extend_from_slice(b": ");
+                            out.extend_from_slice(value.as_bytes());
+                            out.extend_from_slice(b"\r\n");
+                        }
+                    }
+                }
+                out.extend_from_slice(b"\r\n");
+                let len = out.len();
+                let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
+                match relay::write_range(&mut io, &mut out, 0..len).await {
+                    Ok(()) => {
+                        self.outcome.request_bytes += len as u64;
+                        Ok(())
+                    }
+                    Err((f, _)) => Err(upstream_error(f, "write request body")),
+                }
+            }
+            r => r,
+        };
+        self.w.bufs.give(out);
+        result
+    }
+
+    /// Reads the upstream's response head, after any interim responses (not passed
+    /// on). The error says whether any response byte came.
+    async fn response_head(
+        &mut self,
+        head: &RequestHead,
+        up: &mut UpstreamConn,
+        up_timeout: std::time::Duration,
+    ) -> Result<(Vec<u8>, crate::http::parse::ResponseHead, Vec<HeaderSpan>), (ProxyError, bool)>
+    {
+        let mut buf = self.w.bufs.take();
+        let mut resp_headers = Vec::new();
+        let is_head = head.method == Method::Head;
+        let mut deadline: Option<Moment> = None;
+        let mut got = false;
+        loop {
+            if !buf.is_empty() {
+                match parse_response(&buf, MAX_RESPONSE_HEAD, is_head, &mut resp_headers) {
+                    Ok(None) => {}
+                    Ok(Some(r)) if r.status == 101 => {
+                        self.w.bufs.give(buf);
+                        return Err((ProxyError::UnexpectedUpgrade, true));
+                    }
+                    Ok(Some(r)) if r.status < 200 => {
+                        buf.drain(..r.head_len);
+                        continue;
+                    }
+                    Ok(Some(r)) => return Ok((buf, r, resp_headers)),
+                    Err(e) => {
+                        self.w.bufs.give(buf);
+                        return Err((ProxyError::BadResponse(e), true));
+                    }
+                }
+            }
+            let left = match deadline {
+                None => up_timeout,
+                Some(at) => at.saturating_duration_since(Moment::now()),
+            };
+            let mut io = Io::new(&mut up.stream, &mut self.timer, left);
+            let read = relay::read_into(&mut io, &mut buf).await;
+            let e = match read {
+                Ok(0) | Err(Fail::Closed) => ProxyError::UpstreamClosed {
+                    op: "read response head",
+                },
+                Ok(_) => {
+                    got = true;
+                    deadline = deadline.or(self.timer.last_deadline());
+                    continue;
+                }
+                Err(Fail::Timeout) => ProxyError::ResponseTimeout,
+                Err(f) => upstream_error(f, "read response head"),
+            };
+            self.w.bufs.give(buf);
+            return Err((e, got));
+        }
+    }
+
+    /// Sends the upstream's response to the client: its head, then its body as DATA
+    /// frames (de-chunked), then its trailers; returns the upstream connection to
+    /// its pool when it is in sync.
+    async fn respond(
+        &mut self,
+        respond: &mut SendResponse<Bytes>,
+        up: Upstream,
+        route: &Route,
+        is_head: bool,
+    ) -> Result<(), Failure> {
+        let Upstream {
+            conn: mut up_conn,
+            mut buf,
+            head: resp,
+            resp_headers,
+            endpoint,
+            cluster,
+        } = up;
+        let started = |error| Failure {
+            error,
+            response_started: true,
+            request_consumed: true,
+        };
+        let framing = match resp.framing {
+            Framing::None => ClientFraming::None {
+                keep_length: is_head || resp.status == 304,
+            },
+            Framing::Length(n) => ClientFraming::Length(n),
+            Framing::Chunked | Framing::CloseDelimited => {
+                ClientFraming::None { keep_length: false }
+            }
+        };
+        let mut out = self.w.bufs.take();
+        self.w.date.with(|date| {
+            let rw = ResponseRewrite {
+                edits: &route.response_headers,
+                framing,
+                conn: ConnHeader::None,
+                date,
+            };
+            write_response_head(&mut out, &buf, &resp, &resp_headers, &rw)
+        });
+        let response = response_of(&out, resp.status);
+        self.outcome.response_bytes = out.len() as u64;
+        self.w.bufs.give(out);
+        let bodiless = matches!(resp.framing, Framing::None | Framing::Length(0));
+        let mut send = match respond.send_response(response, bodiless) {
+            Ok(send) => send,
+            Err(_) => {
+                self.w.bufs.give(buf);
+                return Err(started(ProxyError::ClientClosed {
+                    op: "write response",
+                }));
+            }
+        };
+        self.outcome.status = resp.status;
+        let mut pos = resp.head_len;
+        let mut in_sync = true;
+        let result = if bodiless {
+            Ok(())
+        } else {
+            let mut body = Body::new(resp.framing, None, MAX_RESPONSE_HEAD, true);
+            let snapshot = self.w.snapshot();
+            let up_timeout = snapshot
+                .clusters
+                .get(cluster)
+                .map_or(self.settings.config.idle_timeout, |c| {
+                    c.config.response_timeout
+                });
+            let _ = endpoint;
+            loop {
+                let range = match body.consume(&mut buf, &mut pos) {
+                    Ok(r) => r,
+                    Err(e) => break Err(relay_error(e)),
+                };
+                let done = body.is_done();
+                if !range.is_empty() {
+                    let data = Bytes::copy_from_slice(&buf[range.clone()]);
+                    let end = done && !body.has_trailer_section();
+                    if let Err(e) = self.send_all(&mut send, data, end).await {
+                        break Err(e);
+                    }
+                    self.outcome.response_bytes += range.len() as u64;
+                    if end {
+                        break Ok(());
+                    }
+                }
+                if done {
+                    match body.take_trailer_section() {
+                        Some(section) => {
+                            let mut map = HeaderMap::new();
+                            add_fields(&mut map, &section);
+                            let _ = send.send_trailers(map);
+                        }
+                        None => {
+                            let _ = send.send_data(Bytes::new(), true);
+                        }
+                    }
+                    break Ok(());
+                }
+                buf.clear();
+                pos = 0;
+                let mut io = Io::new(&mut up_conn.stream, &mut self.timer, up_timeout);
+                let read = {
+                    let mut read = pin!(relay::read_into(&mut io, &mut buf));
+                    poll_fn(|c| match send.poll_reset(c) {
+                        Poll::Ready(_) => Poll::Ready(None),
+                        Poll::Pending => read.as_mut().poll(c).map(Some),
+                    })
+                    .await
+                };
+                match read {
+                    None => {
+                        in_sync = false;
+                        break Err(ProxyError::ClientClosed {
+                            op: "write response",
+                        });
+                    }
+                    Some(Ok(0)) if matches!(resp.framing, Framing::CloseDelimited) => {
+                        in_sync = false;
+                        let _ = send.send_data(Bytes::new(), true);
+                        break Ok(());
+                    }
+                    Some(Ok(0)) => break Err(upstream_error(Fail::Closed, "read response body")),
+                    Some(Ok(_)) => {}
+                    Some(Err(f)) => break Err(upstream_error(f, "read response body")),
+                }
+            }
+        };
+        if result.is_ok() && in_sync && resp.keep_alive && pos == buf.len() {
+            let state = self
+                .w
+                .snapshot()
+                .clusters
+                .get(cluster)
+                .and_then(|c| c.endpoints.get(endpoint).cloned());
+            if let Some(state) = state {
+                state.pool.checkin(up_conn, Moment::now());
+            }
+        }
+        self.w.bufs.give(buf);
+        result.map_err(started)
+    }
+}
+
+fn relay_error(e: RelayError) -> ProxyError {
+    match e {
+        RelayError::Read(f) => upstream_error(f, "read response body"),
+        RelayError::Framing(b) => ProxyError::BadResponseBody(b),
+        RelayError::Write(_) | RelayError::TooLarge => ProxyError::ClientClosed {
+            op: "write response",
+        },
+    }
+}

@@ -1,0 +1,613 @@
+//! HTTP/2 on the client side (RFC 9113): with prior knowledge on a cleartext
+//! listener (`http2 = true`) and by ALPN on a TLS listener, each stream routed and
+//! forwarded to an HTTP/1.1 upstream like an HTTP/1.1 request; flow control per
+//! stream; GOAWAY on drain and, with ENHANCE_YOUR_CALM, on floods (raw frames).
+//! The client is the `h2` crate's, on a tokio runtime of the test's own.
+
+mod common;
+use bytes::Bytes;
+use common::*;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "health"
+match = { path = "/healthz" }
+respond = { status = 200, body = "ok" }
+[[routes]]
+name = "only-a"
+match = { host = "a.example", path_prefix = "/only-a" }
+respond = { status = 200, body = "host a" }
+[[routes]]
+name = "up"
+match = { path_prefix = "/up" }
+cluster = "up"
+response_headers = { add = { "x-via" = "ringway" } }
+[clusters.up]
+endpoints = ["{up}"]
+[admin]
+bind = "127.0.0.1:0"
+"#;
+
+/// Runs `f` on a fresh current-thread runtime, within the test deadline.
+fn run<F: Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .expect("the test's deadline")
+    })
+}
+
+/// An HTTP/2 client connection with prior knowledge.
+async fn connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    handshake(tcp).await
+}
+
+async fn handshake<T>(io: T) -> h2::client::SendRequest<Bytes>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    // (A connection window larger than a stream's, as browsers have: a stream the
+    // client does not read must not stop the others.)
+    let (send, conn) = h2::client::Builder::new()
+        .initial_connection_window_size(16 << 20)
+        .handshake(io)
+        .await
+        .expect("h2 handshake");
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+struct Got {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// Sends a request (with `body` as DATA frames when given) and reads the whole
+/// response, releasing flow-control capacity as it reads.
+async fn request(
+    send: &mut h2::client::SendRequest<Bytes>,
+    req: http::Request<()>,
+    body: Option<&[u8]>,
+) -> Result<Got, h2::Error> {
+    let mut send = send.clone().ready().await?;
+    let (resp, mut stream) = send.send_request(req, body.is_none())?;
+    if let Some(body) = body {
+        for piece in body.chunks(10_000) {
+            stream.reserve_capacity(piece.len());
+            let mut left = Bytes::copy_from_slice(piece);
+            while !left.is_empty() {
+                let n = std::future::poll_fn(|c| stream.poll_capacity(c))
+                    .await
+                    .expect("capacity")?;
+                let chunk = left.split_to(n.min(left.len()));
+                stream.send_data(chunk, false)?;
+            }
+        }
+        stream.send_data(Bytes::new(), true)?;
+    }
+    let resp = resp.await?;
+    let (parts, mut recv) = resp.into_parts();
+    let mut body = Vec::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk?;
+        body.extend_from_slice(&chunk);
+        let _ = recv.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = recv.trailers().await?;
+    Ok(Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        trailers,
+    })
+}
+
+fn get(path: &str) -> http::Request<()> {
+    http::Request::get(format!("http://a.example{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// A mock upstream that answers `/up/...` by echoing the request's head in
+/// `x-head` lines, its body as the body; `/up/chunked` with a chunked body and a
+/// trailer; `/up/big` with `BIG` bytes.
+const BIG: usize = 4 << 20;
+
+fn upstream() -> Mock {
+    Mock::start(|req, _| {
+        let path = req.head.split(' ').nth(1).unwrap_or("").to_string();
+        let bytes = if path == "/up/chunked" {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\ncontent-length: 99\r\n\r\n".to_vec()
+        } else if path == "/up/big" {
+            response(200, &[], &vec![b'b'; BIG])
+        } else {
+            let head = req.head.replace("\r\n", "|");
+            response(
+                200,
+                &[
+                    ("x-head", &head),
+                    ("connection", "keep-alive"),
+                    ("keep-alive", "timeout=5"),
+                ],
+                &req.body,
+            )
+        };
+        Some((bytes, false))
+    })
+}
+
+#[test]
+fn prior_knowledge_streams_are_routed_forwarded_and_answered() {
+    let up = upstream();
+    let p = proxy("http2 = true", ROUTES, &[("up", up.addr)]);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let mut c = connect(p.addr).await;
+        // A direct answer, and a route that matches :authority as Host.
+        let r = request(&mut c, get("/healthz"), None).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+        let r = request(&mut c, get("/only-a"), None).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"host a"[..]));
+        // No route.
+        let other = http::Request::get("http://b.example/only-a")
+            .body(())
+            .unwrap();
+        assert_eq!(request(&mut c, other, None).await.unwrap().status, 404);
+
+        // Forwarded: the upstream gets HTTP/1.1 with Host from :authority, the
+        // cookie crumbs joined, X-Forwarded-*, and a body framed by its length.
+        let req = http::Request::post("http://a.example/up/echo?q=1")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("content-length", "5")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let r = request(&mut c, req, Some(b"hello")).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"hello"[..]));
+        let head = r.headers["x-head"].to_str().unwrap().to_string();
+        assert!(head.starts_with("POST /up/echo?q=1 HTTP/1.1|"), "{head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("|host: a.example|"), "{head}");
+        assert!(lower.contains("|cookie: a=1; b=2|"), "{head}");
+        assert!(lower.contains("|x-forwarded-for: 127.0.0.1|"), "{head}");
+        assert!(lower.contains("|x-forwarded-proto: http|"), "{head}");
+        assert!(lower.contains("|content-length: 5|"), "{head}");
+        // Connection-specific fields of the response are not passed on; the
+        // route's response edits are.
+        assert!(!r.headers.contains_key("connection"));
+        assert!(!r.headers.contains_key("keep-alive"));
+        assert_eq!(r.headers["x-via"], "ringway");
+
+        // A body without a length goes upstream chunked.
+        let req = http::Request::put("http://a.example/up/echo")
+            .body(())
+            .unwrap();
+        let body = vec![b'x'; 100_000];
+        let r = request(&mut c, req, Some(&body)).await.unwrap();
+        assert_eq!(r.body.len(), body.len());
+        let head = r.headers["x-head"].to_str().unwrap().to_ascii_lowercase();
+        assert!(head.contains("|transfer-encoding: chunked|"), "{head}");
+
+        // A chunked response: DATA de-chunked, its trailer fields as trailers
+        // (those allowed in trailers only).
+        let r = request(&mut c, get("/up/chunked"), None).await.unwrap();
+        assert_eq!(&r.body[..], b"hello world");
+        let trailers = r.trailers.expect("trailers");
+        assert_eq!(trailers["x-checksum"], "abc");
+        assert!(!trailers.contains_key("content-length"));
+
+        // HEAD: no body.
+        let req = http::Request::head("http://a.example/healthz")
+            .body(())
+            .unwrap();
+        let r = request(&mut c, req, None).await.unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 0));
+    }));
+    // Every request went over the one connection, as HTTP/1.1 upstream.
+    let requests = up.requests();
+    let lines: Vec<_> = requests
+        .iter()
+        .map(|r| r.head.lines().next().unwrap().to_string())
+        .collect();
+    assert_eq!(requests.len(), 3, "{lines:?}");
+    for r in requests {
+        assert!(
+            r.head.lines().next().unwrap().ends_with(" HTTP/1.1"),
+            "{}",
+            r.head
+        );
+    }
+}
+
+#[test]
+fn http1_still_works_on_an_http2_listener_and_the_preface_is_no_request_without_it() {
+    let up = upstream();
+    let p = proxy("http2 = true", ROUTES, &[("up", up.addr)]);
+    let r = common::get(p.addr, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
+    let plain = proxy("", ROUTES, &[("up", up.addr)]);
+    let mut s = TcpStream::connect(plain.addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 505 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn many_streams_at_once_and_a_stalled_one_does_not_stop_the_others() {
+    let up = upstream();
+    let p = proxy("http2 = true", ROUTES, &[("up", up.addr)]);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let c = connect(p.addr).await;
+        // A big download that the client does not read: its stream's window
+        // fills and the proxy stops sending on it.
+        let mut stalled_send = c.clone().ready().await.unwrap();
+        let (stalled, _) = stalled_send.send_request(get("/up/big"), true).unwrap();
+        let stalled = stalled.await.unwrap();
+        assert_eq!(stalled.status(), 200);
+        // Meanwhile 64 requests at once on the same connection all complete.
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let mut c = c.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                let body = format!("request {i}");
+                let req = http::Request::post("http://a.example/up/echo")
+                    .header("content-length", body.len().to_string())
+                    .body(())
+                    .unwrap();
+                let r = request(&mut c, req, Some(body.as_bytes())).await.unwrap();
+                assert_eq!(r.body, body.as_bytes());
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // The stalled stream still completes once read.
+        let mut recv = stalled.into_body();
+        let mut n = 0;
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.unwrap();
+            n += chunk.len();
+            let _ = recv.flow_control().release_capacity(chunk.len());
+        }
+        assert_eq!(n, BIG);
+    }));
+}
+
+#[test]
+fn failures_get_their_status() {
+    // An endpoint that refuses connections.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let p = proxy(
+        "http2 = true\nmax_request_head_size = \"4KiB\"\nmax_uri_size = \"1KiB\"",
+        ROUTES,
+        &[("up", dead)],
+    );
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let mut c = connect(p.addr).await;
+        assert_eq!(
+            request(&mut c, get("/up/x"), None).await.unwrap().status,
+            502
+        );
+        // A header list over the head limit.
+        let big = http::Request::get("http://a.example/healthz")
+            .header("x-big", "v".repeat(8000))
+            .body(())
+            .unwrap();
+        assert_eq!(request(&mut c, big, None).await.unwrap().status, 431);
+        // The connection still serves.
+        assert_eq!(
+            request(&mut c, get("/healthz"), None).await.unwrap().status,
+            200
+        );
+    }));
+}
+
+#[test]
+fn tls_negotiates_h2_by_alpn_and_http1_still_works() {
+    let dir = certs::TempDir::new();
+    let ca = certs::ca("h2 test ca");
+    let cert = certs::signed(
+        &ca,
+        &["a.example"],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (c, k) = cert.write(&dir, "a");
+    let up = upstream();
+    let tls = format!("tls = {{ certificates = [ {{ cert = \"{c}\", key = \"{k}\" }} ] }}");
+    let p = proxy(&tls, ROUTES, &[("up", up.addr)]);
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = |alpn: &[&[u8]]| {
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(c)
+    };
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let name = rustls::pki_types::ServerName::try_from("a.example").unwrap();
+        // ALPN h2 (offered first, as browsers do).
+        let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config(&[b"h2", b"http/1.1"]))
+            .connect(name.clone(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let mut c = handshake(tls).await;
+        let req = http::Request::post("https://a.example/up/echo")
+            .header("content-length", "3")
+            .body(())
+            .unwrap();
+        let r = request(&mut c, req, Some(b"abc")).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"abc"[..]));
+        let head = r.headers["x-head"].to_str().unwrap().to_ascii_lowercase();
+        assert!(head.contains("|x-forwarded-proto: https|"), "{head}");
+        let big = request(&mut c, get("/up/big"), None).await.unwrap();
+        assert_eq!(big.body.len(), BIG);
+        // ALPN http/1.1: HTTP/1.1 as before.
+        let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config(&[b"http/1.1"]))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = tls.read_to_end(&mut got).await;
+        assert!(got.starts_with(b"HTTP/1.1 200 "));
+    }));
+}
+
+#[test]
+fn drain_sends_goaway_and_open_streams_finish() {
+    // The upstream holds its answer until the test lets it go.
+    let (release, wait) = mpsc::channel::<()>();
+    let wait = Arc::new(Mutex::new(wait));
+    let up = Mock::start(move |_, _| {
+        let _ = wait.lock().unwrap().recv_timeout(DEADLINE);
+        Some((response(200, &[], b"late"), false))
+    });
+    let p = proxy("http2 = true", ROUTES, &[("up", up.addr)]);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let c = connect(p.addr).await;
+        let mut slow = c.clone();
+        let open =
+            tokio::task::spawn_local(
+                async move { request(&mut slow, get("/up/slow"), None).await },
+            );
+        // Until the request reached the upstream.
+        while up.requests().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        p.server.drain();
+        // The GOAWAY arrives: new streams are refused by the client itself.
+        let mut c2 = c.clone();
+        let mut refused = false;
+        for _ in 0..400 {
+            if request(&mut c2, get("/healthz"), None).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(refused, "no GOAWAY after the drain");
+        // The open stream completes.
+        release.send(()).unwrap();
+        let r = open.await.unwrap().unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"late"[..]));
+    }));
+    let scrape = metrics(&p);
+    assert!(
+        scrape.contains("ringway_h2_goaway_total{reason=\"shutdown\"} 1"),
+        "{scrape}"
+    );
+}
+
+fn metrics(p: &Proxy) -> String {
+    common::get(
+        p.server.admin_addr().unwrap(),
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n",
+    )
+    .body_str()
+}
+
+// ----------------------------------------------------------------- floods
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends `flood` after the preface and an empty SETTINGS frame, then reads
+/// frames until a GOAWAY; its error code.
+fn goaway_after(addr: SocketAddr, flood: &[u8]) -> u32 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    out.extend_from_slice(flood);
+    // (The server may close before it read everything: a failed write is fine.)
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = s.write_all(&out);
+        })
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let code = loop {
+        // Whole frames in `buf`: look for a GOAWAY (type 7).
+        let mut at = 0;
+        let mut found = None;
+        while buf.len() >= at + 9 {
+            let len = (buf[at] as usize) << 16 | (buf[at + 1] as usize) << 8 | buf[at + 2] as usize;
+            if buf.len() < at + 9 + len {
+                break;
+            }
+            if buf[at + 3] == 7 {
+                let p = &buf[at + 9..at + 9 + len];
+                found = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+                break;
+            }
+            at += 9 + len;
+        }
+        if let Some(code) = found {
+            break code;
+        }
+        let n = s.read(&mut chunk).expect("read until a GOAWAY");
+        assert!(n > 0, "closed without a GOAWAY");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    code
+}
+
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+#[test]
+fn floods_get_goaway_enhance_your_calm_and_are_counted() {
+    let p = proxy(
+        "http2 = true",
+        ROUTES,
+        &[("up", "127.0.0.1:9".parse().unwrap())],
+    );
+    let repeat = |f: Vec<u8>, n: usize| f.repeat(n);
+    // PING flood.
+    let pings = repeat(frame(6, 0, 0, &[0; 8]), 1000);
+    assert_eq!(goaway_after(p.addr, &pings), ENHANCE_YOUR_CALM);
+    // SETTINGS flood.
+    let settings = repeat(frame(4, 0, 0, &[]), 1000);
+    assert_eq!(goaway_after(p.addr, &settings), ENHANCE_YOUR_CALM);
+    // Rapid Reset: open a stream (GET /healthz, HPACK static entries) and reset
+    // it at once, over and over.
+    let mut resets = Vec::new();
+    for i in 0..1000u32 {
+        let id = 2 * i + 1;
+        resets.extend(frame(1, 0x4 | 0x1, id, &[0x82, 0x86, 0x84]));
+        resets.extend(frame(3, 0, id, &[0, 0, 0, 8]));
+    }
+    assert_eq!(goaway_after(p.addr, &resets), ENHANCE_YOUR_CALM);
+    // CONTINUATION flood: a header block that never ends.
+    let mut cont = frame(1, 0x1, 1, &[0x82, 0x86, 0x84]);
+    for _ in 0..10_000 {
+        cont.extend(frame(9, 0, 1, &[0x40, 0x01, b'x', 0x01, b'y']));
+    }
+    assert_eq!(goaway_after(p.addr, &cont), ENHANCE_YOUR_CALM);
+    // Empty DATA frames.
+    let mut empty = frame(1, 0x4, 1, &[0x83, 0x86, 0x84]);
+    empty.extend(repeat(frame(0, 0, 1, &[]), 1000));
+    assert_eq!(goaway_after(p.addr, &empty), ENHANCE_YOUR_CALM);
+
+    let scrape = metrics(&p);
+    let count = |reason: &str| {
+        scrape
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("ringway_h2_goaway_total{{reason=\"{reason}\"}} "))
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("ping_flood"), 1.0, "{scrape}");
+    assert_eq!(count("settings_flood"), 1.0, "{scrape}");
+    assert_eq!(
+        count("rapid_reset") + count("too_many_resets"),
+        1.0,
+        "{scrape}"
+    );
+    assert_eq!(
+        count("continuation_flood") + count("header_list_too_large"),
+        1.0,
+        "{scrape}"
+    );
+    assert_eq!(count("empty_frames"), 1.0, "{scrape}");
+    // The proxy still serves.
+    assert_eq!(
+        common::get(p.addr, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+}
+
+#[test]
+fn an_empty_data_frame_inside_a_body_does_not_end_the_chunked_body_upstream() {
+    let up = upstream();
+    let dir = certs::TempDir::new();
+    let log = dir.path("access.log");
+    let routes = format!("{ROUTES}\n[access_log]\npath = \"{}\"\n", log.display());
+    let p = proxy("http2 = true", &routes, &[("up", up.addr)]);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let c = connect(p.addr).await;
+        let mut send = c.ready().await.unwrap();
+        let req = http::Request::post("http://a.example/up/echo")
+            .body(())
+            .unwrap();
+        let (resp, mut stream) = send.send_request(req, false).unwrap();
+        // An empty DATA frame between two pieces: were it a zero-size chunk, the
+        // rest would reach the upstream as a second request.
+        let smuggled = "GET /up/smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
+        for piece in [&b"abc"[..], b"", smuggled.as_bytes()] {
+            stream.reserve_capacity(piece.len().max(1));
+            stream
+                .send_data(Bytes::copy_from_slice(piece), false)
+                .unwrap();
+        }
+        stream.send_data(Bytes::new(), true).unwrap();
+        let resp = resp.await.unwrap();
+        let mut recv = resp.into_body();
+        let mut body = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            body.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(body, format!("abc{smuggled}").as_bytes());
+    }));
+    let requests = up.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    // The access log says HTTP/2.0.
+    drop(p);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"protocol\":\"HTTP/2.0\""), "{text}");
+}
