@@ -10,6 +10,11 @@
 //! [`GuardState`], and the connection's task, woken at once, answers with GOAWAY
 //! `ENHANCE_YOUR_CALM` (`super::server`).
 //!
+//! It also enforces the frame lengths each type allows, and the largest initial
+//! window size, with the error codes RFC 9113 gives (FRAME_SIZE_ERROR,
+//! FLOW_CONTROL_ERROR), where h2 would answer PROTOCOL_ERROR: the offending frame
+//! is held back from h2 and the connection is sent GOAWAY with that code.
+//!
 //! Outgoing, it notes the GOAWAY frames sent (error code and debug data), so that
 //! the GOAWAYs h2 sends on its own (its CONTINUATION, header-list and reset limits,
 //! protocol errors) are counted by reason: h2 reports them without their debug data.
@@ -64,11 +69,13 @@ pub enum GoawayReason {
     FlowControlError,
     FrameSizeError,
     CompressionError,
+    /// Frames on a stream the client had ended (the guard's).
+    StreamClosed,
     Other,
 }
 
 impl GoawayReason {
-    pub const ALL: [GoawayReason; 15] = [
+    pub const ALL: [GoawayReason; 16] = [
         GoawayReason::Shutdown,
         GoawayReason::RapidReset,
         GoawayReason::PingFlood,
@@ -83,8 +90,19 @@ impl GoawayReason {
         GoawayReason::FlowControlError,
         GoawayReason::FrameSizeError,
         GoawayReason::CompressionError,
+        GoawayReason::StreamClosed,
         GoawayReason::Other,
     ];
+
+    /// The GOAWAY error code for a breach the guard found.
+    pub fn code(self) -> h2::Reason {
+        match self {
+            GoawayReason::FrameSizeError => h2::Reason::FRAME_SIZE_ERROR,
+            GoawayReason::FlowControlError => h2::Reason::FLOW_CONTROL_ERROR,
+            GoawayReason::StreamClosed => h2::Reason::STREAM_CLOSED,
+            _ => h2::Reason::ENHANCE_YOUR_CALM,
+        }
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -102,6 +120,7 @@ impl GoawayReason {
             GoawayReason::FlowControlError => "flow_control_error",
             GoawayReason::FrameSizeError => "frame_size_error",
             GoawayReason::CompressionError => "compression_error",
+            GoawayReason::StreamClosed => "stream_closed",
             GoawayReason::Other => "other",
         }
     }
@@ -118,6 +137,7 @@ impl GoawayReason {
             (3, _) => GoawayReason::FlowControlError,
             (6, _) => GoawayReason::FrameSizeError,
             (9, _) => GoawayReason::CompressionError,
+            (5, _) => GoawayReason::StreamClosed,
             _ => GoawayReason::Other,
         }
     }
@@ -144,7 +164,7 @@ struct Scanner {
     skip: usize,
     /// The current frame is being captured.
     capturing: bool,
-    captured: [u8; 48],
+    captured: [u8; 96],
     captured_len: usize,
 }
 
@@ -165,20 +185,27 @@ impl Scanner {
             have: 0,
             skip: 0,
             capturing: false,
-            captured: [0; 48],
+            captured: [0; 96],
             captured_len: 0,
         }
     }
 
     /// Follows `bytes`: `on_head` for each frame header completed, `on_capture` at
-    /// the end of each frame of type `capture` with its first payload bytes.
+    /// the end of each frame of type `capture` with its first payload bytes. When
+    /// either returns `true` the scan stops, and returns where that frame starts in
+    /// `bytes` (0 when it started in an earlier part): the bytes from there on
+    /// must not reach the codec.
     fn scan(
         &mut self,
         mut bytes: &[u8],
         capture: Option<u8>,
-        on_head: &mut impl FnMut(Frame),
-        on_capture: &mut impl FnMut(&[u8]),
-    ) {
+        on_head: &mut impl FnMut(Frame) -> bool,
+        on_capture: &mut impl FnMut(&[u8]) -> bool,
+    ) -> Option<usize> {
+        let total = bytes.len();
+        // Where the current frame starts, counted from the end of `bytes`.
+        let mut frame_end_offset = None::<usize>;
+        let cut = |left: Option<usize>| left.map_or(0, |l| total - l);
         while !bytes.is_empty() {
             if self.preface > 0 {
                 let n = self.preface.min(bytes.len());
@@ -199,9 +226,14 @@ impl Scanner {
                 bytes = &bytes[n..];
                 if self.skip == 0 && self.capturing {
                     self.capturing = false;
-                    on_capture(&self.captured[..self.captured_len]);
+                    if on_capture(&self.captured[..self.captured_len]) {
+                        return Some(cut(frame_end_offset));
+                    }
                 }
                 continue;
+            }
+            if self.have == 0 {
+                frame_end_offset = Some(bytes.len());
             }
             let n = (9 - self.have).min(bytes.len());
             self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
@@ -218,15 +250,20 @@ impl Scanner {
                 flags: h[4],
                 stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
             };
-            on_head(frame);
+            if on_head(frame) {
+                return Some(cut(frame_end_offset));
+            }
             self.skip = frame.len;
             self.capturing = capture == Some(frame.kind);
             self.captured_len = 0;
             if self.capturing && frame.len == 0 {
                 self.capturing = false;
-                on_capture(&[]);
+                if on_capture(&[]) {
+                    return Some(cut(frame_end_offset));
+                }
             }
         }
+        None
     }
 }
 
@@ -250,7 +287,14 @@ pub struct Guard {
     incoming: Scanner,
     outgoing: Scanner,
     window: Window,
+    /// Streams the client ended (END_STREAM), most recent last, at most
+    /// `ENDED_KEPT`: a DATA or HEADERS frame on one is a STREAM_CLOSED error
+    /// (RFC 9113 §5.1), which h2 reports as PROTOCOL_ERROR.
+    ended: std::collections::VecDeque<u32>,
 }
+
+/// How many ended streams the guard remembers.
+const ENDED_KEPT: usize = 256;
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
@@ -271,29 +315,45 @@ impl Guard {
             incoming: Scanner::new(PREFACE.len()),
             outgoing: Scanner::new(0),
             window: Window::default(),
+            ended: std::collections::VecDeque::new(),
         }
     }
 
-    /// Bytes read from the peer.
-    pub fn saw_incoming(&mut self, bytes: &[u8]) {
+    /// Bytes read from the peer. Returns where in `bytes` a frame that breached a
+    /// rule starts: it and what follows must not reach the codec (the connection
+    /// is answered with GOAWAY instead).
+    pub fn saw_incoming(&mut self, bytes: &[u8]) -> Option<usize> {
         let Guard {
             state,
             incoming,
             window,
+            ended,
             ..
         } = self;
+        if state.breach.get().is_some() {
+            return Some(0);
+        }
+        let breach = |reason| {
+            state.breach.set(Some(reason));
+            true
+        };
         incoming.scan(
             bytes,
-            None,
+            Some(SETTINGS),
             &mut |f| {
-                if state.breach.get().is_none() {
-                    if let Some(reason) = window.count(f) {
-                        state.breach.set(Some(reason));
-                    }
+                let found = frame_size_error(f)
+                    .or_else(|| stream_closed(ended, f))
+                    .or_else(|| window.count(f));
+                match found {
+                    Some(reason) => breach(reason),
+                    None => false,
                 }
             },
-            &mut |_| {},
-        );
+            &mut |payload| match settings_error(payload) {
+                Some(reason) => breach(reason),
+                None => false,
+            },
+        )
     }
 
     /// The first `n` bytes of `bufs` were written to the peer.
@@ -317,10 +377,11 @@ impl Guard {
                     if f.kind == DATA {
                         window.data_sent = window.data_sent.saturating_add(1);
                     }
+                    false
                 },
                 &mut |payload| {
                     if state.goaway_sent.get().is_some() || payload.len() < 8 {
-                        return;
+                        return false;
                     }
                     let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
                     let reason = GoawayReason::of_frame(code, &payload[8..]);
@@ -328,10 +389,60 @@ impl Guard {
                     if reason != GoawayReason::Shutdown {
                         state.goaway_sent.set(Some(reason));
                     }
+                    false
                 },
             );
         }
     }
+}
+
+/// A frame whose length its type does not allow (RFC 9113 §6): a connection
+/// error FRAME_SIZE_ERROR (for PRIORITY a stream error, which §5.4 lets an
+/// endpoint treat as a connection error). h2 would answer these with
+/// PROTOCOL_ERROR.
+fn frame_size_error(f: Frame) -> Option<GoawayReason> {
+    let ok = match f.kind {
+        PRIORITY => f.len == 5,
+        RST_STREAM | WINDOW_UPDATE => f.len == 4,
+        SETTINGS if f.flags & ACK != 0 => f.len == 0,
+        SETTINGS => f.len % 6 == 0,
+        PING => f.len == 8,
+        GOAWAY => f.len >= 8,
+        _ => true,
+    };
+    (!ok).then_some(GoawayReason::FrameSizeError)
+}
+
+/// Notes a stream the client ends; a DATA or HEADERS frame on a stream it ended
+/// before is a STREAM_CLOSED error.
+fn stream_closed(ended: &mut std::collections::VecDeque<u32>, f: Frame) -> Option<GoawayReason> {
+    if !matches!(f.kind, DATA | HEADERS) || f.stream == 0 {
+        return None;
+    }
+    if ended.contains(&f.stream) {
+        return Some(GoawayReason::StreamClosed);
+    }
+    if f.flags & END_STREAM != 0 {
+        if ended.len() == ENDED_KEPT {
+            ended.pop_front();
+        }
+        ended.push_back(f.stream);
+    }
+    None
+}
+
+/// A SETTINGS frame's values (its first entries, as captured) that are
+/// connection errors h2 would report with another code: an initial window size
+/// above 2^31-1 is FLOW_CONTROL_ERROR (RFC 9113 §6.5.2).
+fn settings_error(payload: &[u8]) -> Option<GoawayReason> {
+    const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    payload
+        .chunks_exact(6)
+        .any(|e| {
+            u16::from_be_bytes([e[0], e[1]]) == INITIAL_WINDOW_SIZE
+                && u32::from_be_bytes([e[2], e[3], e[4], e[5]]) > 0x7fff_ffff
+        })
+        .then_some(GoawayReason::FlowControlError)
 }
 
 impl Window {
@@ -482,6 +593,76 @@ mod tests {
             (flood(RST_STREAM, 0, &[0, 0, 0, 8], 99, true), ()),
         ] {
             assert_eq!(feed(&bytes, 4096).state.breach.get(), None);
+        }
+    }
+
+    #[test]
+    fn bad_frame_lengths_and_window_sizes_are_cut_where_their_frame_starts() {
+        let with_preface = |mut b: Vec<u8>| {
+            let mut all = PREFACE.to_vec();
+            all.append(&mut b);
+            all
+        };
+        let cases = [
+            // (After the lead frames below: a stream the client ended.)
+            (frame(DATA, 0, 1, b"late"), GoawayReason::StreamClosed),
+            (frame(HEADERS, 0x5, 3, &[0x40]), GoawayReason::StreamClosed),
+            (frame(PING, 0, 0, &[0; 7]), GoawayReason::FrameSizeError),
+            (frame(PING, 0, 0, &[0; 9]), GoawayReason::FrameSizeError),
+            (frame(SETTINGS, 0, 0, &[0; 7]), GoawayReason::FrameSizeError),
+            (
+                frame(SETTINGS, ACK, 0, &[0; 6]),
+                GoawayReason::FrameSizeError,
+            ),
+            (
+                frame(WINDOW_UPDATE, 0, 0, &[0; 3]),
+                GoawayReason::FrameSizeError,
+            ),
+            (
+                frame(RST_STREAM, 0, 1, &[0; 3]),
+                GoawayReason::FrameSizeError,
+            ),
+            (frame(PRIORITY, 0, 1, &[0; 4]), GoawayReason::FrameSizeError),
+            (frame(GOAWAY, 0, 0, &[0; 7]), GoawayReason::FrameSizeError),
+            (
+                frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100, 0, 4, 0x80, 0, 0, 0]),
+                GoawayReason::FlowControlError,
+            ),
+        ];
+        let good = [
+            frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]),
+            frame(HEADERS, 0x5, 1, &[0x82]),
+            frame(HEADERS, 0x4, 3, &[0x83]),
+            frame(DATA, 0x1, 3, b"x"),
+        ]
+        .concat();
+        for (bad, reason) in cases {
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(&bad);
+            bytes.extend(frame(PING, 0, 0, &[0; 8]));
+            let all = with_preface(bytes);
+            let at = PREFACE.len() + good.len();
+            for step in [1, 5, 9, 13, all.len()] {
+                let mut g = Guard::server();
+                let mut passed = 0;
+                for piece in all.chunks(step) {
+                    match g.saw_incoming(piece) {
+                        Some(cut) => {
+                            passed += cut;
+                            break;
+                        }
+                        None => passed += piece.len(),
+                    }
+                }
+                assert_eq!(g.state.breach.get(), Some(reason), "step {step}");
+                // Nothing of the bad frame reached the codec whole (at most the
+                // part of its header or payload in pieces before the verdict).
+                assert!(passed < at + bad.len(), "step {step}: {passed}");
+                if step == all.len() {
+                    assert_eq!(passed, at, "cut where the frame starts");
+                }
+                assert_ne!(reason.code(), h2::Reason::ENHANCE_YOUR_CALM);
+            }
         }
     }
 

@@ -35,6 +35,8 @@ pub struct H2Io {
     pre_at: usize,
     read_wait: Option<Wait>,
     write_wait: Option<Wait>,
+    /// The guard stopped a frame: nothing more is read.
+    held: bool,
     /// Sees the frames both ways.
     pub guard: super::guard::Guard,
 }
@@ -47,6 +49,7 @@ impl H2Io {
             pre_at: 0,
             read_wait: None,
             write_wait: None,
+            held: false,
             guard,
         }
     }
@@ -127,11 +130,23 @@ impl AsyncRead for H2Io {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.held {
+            // (A frame the guard stopped: the connection is being answered with
+            // GOAWAY, and reads nothing more.)
+            return Poll::Pending;
+        }
         if this.pre_at < this.pre.len() {
             let n = (this.pre.len() - this.pre_at).min(buf.remaining());
             let bytes = &this.pre[this.pre_at..this.pre_at + n];
-            this.guard.saw_incoming(bytes);
-            buf.put_slice(bytes);
+            let n = match this.guard.saw_incoming(bytes) {
+                Some(cut) => {
+                    this.held = true;
+                    cx.waker().wake_by_ref();
+                    cut
+                }
+                None => n,
+            };
+            buf.put_slice(&bytes[..n]);
             this.pre_at += n;
             if this.pre_at == this.pre.len() {
                 this.pre = Vec::new();
@@ -146,11 +161,18 @@ impl AsyncRead for H2Io {
             let dst = buf.initialize_unfilled();
             match this.try_read(dst)? {
                 Some(n) => {
-                    this.guard.saw_incoming(&dst[..n]);
-                    if this.guard.state.breach.get().is_some() {
-                        // The connection's task answers it (see `guard`).
-                        cx.waker().wake_by_ref();
-                    }
+                    let n = match this.guard.saw_incoming(&dst[..n]) {
+                        Some(cut) => {
+                            // The connection's task answers it (see `guard`).
+                            this.held = true;
+                            cx.waker().wake_by_ref();
+                            if cut == 0 {
+                                return Poll::Pending;
+                            }
+                            cut
+                        }
+                        None => n,
+                    };
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }

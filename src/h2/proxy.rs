@@ -226,9 +226,15 @@ fn write_head(
             cookies += (name == http::header::COOKIE) as usize;
             continue;
         }
+        // A value with whitespace around it is malformed (RFC 9113 §8.2.1); the
+        // HTTP/1.1 parser would trim it.
+        let v = value.as_bytes();
+        if matches!(v.first(), Some(b' ' | b'\t')) || matches!(v.last(), Some(b' ' | b'\t')) {
+            return Err(bad("whitespace around a field value"));
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     }
     if cookies > 0 {

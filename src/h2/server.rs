@@ -150,11 +150,11 @@ pub async fn serve(worker: Rc<Worker>, conn: Box<Conn>, pre: Vec<u8>) {
             Some(Event::Done) => break,
             Some(Event::Breach(reason)) => {
                 tracing::info!(peer = %ctx.peer.ip, reason = reason.label(),
-                    "HTTP/2 flood: GOAWAY ENHANCE_YOUR_CALM");
+                    "HTTP/2 guard: GOAWAY {:?}", reason.code());
                 breached = true;
                 shut = true;
                 worker.metrics.h2_goaways[reason as usize].inc();
-                h2c.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                h2c.abrupt_shutdown(reason.code());
             }
             Some(Event::Closing) => {
                 shut = true;
