@@ -16,7 +16,7 @@ set -euo pipefail
 
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$FUZZ_DIR")
-ALL_TARGETS=(request_parser response_scanner chunked_decoder)
+ALL_TARGETS=(request_parser response_scanner chunked_decoder h2_translation)
 
 SECONDS_PER_TARGET=${1:-600}
 [ $# -gt 0 ] && shift

@@ -7,3 +7,4 @@ pub mod guard;
 pub mod io;
 pub mod proxy;
 pub mod server;
+pub mod translate;

@@ -13,6 +13,7 @@
 //! stream the client resets stops its upstream work at once.
 
 use super::server::ConnCtx;
+use super::translate::{add_fields, response_of, write_head};
 use crate::clock::{Moment, Stamp};
 use crate::downstream::{refused, Failure};
 use crate::error::ProxyError;
@@ -34,7 +35,7 @@ use crate::worker::Worker;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, Request};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::rc::Rc;
@@ -190,115 +191,6 @@ pub async fn stream(
         crate::account::log(&w, snap, &x.outcome, req, &client, duration);
     }
     w.bufs.give(std::mem::take(&mut x.rbuf));
-}
-
-/// Writes the request's header list as an HTTP/1.1 head into `out`.
-fn write_head(
-    parts: &http::request::Parts,
-    end_stream: bool,
-    out: &mut Vec<u8>,
-) -> Result<(), ProxyError> {
-    let bad = |what| ProxyError::BadRequest(crate::http::parse::ParseError::Malformed(what));
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    match parts.uri.path_and_query() {
-        Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
-        _ if parts.method == http::Method::CONNECT => {
-            let authority = parts
-                .uri
-                .authority()
-                .ok_or_else(|| bad("CONNECT without :authority"))?;
-            out.extend_from_slice(authority.as_str().as_bytes());
-        }
-        _ => return Err(bad("no :path")),
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let authority = parts.uri.authority();
-    if let Some(a) = authority {
-        out.extend_from_slice(b"host: ");
-        out.extend_from_slice(a.as_str().as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    let mut cookies = 0;
-    for (name, value) in &parts.headers {
-        // :authority stands for Host (RFC 9113 §8.3.1); cookies are joined below.
-        if (authority.is_some() && name == http::header::HOST) || name == http::header::COOKIE {
-            cookies += (name == http::header::COOKIE) as usize;
-            continue;
-        }
-        // A value with whitespace around it is malformed (RFC 9113 §8.2.1); the
-        // HTTP/1.1 parser would trim it.
-        let v = value.as_bytes();
-        if matches!(v.first(), Some(b' ' | b'\t')) || matches!(v.last(), Some(b' ' | b'\t')) {
-            return Err(bad("whitespace around a field value"));
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v);
-        out.extend_from_slice(b"\r\n");
-    }
-    if cookies > 0 {
-        // RFC 9113 §8.2.3: cookie crumbs are joined with "; " for HTTP/1.1.
-        out.extend_from_slice(b"cookie: ");
-        for (i, v) in parts
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .enumerate()
-        {
-            if i > 0 {
-                out.extend_from_slice(b"; ");
-            }
-            out.extend_from_slice(v.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-    if !end_stream && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(())
-}
-
-/// Adds `name: value` lines (an HTTP/1.1 header section as this proxy writes
-/// it) to `map`, dropping the fields HTTP/2 forbids (RFC 9113 §8.2.2).
-fn add_fields(map: &mut HeaderMap, lines: &[u8]) {
-    for line in lines.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = &line[..colon];
-        if [
-            &b"connection"[..],
-            b"keep-alive",
-            b"proxy-connection",
-            b"transfer-encoding",
-            b"upgrade",
-            b"te",
-        ]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
-        let value = line[colon + 1..].trim_ascii();
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-            map.append(n, v);
-        }
-    }
-}
-
-/// An HTTP/2 response from an HTTP/1.1 response head (`status line CRLF fields`).
-fn response_of(head: &[u8], status: u16) -> Response<()> {
-    let mut r = Response::new(());
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let fields = match head.iter().position(|&b| b == b'\n') {
-        Some(i) => &head[i + 1..],
-        None => &[],
-    };
-    add_fields(r.headers_mut(), fields);
-    r
 }
 
 /// An upstream response whose head was read: the connection, its buffer and

@@ -1,0 +1,191 @@
+//! Sans-io translation between HTTP/2 header lists and HTTP/1.1 heads (RFC 9113
+//! §8.2, §8.3): a request's pseudo-headers and fields written as an HTTP/1.1
+//! head for the shared parser, and an HTTP/1.1 response head (as this proxy
+//! renders it) or trailer section read into HTTP/2 fields. A fuzz target
+//! (`fuzz/fuzz_targets/h2_translation.rs`) checks the request direction.
+
+use crate::error::ProxyError;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+/// Writes the request's header list as an HTTP/1.1 head into `out`.
+pub fn write_head(
+    parts: &http::request::Parts,
+    end_stream: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), ProxyError> {
+    let bad = |what| ProxyError::BadRequest(crate::http::parse::ParseError::Malformed(what));
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    match parts.uri.path_and_query() {
+        Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
+        _ if parts.method == http::Method::CONNECT => {
+            let authority = parts
+                .uri
+                .authority()
+                .ok_or_else(|| bad("CONNECT without :authority"))?;
+            out.extend_from_slice(authority.as_str().as_bytes());
+        }
+        _ => return Err(bad("no :path")),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let authority = parts.uri.authority();
+    if let Some(a) = authority {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(a.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut cookies = 0;
+    for (name, value) in &parts.headers {
+        // :authority stands for Host (RFC 9113 §8.3.1); cookies are joined below.
+        if (authority.is_some() && name == http::header::HOST) || name == http::header::COOKIE {
+            cookies += (name == http::header::COOKIE) as usize;
+            continue;
+        }
+        // A value with whitespace around it is malformed (RFC 9113 §8.2.1); the
+        // HTTP/1.1 parser would trim it.
+        let v = value.as_bytes();
+        if matches!(v.first(), Some(b' ' | b'\t')) || matches!(v.last(), Some(b' ' | b'\t')) {
+            return Err(bad("whitespace around a field value"));
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    if cookies > 0 {
+        // RFC 9113 §8.2.3: cookie crumbs are joined with "; " for HTTP/1.1.
+        out.extend_from_slice(b"cookie: ");
+        for (i, v) in parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if !end_stream && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Adds `name: value` lines (an HTTP/1.1 header section as this proxy writes
+/// it) to `map`, dropping the fields HTTP/2 forbids (RFC 9113 §8.2.2).
+pub fn add_fields(map: &mut HeaderMap, lines: &[u8]) {
+    for line in lines.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = &line[..colon];
+        if [
+            &b"connection"[..],
+            b"keep-alive",
+            b"proxy-connection",
+            b"transfer-encoding",
+            b"upgrade",
+            b"te",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(n, v);
+        }
+    }
+}
+
+/// An HTTP/2 response from an HTTP/1.1 response head (`status line CRLF fields`).
+pub fn response_of(head: &[u8], status: u16) -> Response<()> {
+    let mut r = Response::new(());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let fields = match head.iter().position(|&b| b == b'\n') {
+        Some(i) => &head[i + 1..],
+        None => &[],
+    };
+    add_fields(r.headers_mut(), fields);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(req: http::Request<()>, end_stream: bool) -> Result<String, ProxyError> {
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        write_head(&parts, end_stream, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn requests_become_http11_heads() {
+        let req = http::Request::get("https://a.example:8443/p?q=1")
+            .header("host", "ignored.example")
+            .header("cookie", "a=1")
+            .header("x-b", "2")
+            .header("cookie", "c=3")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            head(req, true).unwrap(),
+            "GET /p?q=1 HTTP/1.1\r\nhost: a.example:8443\r\nx-b: 2\r\ncookie: a=1; c=3\r\n\r\n"
+        );
+        // Without :authority, Host is kept; a body without a length is chunked.
+        let req = http::Request::post("/up")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            head(req, false).unwrap(),
+            "POST /up HTTP/1.1\r\nhost: b.example\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let req = http::Request::post("http://a/up")
+            .header("content-length", "3")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            head(req, false).unwrap(),
+            "POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\n"
+        );
+        // Whitespace around a value is malformed (RFC 9113 §8.2.1).
+        for v in [" b", "b\t"] {
+            let req = http::Request::get("http://a/")
+                .header("x-a", v)
+                .body(())
+                .unwrap();
+            assert!(head(req, true).is_err(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn response_heads_and_trailers_become_fields_without_connection_ones() {
+        let r = response_of(
+            b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nUpgrade: x\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+            201,
+        );
+        assert_eq!(r.status(), 201);
+        let h = r.headers();
+        assert_eq!(h["content-type"], "text/plain");
+        assert_eq!(h.get_all("x-a").iter().count(), 2);
+        for gone in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        let mut trailers = HeaderMap::new();
+        add_fields(
+            &mut trailers,
+            b"grpc-status: 0\r\ngrpc-message:  ok \r\n\r\n",
+        );
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["grpc-message"], "ok");
+    }
+}
