@@ -64,6 +64,8 @@ struct Matcher {
     /// A listener id.
     listener: Option<u32>,
     sni: Option<HostPattern>,
+    /// The request is gRPC (`content-type: application/grpc*`), or is not.
+    grpc: Option<bool>,
 }
 
 enum PathMatch {
@@ -266,6 +268,7 @@ impl Matcher {
             query: value_tests(&m.query),
             listener: m.listener.map(|i| listener_ids[i]),
             sni: m.sni.clone(),
+            grpc: m.grpc,
         }
     }
 
@@ -275,6 +278,15 @@ impl Matcher {
         }
         if !self.methods.is_empty() && !self.methods.iter().any(|m| **m == *req.method) {
             return false;
+        }
+        if let Some(want) = self.grpc {
+            let grpc = req.headers.iter().any(|h| {
+                h.name.get(req.buf).eq_ignore_ascii_case(b"content-type")
+                    && h.value.get(req.buf).starts_with(b"application/grpc")
+            });
+            if grpc != want {
+                return false;
+            }
         }
         if let Some(want) = &self.sni {
             let Some(sni) = req.sni else { return false };

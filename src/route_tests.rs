@@ -284,3 +284,34 @@ respond = { status = 404 }
     assert_eq!(req("/w", Some("example.net")).as_deref(), Some("rest"));
     assert_eq!(req("/", None).as_deref(), Some("rest"));
 }
+
+#[test]
+fn grpc_matches_on_the_content_type() {
+    let t = table(
+        r#"
+[[routes]]
+name = "grpc"
+match = { grpc = true }
+cluster = "c"
+[[routes]]
+name = "web"
+match = { grpc = false, path_prefix = "/" }
+cluster = "c"
+"#,
+    );
+    for ct in [
+        "application/grpc",
+        "application/grpc+proto",
+        "application/grpc-web",
+    ] {
+        let extra = format!("Content-Type: {ct}\r\n");
+        assert_eq!(
+            get(&t, "a", "/svc/M", &extra).as_deref(),
+            Some("grpc"),
+            "{ct}"
+        );
+    }
+    assert_eq!(get(&t, "a", "/svc/M", "").as_deref(), Some("web"));
+    let json = "Content-Type: application/json\r\n";
+    assert_eq!(get(&t, "a", "/svc/M", json).as_deref(), Some("web"));
+}

@@ -250,6 +250,8 @@ pub struct UpstreamTlsSettings {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub verify: bool,
+    /// HTTP/2: ALPN `h2` instead of `http/1.1`.
+    pub h2: bool,
 }
 
 /// A cluster's compiled upstream TLS.
@@ -352,7 +354,10 @@ impl UpstreamTls {
                 ))
             }
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![match settings.h2 {
+            true => b"h2".to_vec(),
+            false => b"http/1.1".to_vec(),
+        }];
         let digest = identity.finalize();
         let id = u64::from_le_bytes(digest[..8].try_into().expect("eight bytes"));
         Ok(UpstreamTls {

@@ -611,3 +611,231 @@ fn an_empty_data_frame_inside_a_body_does_not_end_the_chunked_body_upstream() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("\"protocol\":\"HTTP/2.0\""), "{text}");
 }
+
+// ------------------------------------------------------- HTTP/2 upstreams
+
+/// An HTTP/2 upstream (h2c) on a thread of its own: echoes each request's body as
+/// it comes (DATA by DATA, so a client can talk to it in turns), then sends
+/// trailers `grpc-status: 0` and `x-conns: N` (connections accepted so far); the
+/// response head carries the request's head in `x-head` lines.
+fn h2_upstream() -> SocketAddr {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let conns = std::rc::Rc::new(std::cell::Cell::new(0));
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                conns.set(conns.get() + 1);
+                let conns = conns.clone();
+                tokio::task::spawn_local(async move {
+                    let Ok(mut h2c) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = h2c.accept().await {
+                        let conns = conns.clone();
+                        tokio::task::spawn_local(async move {
+                            let (parts, mut body) = req.into_parts();
+                            let mut head =
+                                format!("{} {} {:?}", parts.method, parts.uri, parts.version);
+                            for (n, v) in &parts.headers {
+                                head.push_str(&format!("|{n}: {}", v.to_str().unwrap_or("?")));
+                            }
+                            let resp = http::Response::builder()
+                                .status(200)
+                                .header("x-head", head)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .unwrap();
+                            let Ok(mut send) = respond.send_response(resp, false) else {
+                                return;
+                            };
+                            while let Some(Ok(data)) = body.data().await {
+                                let n = data.len();
+                                let _ = body.flow_control().release_capacity(n);
+                                send.reserve_capacity(n);
+                                let mut data = data;
+                                while !data.is_empty() {
+                                    let Some(Ok(k)) =
+                                        std::future::poll_fn(|c| send.poll_capacity(c)).await
+                                    else {
+                                        return;
+                                    };
+                                    let chunk = data.split_to(k.min(data.len()));
+                                    if send.send_data(chunk, false).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            trailers.insert("x-conns", conns.get().to_string().parse().unwrap());
+                            let _ = send.send_trailers(trailers);
+                        });
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+const H2_ROUTES: &str = r#"
+[[routes]]
+name = "grpc"
+match = { path_prefix = "/svc." }
+cluster = "h2up"
+[[routes]]
+name = "dead"
+match = { path_prefix = "/dead." }
+cluster = "dead"
+[clusters.h2up]
+endpoints = ["{up}"]
+protocol = "h2c"
+[clusters.dead]
+endpoints = ["{dead}"]
+protocol = "h2c"
+"#;
+
+fn grpc_req(path: &str) -> http::Request<()> {
+    http::Request::post(format!("http://a.example{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+#[test]
+fn http2_upstreams_stream_both_ways_at_once_with_trailers_on_shared_connections() {
+    let up = h2_upstream();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let p = proxy("http2 = true", H2_ROUTES, &[("up", up), ("dead", dead)]);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let mut c = connect(p.addr).await;
+        // A call with a body: echoed, with the upstream's trailers; the upstream
+        // saw HTTP/2 with :authority and the forwarding headers.
+        let r = request(&mut c, grpc_req("/svc.Echo/Unary"), Some(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"hello"[..]));
+        let head = r.headers["x-head"].to_str().unwrap().to_string();
+        assert!(
+            head.starts_with("POST http://a.example/svc.Echo/Unary HTTP/2.0"),
+            "{head}"
+        );
+        assert!(head.contains("|x-forwarded-for: 127.0.0.1"), "{head}");
+        assert!(head.contains("|te: trailers"), "{head}");
+        let trailers = r.trailers.expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+
+        // Full duplex: each message's echo comes back before the next is sent.
+        let mut send = c.clone().ready().await.unwrap();
+        let (resp, mut stream) = send
+            .send_request(grpc_req("/svc.Echo/Bidi"), false)
+            .unwrap();
+        stream
+            .send_data(Bytes::from_static(b"ping 0"), false)
+            .unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut recv = resp.into_body();
+        for i in 0..20 {
+            let mut got = Vec::new();
+            while got.len() < format!("ping {i}").len() {
+                let chunk = recv.data().await.expect("an echo").unwrap();
+                let _ = recv.flow_control().release_capacity(chunk.len());
+                got.extend_from_slice(&chunk);
+            }
+            assert_eq!(got, format!("ping {i}").as_bytes());
+            let next = format!("ping {}", i + 1);
+            stream.send_data(Bytes::from(next), i == 19).unwrap();
+        }
+        let mut rest = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            rest.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(rest, b"ping 20");
+        assert_eq!(recv.trailers().await.unwrap().unwrap()["grpc-status"], "0");
+
+        // Concurrent calls share the upstream connection.
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let mut c = c.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                let body = format!("call {i}");
+                let r = request(&mut c, grpc_req("/svc.Echo/Unary"), Some(body.as_bytes()))
+                    .await
+                    .unwrap();
+                assert_eq!(r.body, body.as_bytes());
+                r.trailers.unwrap()["x-conns"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(
+                t.await.unwrap(),
+                1,
+                "one upstream connection for every stream"
+            );
+        }
+
+        // Failures the proxy makes are gRPC statuses: unreachable, no route.
+        let r = request(&mut c, grpc_req("/dead.Svc/Unary"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["grpc-status"], "14", "{:?}", r.headers);
+        let r = request(&mut c, grpc_req("/nothing.Svc/Unary"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.headers["grpc-status"].to_str().unwrap()),
+            (200, "12")
+        );
+    }));
+}
+
+#[test]
+fn http1_clients_reach_http2_upstreams() {
+    let up = h2_upstream();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let p = proxy("", H2_ROUTES, &[("up", up), ("dead", dead)]);
+    // A chunked body with a trailer: DATA and trailers upstream; the response
+    // (no length from the upstream) comes back chunked with its trailers.
+    let mut c = Client::connect(p.addr);
+    c.send(
+        b"POST /svc.Echo/Unary HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 1\r\n\r\n",
+    );
+    let r = c.read();
+    assert_eq!((r.status, r.body_str().as_str()), (200, "hello world"));
+    assert_eq!(r.header("transfer-encoding").as_deref(), Some("chunked"));
+    let head = r.header("x-head").unwrap();
+    assert!(
+        head.starts_with("POST http://a.example/svc.Echo/Unary HTTP/2.0"),
+        "{head}"
+    );
+    // The connection stays usable: a request with a length, keep-alive.
+    c.send(b"POST /svc.Echo/Unary HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc");
+    let r = c.read();
+    assert_eq!((r.status, r.body_str().as_str()), (200, "abc"));
+    // An unreachable HTTP/2 endpoint is a 502.
+    let r = common::get(p.addr, "GET /dead.x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 502);
+}

@@ -249,6 +249,8 @@ pub struct MatchConfig {
     pub listener: Option<usize>,
     /// The TLS client's SNI (a plain connection has none and never matches).
     pub sni: Option<HostPattern>,
+    /// A gRPC request (`content-type: application/grpc*`) or not.
+    pub grpc: Option<bool>,
 }
 
 /// Host patterns are stored lower-case, without port.
@@ -368,8 +370,20 @@ pub struct ClusterConfig {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// The protocol spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
     /// TLS to the endpoints (files loaded and checked).
     pub tls: Option<Arc<crate::tls::UpstreamTls>>,
+}
+
+/// What a cluster speaks to its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/2 over cleartext, with prior knowledge.
+    H2c,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -142,6 +142,7 @@ pub struct RawMatch {
     pub query: Option<Vec<RawValueMatch>>,
     pub listener: Option<String>,
     pub sni: Option<String>,
+    pub grpc: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +203,7 @@ pub struct RawCluster {
     pub response_timeout: Option<String>,
     pub pool_idle_timeout: Option<String>,
     pub pool_max_idle: Option<i64>,
+    pub protocol: Option<String>,
     pub tls: Option<RawUpstreamTls>,
 }
 

@@ -25,6 +25,15 @@ fn example_files_load() {
     assert_eq!(web.pool_max_idle, 64);
     assert_eq!(example.listeners[0].header_timeout, Duration::from_secs(10));
     assert_eq!(example.forwarding.x_forwarded_for, XffMode::Overwrite);
+    let grpc = Config::from_toml(include_str!("../../config/grpc.toml")).unwrap();
+    assert_eq!(
+        grpc.cluster("users").unwrap().protocol,
+        UpstreamProtocol::H2c
+    );
+    assert!(grpc.listeners[0].http2);
+    assert_eq!(grpc.listeners[0].h2.max_concurrent_streams, 200);
+    let ws = Config::from_toml(include_str!("../../config/websocket.toml")).unwrap();
+    assert!(ws.routes[0].websocket && !ws.routes[1].websocket);
     let default = Config::default_embedded();
     assert_eq!(default.listeners[0].bind, "127.0.0.1:8080".parse().unwrap());
     assert!(matches!(
@@ -58,6 +67,8 @@ fn errors_name_the_field() {
         ("[[routes]]\ncluster = \"web\"\n[clusters.bad]\nendpoints = [\"127.0.0.1:1\"]\nlb = \"random\"\n", "clusters.bad.lb: \"random\" is not one of"),
         ("[[routes]]\ncluster = \"web\"\n[clusters.bad]\nendpoints = [\"127.0.0.1:1\"]\nconnect_timeout = \"5\"\n", "clusters.bad.connect_timeout: \"5\" has no unit"),
         ("[[routes]]\ncluster = \"web\"\n[clusters.bad]\nendpoints = [\"127.0.0.1:1\"]\nresponse_timeout = \"5parsecs\"\n", "clusters.bad.response_timeout"),
+        ("[[routes]]\ncluster = \"web\"\n[clusters.bad]\nendpoints = [\"127.0.0.1:1\"]\nprotocol = \"h3\"\n", "clusters.bad.protocol: \"h3\" is not"),
+        ("[[routes]]\ncluster = \"web\"\n[clusters.bad]\nendpoints = [\"127.0.0.1:1\"]\nprotocol = \"h2\"\n", "clusters.bad.protocol: \"h2\" needs `tls`"),
         ("[[routes]]\ncluster = \"web\"\n[forwarding]\nx_forwarded_for = \"sometimes\"\n", "forwarding.x_forwarded_for"),
         ("[[routes]]\ncluster = \"web\"\n[forwarding]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "forwarding.trusted_proxies[0]"),
         ("[[routes]]\ncluster = \"web\"\n[runtime]\nworkers = -1\n", "runtime.workers: -1 is out of range"),
@@ -84,6 +95,26 @@ fn listener_errors_name_the_field() {
         e.contains("listeners[0].bind: \"localhost:80\" is not an IP address with port"),
         "{e}"
     );
+    for (h2, want) in [
+        (
+            "max_concurrent_streams = 0",
+            "listeners[0].h2.max_concurrent_streams: 0 is out of range",
+        ),
+        (
+            "max_frame_size = \"1KiB\"",
+            "listeners[0].h2.max_frame_size",
+        ),
+        (
+            "initial_stream_window = \"4GiB\"",
+            "listeners[0].h2.initial_stream_window",
+        ),
+        ("push = true", "unknown field `push`"),
+    ] {
+        let e = error(&format!(
+            "[[listeners]]\nbind = \"127.0.0.1:1\"\nh2 = {{ {h2} }}\n{routes}"
+        ));
+        assert!(e.contains(want), "{h2}: {e}");
+    }
     let e = error(&format!("[[listeners]]\nname = \"x\"\nbind = \"127.0.0.1:1\"\n[[listeners]]\nname = \"x\"\nbind = \"127.0.0.1:2\"\n{routes}"));
     assert!(
         e.contains("listeners[1].name: duplicate listener name \"x\""),

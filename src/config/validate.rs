@@ -402,6 +402,29 @@ fn clusters(
                     ))
                 }
             };
+            let protocol = match c.protocol.as_deref() {
+                None | Some("http1") => UpstreamProtocol::Http1,
+                Some("h2") if c.tls.is_some() => UpstreamProtocol::H2,
+                Some("h2") => {
+                    return Err(ConfigError::new(
+                        f("protocol"),
+                        "\"h2\" needs `tls` (HTTP/2 over cleartext is \"h2c\")",
+                    ))
+                }
+                Some("h2c") if c.tls.is_none() => UpstreamProtocol::H2c,
+                Some("h2c") => {
+                    return Err(ConfigError::new(
+                        f("protocol"),
+                        "\"h2c\" is HTTP/2 without TLS: with `tls`, use \"h2\"",
+                    ))
+                }
+                Some(p) => {
+                    return Err(ConfigError::new(
+                        f("protocol"),
+                        format!("{p:?} is not \"http1\", \"h2\" or \"h2c\""),
+                    ))
+                }
+            };
             Ok(ClusterConfig {
                 name: name.clone(),
                 endpoints,
@@ -414,6 +437,7 @@ fn clusters(
                     60_000,
                 )?,
                 pool_max_idle,
+                protocol,
                 tls: match &c.tls {
                     None => None,
                     Some(t) => Some(Arc::new(crate::tls::UpstreamTls::load(
@@ -423,6 +447,7 @@ fn clusters(
                             cert: t.cert.as_deref().map(|p| base.join(p)),
                             key: t.key.as_deref().map(|p| base.join(p)),
                             verify: t.verify.unwrap_or(true),
+                            h2: protocol == UpstreamProtocol::H2,
                         },
                         &f("tls"),
                     )?)),
@@ -657,6 +682,7 @@ fn matcher(m: &RawMatch, field: &str, listeners: &[ListenerConfig]) -> Result<Ma
             Some(h) => Some(host_pattern(h, &f("sni"))?),
             None => None,
         },
+        grpc: m.grpc,
     })
 }
 

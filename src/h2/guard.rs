@@ -291,6 +291,8 @@ pub struct Guard {
     /// `ENDED_KEPT`: a DATA or HEADERS frame on one is a STREAM_CLOSED error
     /// (RFC 9113 §5.1), which h2 reports as PROTOCOL_ERROR.
     ended: std::collections::VecDeque<u32>,
+    /// Incoming budgets and rules are enforced (not for an upstream's frames).
+    checks: bool,
 }
 
 /// How many ended streams the guard remembers.
@@ -316,6 +318,16 @@ impl Guard {
             outgoing: Scanner::new(0),
             window: Window::default(),
             ended: std::collections::VecDeque::new(),
+            checks: true,
+        }
+    }
+
+    /// The guard of an upstream connection: it only reads the GOAWAYs written.
+    pub fn upstream() -> Guard {
+        Guard {
+            incoming: Scanner::new(0),
+            checks: false,
+            ..Guard::server()
         }
     }
 
@@ -330,6 +342,9 @@ impl Guard {
             ended,
             ..
         } = self;
+        if !self.checks {
+            return None;
+        }
         if state.breach.get().is_some() {
             return Some(0);
         }

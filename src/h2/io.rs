@@ -27,9 +27,31 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 type Wait = Pin<Box<dyn Future<Output = io::Result<()>>>>;
 
+/// What an adapter carries: a client connection (its `Drop` counts it closed), or
+/// an upstream one (its `Drop` counts it closed in the endpoint's figures).
+pub enum Transport {
+    Client(Box<Conn>),
+    Upstream(crate::upstream::pool::UpstreamConn),
+}
+
+impl Transport {
+    fn stream(&self) -> &Stream {
+        match self {
+            Transport::Client(c) => &c.stream,
+            Transport::Upstream(u) => &u.stream,
+        }
+    }
+
+    fn stream_mut(&mut self) -> &mut Stream {
+        match self {
+            Transport::Client(c) => &mut c.stream,
+            Transport::Upstream(u) => &mut u.stream,
+        }
+    }
+}
+
 pub struct H2Io {
-    /// The connection (its stream; its `Drop` counts it closed).
-    conn: Box<Conn>,
+    conn: Transport,
     /// Bytes read before the protocol was known: `pre[pre_at..]` goes first.
     pre: Vec<u8>,
     pre_at: usize,
@@ -42,7 +64,7 @@ pub struct H2Io {
 }
 
 impl H2Io {
-    pub fn new(conn: Box<Conn>, pre: Vec<u8>, guard: super::guard::Guard) -> H2Io {
+    pub fn new(conn: Transport, pre: Vec<u8>, guard: super::guard::Guard) -> H2Io {
         H2Io {
             conn,
             pre,
@@ -63,7 +85,7 @@ impl H2Io {
             &mut self.write_wait
         } {
             Some(w) => w,
-            slot => slot.insert(match &self.conn.stream {
+            slot => slot.insert(match self.conn.stream() {
                 Stream::Plain(tcp) => Box::pin(tcp.readiness(read)),
                 Stream::Tls(tls) => Box::pin(tls.tcp().readiness(read)),
             }),
@@ -79,7 +101,7 @@ impl H2Io {
 
     /// One non-blocking read into `dst`: `None` when nothing is there.
     fn try_read(&mut self, dst: &mut [u8]) -> io::Result<Option<usize>> {
-        match &mut self.conn.stream {
+        match self.conn.stream_mut() {
             Stream::Plain(tcp) => match recv(tcp.as_raw_fd(), dst, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => Ok(Some(n)),
                 Err(nix::errno::Errno::EAGAIN) => Ok(None),
@@ -94,7 +116,7 @@ impl H2Io {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(Some(0));
         }
-        match &mut self.conn.stream {
+        match self.conn.stream_mut() {
             Stream::Plain(tcp) => {
                 let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
                 match sendmsg::<()>(tcp.as_raw_fd(), bufs, &[], flags, None) {
@@ -218,7 +240,7 @@ impl AsyncWrite for H2Io {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            let Stream::Tls(tls) = &mut this.conn.stream else {
+            let Stream::Tls(tls) = this.conn.stream_mut() else {
                 return Poll::Ready(Ok(()));
             };
             if tls.try_flush()? {

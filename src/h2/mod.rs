@@ -3,8 +3,10 @@
 //! which presents each stream's request to the shared decision (`exchange`) as an
 //! HTTP/1.1 head and forwards it (`proxy`).
 
+pub mod from_h1;
 pub mod guard;
 pub mod io;
 pub mod proxy;
 pub mod server;
 pub mod translate;
+pub mod upstream;

@@ -15,6 +15,7 @@
 use super::server::ConnCtx;
 use super::translate::{add_fields, response_of, write_head};
 use crate::clock::{Moment, Stamp};
+use crate::config::UpstreamProtocol;
 use crate::downstream::{refused, Failure};
 use crate::error::ProxyError;
 use crate::exchange::{self, Act};
@@ -35,7 +36,7 @@ use crate::worker::Worker;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::rc::Rc;
@@ -135,6 +136,20 @@ pub async fn stream(
         );
         let is_head = head.method == Method::Head;
         let result = match decided {
+            Ok(Act::Forward(route, cluster))
+                if snapshot.clusters[cluster].config.protocol != UpstreamProtocol::Http1 =>
+            {
+                x.forward_h2(
+                    &snapshot,
+                    head,
+                    route,
+                    cluster,
+                    &mut body,
+                    &mut respond,
+                    is_head,
+                )
+                .await
+            }
             Ok(Act::Forward(route, cluster)) => {
                 // Until the response starts, a reset by the client stops the work.
                 let reset = {
@@ -170,7 +185,11 @@ pub async fn stream(
                     if !f.error.is_downstream() {
                         tracing::warn!(peer = %cx.peer.ip, error = %f.error, status, "upstream failure");
                     }
-                    x.answer(&mut respond, w.errors.get(status), is_head).await;
+                    if is_grpc(&parts.headers) {
+                        x.grpc_answer(&mut respond, &f.error, status);
+                    } else {
+                        x.answer(&mut respond, w.errors.get(status), is_head).await;
+                    }
                 }
                 _ => {
                     tracing::debug!(peer = %cx.peer.ip, error = %f.error, "HTTP/2 stream failed");
@@ -193,6 +212,51 @@ pub async fn stream(
     w.bufs.give(std::mem::take(&mut x.rbuf));
 }
 
+/// A gRPC request (RFC: gRPC over HTTP/2, `content-type: application/grpc*`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC status for a request the proxy itself failed with HTTP `status` (as
+/// Envoy maps them): its code and message.
+pub fn grpc_status(error: &ProxyError, status: u16) -> (u8, &'static str) {
+    match (error, status) {
+        (ProxyError::NoRoute, _) | (_, 404) => (12, "no route (UNIMPLEMENTED)"),
+        (ProxyError::ResponseTimeout | ProxyError::UpstreamTimeout { .. }, _) | (_, 504) => {
+            (4, "upstream timeout (DEADLINE_EXCEEDED)")
+        }
+        (_, 502 | 503) => (14, "upstream unavailable (UNAVAILABLE)"),
+        (_, 429) => (14, "too many requests (UNAVAILABLE)"),
+        (_, 401) => (16, "UNAUTHENTICATED"),
+        (_, 403) => (7, "PERMISSION_DENIED"),
+        (_, 413 | 431) => (8, "request too large (RESOURCE_EXHAUSTED)"),
+        (_, 400) => (13, "bad request (INTERNAL)"),
+        _ => (2, "UNKNOWN"),
+    }
+}
+
+/// The `grpc-timeout` of a request (gRPC over HTTP/2: up to 8 digits and a unit).
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        b"H" => Duration::from_secs(n.saturating_mul(3600)),
+        b"M" => Duration::from_secs(n.saturating_mul(60)),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// An upstream response whose head was read: the connection, its buffer and
 /// where the body starts.
 struct Upstream {
@@ -205,6 +269,23 @@ struct Upstream {
 }
 
 impl Exchange<'_> {
+    /// Fails a gRPC request the way gRPC clients understand: HTTP 200 with the
+    /// status in a trailers-only response.
+    fn grpc_answer(&mut self, respond: &mut SendResponse<Bytes>, error: &ProxyError, status: u16) {
+        let (code, message) = grpc_status(error, status);
+        let mut r = Response::new(());
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(code as u16));
+        h.insert("grpc-message", HeaderValue::from_static(message));
+        if respond.send_response(r, true).is_ok() {
+            self.outcome.status = 200;
+        }
+    }
+
     /// Sends a pre-rendered answer (its body unless `is_head`).
     async fn answer(&mut self, respond: &mut SendResponse<Bytes>, answer: &Answer, is_head: bool) {
         let mut out = self.w.bufs.take();
@@ -280,18 +361,16 @@ impl Exchange<'_> {
         Ok(())
     }
 
-    /// Forwards the request to `cluster` (HTTP/1.1) up to the upstream's response
-    /// head.
-    async fn forward(
+    /// The request head for the upstream: rewritten as for an HTTP/1.1 client
+    /// (X-Forwarded-*, request id, the route's edits).
+    fn upstream_head(
         &mut self,
         snapshot: &Snapshot,
         head: &RequestHead,
         route: &Route,
-        cluster_index: usize,
-        body: &mut RecvStream,
-    ) -> Result<Upstream, Failure> {
+        cluster: &crate::snapshot::ClusterRt,
+    ) -> Vec<u8> {
         let w = self.w;
-        let cluster = &snapshot.clusters[cluster_index];
         let mut hbuf = w.bufs.take();
         let tls = self.cx.tls.as_ref();
         let rewrite = RequestRewrite {
@@ -323,10 +402,25 @@ impl Exchange<'_> {
                 }
             },
         );
+        hbuf
+    }
+
+    /// Forwards the request to `cluster` (HTTP/1.1) up to the upstream's response
+    /// head.
+    async fn forward(
+        &mut self,
+        snapshot: &Snapshot,
+        head: &RequestHead,
+        route: &Route,
+        cluster_index: usize,
+        body: &mut RecvStream,
+    ) -> Result<Upstream, Failure> {
+        let cluster = &snapshot.clusters[cluster_index];
+        let mut hbuf = self.upstream_head(snapshot, head, route, cluster);
         let result = self
             .attempts(head, cluster, cluster_index, &mut hbuf, body)
             .await;
-        w.bufs.give(hbuf);
+        self.w.bufs.give(hbuf);
         result
     }
 
@@ -732,6 +826,346 @@ impl Exchange<'_> {
         self.w.bufs.give(buf);
         result.map_err(started)
     }
+}
+
+impl Exchange<'_> {
+    /// Forwards the stream to an HTTP/2 cluster and relays the response, the two
+    /// bodies at once (full duplex: gRPC streams both ways). The request goes on a
+    /// pooled connection with room, else a new one; a connection that went away
+    /// before it took the stream is replaced by a fresh one, and an endpoint that
+    /// refuses connections by the next.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_h2(
+        &mut self,
+        snapshot: &Snapshot,
+        head: &RequestHead,
+        route: &Route,
+        cluster_index: usize,
+        body: &mut RecvStream,
+        respond: &mut SendResponse<Bytes>,
+        is_head: bool,
+    ) -> Result<(), Failure> {
+        let cluster = &snapshot.clusters[cluster_index];
+        let hbuf = self.upstream_head(snapshot, head, route, cluster);
+        let scheme = match cluster.config.protocol {
+            UpstreamProtocol::H2 => "https",
+            _ => "http",
+        };
+        let req = super::translate::request_of(&hbuf, scheme);
+        self.w.bufs.give(hbuf);
+        let req = req.map_err(|e| refused(e, false))?;
+        let grpc_timeout = grpc_timeout(req.headers());
+        let end_stream = !head.has_body();
+        let (ep, opened) = super::upstream::open_any(
+            cluster,
+            &req,
+            end_stream,
+            &mut self.timer,
+            &mut self.outcome,
+        )
+        .await
+        .map_err(|e| refused(e, false))?;
+        let state = &cluster.endpoints[ep];
+        let _in_flight = InFlight::of(&state.stats.in_flight);
+        let super::upstream::Opened {
+            response,
+            send: mut up_send,
+            lease: _lease,
+        } = opened;
+        let sent_at = Stamp::now();
+        let up_timeout = match grpc_timeout {
+            Some(t) => cluster.config.response_timeout.min(t),
+            None => cluster.config.response_timeout,
+        };
+        let client_timeout = self.settings.config.idle_timeout;
+        let limit = self.settings.config.limits.max_body_bytes;
+
+        // The request body, beside the response.
+        let mut pump_timer = Timer::new();
+        let mut pump = (!end_stream).then(|| {
+            Box::pin(pump_request(
+                body,
+                &mut up_send,
+                &mut pump_timer,
+                client_timeout,
+                limit,
+            ))
+        });
+        let mut request_bytes = 0;
+        let result = {
+            let mut answer =
+                pin!(self.answer_h2(respond, response, route, is_head, up_timeout, sent_at));
+            poll_fn(|c| {
+                if let Some(p) = pump.as_mut() {
+                    if let Poll::Ready(r) = p.as_mut().poll(c) {
+                        pump = None;
+                        match r {
+                            Ok(n) => request_bytes = n,
+                            Err(e) => return Poll::Ready(Err((e, false))),
+                        }
+                    }
+                }
+                answer.as_mut().poll(c)
+            })
+            .await
+        };
+        drop(pump);
+        self.outcome.request_bytes += request_bytes;
+        match result {
+            Ok(()) => Ok(()),
+            Err((error, started)) => {
+                up_send.send_reset(h2::Reason::CANCEL);
+                if let Some(kind) = timeout_kind(&error) {
+                    cluster.stats.timeouts[kind as usize].inc();
+                }
+                Err(Failure {
+                    error,
+                    response_started: started,
+                    request_consumed: true,
+                })
+            }
+        }
+    }
+
+    /// The response from an HTTP/2 upstream to the client: its head (rewritten as
+    /// an HTTP/1.1 response head would be), DATA as the client's window allows,
+    /// trailers. The error says whether the response had started.
+    async fn answer_h2(
+        &mut self,
+        respond: &mut SendResponse<Bytes>,
+        response: h2::client::ResponseFuture,
+        route: &Route,
+        is_head: bool,
+        up_timeout: std::time::Duration,
+        sent_at: Stamp,
+    ) -> Result<(), (ProxyError, bool)> {
+        let mut response = pin!(response);
+        let got = self
+            .timer
+            .run(
+                up_timeout,
+                poll_fn(|c| match respond.poll_reset(c) {
+                    Poll::Ready(_) => Poll::Ready(None),
+                    Poll::Pending => response.as_mut().poll(c).map(Some),
+                }),
+            )
+            .await;
+        let resp = match got {
+            Some(Some(Ok(resp))) => resp,
+            Some(Some(Err(e))) => {
+                let op = "read response head";
+                return Err((
+                    ProxyError::Upstream {
+                        op,
+                        source: std::io::Error::other(e),
+                    },
+                    false,
+                ));
+            }
+            Some(None) => {
+                return Err((
+                    ProxyError::ClientClosed {
+                        op: "read response head",
+                    },
+                    false,
+                ))
+            }
+            None => return Err((ProxyError::ResponseTimeout, false)),
+        };
+        self.outcome.upstream_ns = Some(Stamp::now().nanos_since(sent_at));
+        let (parts, mut up_body) = resp.into_parts();
+        self.outcome.upstream_status = parts.status.as_u16();
+        // The head through the HTTP/1.1 response rewrite (the route's edits, Date).
+        let mut h1 = self.w.bufs.take();
+        super::translate::h1_head_of(&parts, &mut h1);
+        let mut spans = Vec::new();
+        let parsed = parse_response(&h1, usize::MAX, is_head, &mut spans);
+        let mut out = self.w.bufs.take();
+        let response = match parsed {
+            Ok(Some(head)) => {
+                let framing = match head.framing {
+                    Framing::Length(n) => ClientFraming::Length(n),
+                    _ => ClientFraming::None {
+                        keep_length: is_head,
+                    },
+                };
+                self.w.date.with(|date| {
+                    let rw = ResponseRewrite {
+                        edits: &route.response_headers,
+                        framing,
+                        conn: ConnHeader::None,
+                        date,
+                    };
+                    write_response_head(&mut out, &h1, &head, &spans, &rw)
+                });
+                Ok(response_of(&out, head.status))
+            }
+            Ok(None) | Err(_) => Err(ProxyError::BadResponse(
+                crate::http::parse::ParseError::Malformed("HTTP/2 response head"),
+            )),
+        };
+        self.outcome.response_bytes = out.len() as u64;
+        self.w.bufs.give(h1);
+        self.w.bufs.give(out);
+        let response = response.map_err(|e| (e, false))?;
+        let end = is_head || up_body.is_end_stream();
+        let mut client = respond.send_response(response, end).map_err(|_| {
+            (
+                ProxyError::ClientClosed {
+                    op: "write response",
+                },
+                false,
+            )
+        })?;
+        self.outcome.status = parts.status.as_u16();
+        if end {
+            return Ok(());
+        }
+        let started = |e| (e, true);
+        loop {
+            let next = self
+                .timer
+                .run(
+                    up_timeout,
+                    poll_fn(|c| match client.poll_reset(c) {
+                        Poll::Ready(_) => Poll::Ready(None),
+                        Poll::Pending => up_body.poll_data(c).map(Some),
+                    }),
+                )
+                .await;
+            match next {
+                Some(Some(Some(Ok(data)))) => {
+                    let n = data.len();
+                    self.send_all(&mut client, data, false)
+                        .await
+                        .map_err(started)?;
+                    self.outcome.response_bytes += n as u64;
+                    let _ = up_body.flow_control().release_capacity(n);
+                }
+                Some(Some(None)) => break,
+                Some(Some(Some(Err(e)))) => {
+                    let op = "read response body";
+                    return Err(started(ProxyError::Upstream {
+                        op,
+                        source: std::io::Error::other(e),
+                    }));
+                }
+                Some(None) => {
+                    return Err(started(ProxyError::ClientClosed {
+                        op: "write response",
+                    }))
+                }
+                None => {
+                    return Err(started(ProxyError::UpstreamTimeout {
+                        op: "read response body",
+                    }))
+                }
+            }
+        }
+        let trailers = self.timer.run(up_timeout, up_body.trailers()).await;
+        match trailers {
+            Some(Ok(Some(map))) => {
+                let _ = client.send_trailers(map);
+            }
+            Some(Ok(None)) => {
+                let _ = client.send_data(Bytes::new(), true);
+            }
+            Some(Err(e)) => {
+                let op = "read response trailers";
+                return Err(started(ProxyError::Upstream {
+                    op,
+                    source: std::io::Error::other(e),
+                }));
+            }
+            None => {
+                return Err(started(ProxyError::UpstreamTimeout {
+                    op: "read response body",
+                }))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams a request body from the client's stream to the upstream's, releasing
+/// the client's window as data is passed on (as the upstream's window allows);
+/// then its trailers. Returns the body's length.
+async fn pump_request(
+    body: &mut RecvStream,
+    up: &mut SendStream<Bytes>,
+    timer: &mut Timer,
+    client_timeout: std::time::Duration,
+    limit: Option<u64>,
+) -> Result<u64, ProxyError> {
+    let mut total = 0u64;
+    loop {
+        let data = match timer.run(client_timeout, body.data()).await {
+            Some(Some(Ok(data))) => data,
+            Some(None) => break,
+            Some(Some(Err(_))) => {
+                return Err(ProxyError::ClientClosed {
+                    op: "read request body",
+                })
+            }
+            None => {
+                return Err(ProxyError::ClientTimeout {
+                    op: "read request body",
+                })
+            }
+        };
+        let n = data.len();
+        total += n as u64;
+        if limit.is_some_and(|l| total > l) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        let mut data = data;
+        while !data.is_empty() {
+            up.reserve_capacity(data.len());
+            let granted = timer
+                .run(client_timeout, poll_fn(|c| up.poll_capacity(c)))
+                .await;
+            let k = match granted {
+                Some(Some(Ok(k))) => k,
+                Some(_) => {
+                    return Err(ProxyError::UpstreamClosed {
+                        op: "write request body",
+                    })
+                }
+                None => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        op: "write request body",
+                    })
+                }
+            };
+            let chunk = data.split_to(k.min(data.len()));
+            up.send_data(chunk, false)
+                .map_err(|_| ProxyError::UpstreamClosed {
+                    op: "write request body",
+                })?;
+        }
+        let _ = body.flow_control().release_capacity(n);
+    }
+    let trailers = match timer.run(client_timeout, body.trailers()).await {
+        Some(Ok(t)) => t,
+        Some(Err(_)) => {
+            return Err(ProxyError::ClientClosed {
+                op: "read request body",
+            })
+        }
+        None => {
+            return Err(ProxyError::ClientTimeout {
+                op: "read request body",
+            })
+        }
+    };
+    let sent = match trailers {
+        Some(map) => up.send_trailers(map),
+        None => up.send_data(Bytes::new(), true),
+    };
+    sent.map_err(|_| ProxyError::UpstreamClosed {
+        op: "write request body",
+    })?;
+    Ok(total)
 }
 
 fn relay_error(e: RelayError) -> ProxyError {

@@ -82,7 +82,7 @@ pub async fn serve(worker: Rc<Worker>, conn: Box<Conn>, pre: Vec<u8>) {
     });
     let guard = Guard::server();
     let state = guard.state.clone();
-    let io = H2Io::new(conn, pre, guard);
+    let io = H2Io::new(super::io::Transport::Client(conn), pre, guard);
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(cfg.h2.max_concurrent_streams)

@@ -84,17 +84,7 @@ pub fn add_fields(map: &mut HeaderMap, lines: &[u8]) {
             continue;
         };
         let name = &line[..colon];
-        if [
-            &b"connection"[..],
-            b"keep-alive",
-            b"proxy-connection",
-            b"transfer-encoding",
-            b"upgrade",
-            b"te",
-        ]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n))
-        {
+        if connection_specific(name) || name.eq_ignore_ascii_case(b"te") {
             continue;
         }
         let value = line[colon + 1..].trim_ascii();
@@ -114,6 +104,84 @@ pub fn response_of(head: &[u8], status: u16) -> Response<()> {
     };
     add_fields(r.headers_mut(), fields);
     r
+}
+
+/// Fields that do not exist in HTTP/2 (RFC 9113 §8.2.2).
+fn connection_specific(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// An HTTP/2 request (to an upstream) from the HTTP/1.1 head this proxy wrote for
+/// it (`write_request_head`: origin-form target, one Host): Host becomes
+/// `:authority`, connection-specific fields are dropped, `te` is kept only as
+/// `trailers`.
+pub fn request_of(head: &[u8], scheme: &'static str) -> Result<http::Request<()>, ProxyError> {
+    let bad = || ProxyError::BadRequest(crate::http::parse::ParseError::Malformed("head"));
+    let text_end = head.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+    let mut line = head[..text_end].splitn(3, |&b| b == b' ');
+    let (Some(method), Some(target)) = (line.next(), line.next()) else {
+        return Err(bad());
+    };
+    let mut authority = None;
+    let mut headers = HeaderMap::new();
+    for field in head[text_end + 2..].split(|&b| b == b'\n') {
+        let field = field.strip_suffix(b"\r").unwrap_or(field);
+        let Some(colon) = field.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&field[..colon], field[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"host") {
+            authority.get_or_insert(value);
+            continue;
+        }
+        if connection_specific(name)
+            || (name.eq_ignore_ascii_case(b"te") && !value.eq_ignore_ascii_case(b"trailers"))
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            headers.append(n, v);
+        }
+    }
+    let uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority.unwrap_or(b"localhost"))
+        .path_and_query(target)
+        .build()
+        .map_err(|_| bad())?;
+    let mut req = http::Request::builder()
+        .method(http::Method::from_bytes(method).map_err(|_| bad())?)
+        .uri(uri)
+        .version(http::Version::HTTP_2)
+        .body(())
+        .map_err(|_| bad())?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// An HTTP/1.1 response head (status line and fields) for an HTTP/2 response, for
+/// the response rewrite that HTTP/1.1 responses go through.
+pub fn h1_head_of(parts: &http::response::Parts, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("-").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ mod tests {
             response_timeout: std::time::Duration::from_secs(1),
             pool_idle_timeout: std::time::Duration::from_secs(1),
             pool_max_idle: 1,
+            protocol: crate::config::UpstreamProtocol::Http1,
             tls: None,
         }
     }

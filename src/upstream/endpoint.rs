@@ -21,6 +21,8 @@ pub struct Endpoint {
     /// `addr` as a JSON string, made once (for log lines).
     pub log_text: Box<[u8]>,
     pub pool: Pool,
+    /// HTTP/2 connections (clusters with `protocol = "h2"` or `"h2c"`).
+    pub h2: crate::h2::upstream::H2Pool,
     pub stats: Arc<EndpointStats>,
 }
 
@@ -72,6 +74,7 @@ impl Endpoints {
                                         c.pool_idle_timeout,
                                         stats.clone(),
                                     ),
+                                    h2: Default::default(),
                                     stats,
                                 })
                             }
@@ -84,6 +87,7 @@ impl Endpoints {
             .collect();
         for ep in old.values() {
             ep.pool.retire();
+            ep.h2.clear();
         }
         *self.live.borrow_mut() = live;
         per_cluster
@@ -93,6 +97,7 @@ impl Endpoints {
     pub fn sweep(&self, now: Moment) {
         for ep in self.live.borrow().values() {
             ep.pool.sweep(now);
+            ep.h2.sweep(now, ep.pool.idle_timeout());
         }
     }
 
@@ -100,6 +105,7 @@ impl Endpoints {
     pub fn clear(&self) {
         for ep in self.live.borrow().values() {
             ep.pool.clear();
+            ep.h2.clear();
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod pool;
 mod tunnel;
 
 use crate::clock::{Moment, Stamp};
-use crate::config::EndpointConfig;
+use crate::config::{EndpointConfig, UpstreamProtocol};
 use crate::downstream::{request_body_error, Downstream, Failure, Next};
 use crate::error::ProxyError;
 use crate::http::answer::ConnHeader;
@@ -61,36 +61,18 @@ pub async fn forward(
     cluster: usize,
 ) -> Result<Next, Failure> {
     let cluster = &snapshot.clusters[cluster];
+    if cluster.config.protocol != UpstreamProtocol::Http1 {
+        // (Boxed: the HTTP/2 exchange's state stays out of this future.)
+        return Box::pin(crate::h2::from_h1::forward(
+            d, w, snapshot, head, route, cluster,
+        ))
+        .await;
+    }
     let mut bufs = Bufs {
         head: w.bufs.take(),
         resp: w.bufs.take(),
     };
-    let rewrite = RequestRewrite {
-        peer: &d.peer,
-        port_line: &d.settings.port_line,
-        // (The connection's scheme, not the listener's: a reload may have added
-        // or removed TLS since it was accepted.)
-        proto_line: proto_line(d.conn.stream.is_tls()),
-        // Decided by the current settings, so that a reload turning it on drops
-        // a client's own header on connections accepted before.
-        client_cert: match &d.conn.stream {
-            _ if !d.settings.forward_client_cert => None,
-            Stream::Tls(tls) => Some(tls.client_cert_line()),
-            Stream::Plain(_) => Some(b""),
-        },
-        forwarding: &snapshot.forwarding,
-        edits: &route.request_headers,
-        host_rewrite: route.host_rewrite.as_deref(),
-        fallback_host: cluster.config.endpoints[0].name.as_bytes(),
-    };
-    let log = &mut d.log;
-    write_request_head(&mut bufs.head, &d.rbuf, head, &d.headers, &rewrite, |out| {
-        let at = out.len();
-        w.write_request_id(out);
-        if let (Some(fields), Ok(id)) = (log, <&[u8; 36]>::try_from(&out[at..])) {
-            fields.set_request_id(id);
-        }
-    });
+    write_upstream_head(d, w, snapshot, head, route, cluster, &mut bufs.head);
     let inline_body = match head.framing {
         Framing::Length(n) if n <= INLINE_BODY as u64 => d
             .rbuf
@@ -371,6 +353,46 @@ pub async fn forward(
     w.bufs.give(bufs.head);
     w.bufs.give(bufs.resp);
     result
+}
+
+/// Writes the request head for the upstream into `out`: the client's head
+/// rewritten (X-Forwarded-*, request id noted for the log, the route's edits).
+#[inline(always)]
+pub(crate) fn write_upstream_head(
+    d: &mut Downstream<'_>,
+    w: &Worker,
+    snapshot: &Snapshot,
+    head: &RequestHead,
+    route: &Route,
+    cluster: &ClusterRt,
+    out: &mut Vec<u8>,
+) {
+    let rewrite = RequestRewrite {
+        peer: &d.peer,
+        port_line: &d.settings.port_line,
+        // (The connection's scheme, not the listener's: a reload may have added
+        // or removed TLS since it was accepted.)
+        proto_line: proto_line(d.conn.stream.is_tls()),
+        // Decided by the current settings, so that a reload turning it on drops
+        // a client's own header on connections accepted before.
+        client_cert: match &d.conn.stream {
+            _ if !d.settings.forward_client_cert => None,
+            Stream::Tls(tls) => Some(tls.client_cert_line()),
+            Stream::Plain(_) => Some(b""),
+        },
+        forwarding: &snapshot.forwarding,
+        edits: &route.request_headers,
+        host_rewrite: route.host_rewrite.as_deref(),
+        fallback_host: cluster.config.endpoints[0].name.as_bytes(),
+    };
+    let log = &mut d.log;
+    write_request_head(out, &d.rbuf, head, &d.headers, &rewrite, |out| {
+        let at = out.len();
+        w.write_request_id(out);
+        if let (Some(fields), Ok(id)) = (log, <&[u8; 36]>::try_from(&out[at..])) {
+            fields.set_request_id(id);
+        }
+    });
 }
 
 /// Counts a request in its endpoint's `in_flight` gauge while it lives (also when
@@ -693,7 +715,7 @@ pub(crate) fn upstream_error(f: Fail, op: &'static str) -> ProxyError {
     }
 }
 
-fn client_write_error(f: Fail) -> ProxyError {
+pub(crate) fn client_write_error(f: Fail) -> ProxyError {
     let op = "write response";
     match f {
         Fail::Timeout => ProxyError::ClientTimeout { op },

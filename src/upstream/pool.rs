@@ -69,6 +69,11 @@ impl Pool {
         }
     }
 
+    /// How long an idle connection is kept.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout.get()
+    }
+
     /// New limits from a reload; connections beyond the new cap are closed.
     pub fn configure(&self, max_idle: usize, idle_timeout: Duration) {
         self.max_idle.set(max_idle);

@@ -278,6 +278,8 @@ check "SIGTERM with an idle client exits at once, 0" t_sigterm
 . tests/interop/h2.sh
 # The HTTP/2 conformance table of raw frames (Python hyperframe/hpack): h2conf.sh.
 . tests/interop/h2conf.sh
+# gRPC through the proxy with grpcio (HTTP/2 upstreams, all four call kinds): grpc.sh.
+. tests/interop/grpc.sh
 
 # Without io_uring: fall back to the epoll driver with a warning, or refuse to start
 # when runtime.require_io_uring is set. Disables io_uring system-wide for a moment
