@@ -661,8 +661,14 @@ impl Body {
             }
             if self.is_done() {
                 // (A de-chunked body's recipient takes no trailers.)
-                let dechunked = matches!(self.kind, Kind::Chunked { dechunk: true, .. });
-                if let Some(mut section) = self.take_trailer_section().filter(|_| !dechunked) {
+                if let Kind::Chunked {
+                    decoder,
+                    dechunk: true,
+                } = &mut self.kind
+                {
+                    decoder.take_trailer_section();
+                }
+                if let Some(mut section) = self.take_trailer_section() {
                     if let Some(dst) = dst.as_deref_mut() {
                         let len = section.len();
                         write_range(dst, &mut section, 0..len)

@@ -1451,6 +1451,10 @@ impl TlsStream {
     pub fn try_flush(&mut self) -> io::Result<bool> {
         use nix::sys::socket::{send, MsgFlags};
         use std::os::fd::AsRawFd;
+        if self.in_flight {
+            // (An async write was abandoned: its buffer is gone.)
+            return Err(cannot_send());
+        }
         while self.out_len > 0 {
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
             match send(

@@ -659,6 +659,15 @@ fn h2_upstream() -> SocketAddr {
                             let Ok(mut send) = respond.send_response(resp, false) else {
                                 return;
                             };
+                            if parts.uri.path().starts_with("/svc.Early/") {
+                                // Answers before reading the body (then resets it:
+                                // NO_ERROR), as a gRPC server ending a call early.
+                                let mut trailers = http::HeaderMap::new();
+                                trailers.insert("grpc-status", "3".parse().unwrap());
+                                let _ = send.send_trailers(trailers);
+                                drop(body);
+                                return;
+                            }
                             while let Some(Ok(data)) = body.data().await {
                                 let n = data.len();
                                 let _ = body.flow_control().release_capacity(n);
@@ -838,4 +847,58 @@ fn http1_clients_reach_http2_upstreams() {
     // An unreachable HTTP/2 endpoint is a 502.
     let r = common::get(p.addr, "GET /dead.x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.status, 502);
+}
+
+#[test]
+fn an_upstream_answering_before_the_body_ends_is_answered_and_long_streams_are_not_idle() {
+    let up = h2_upstream();
+    let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let p = proxy(
+        "http2 = true\nidle_timeout = \"300ms\"",
+        H2_ROUTES,
+        &[("up", up), ("dead", dead)],
+    );
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let c = connect(p.addr).await;
+        // The upstream answers (trailers-only status 3) while the client still
+        // has a body to send: the client gets that answer, not a 502.
+        let mut send = c.clone().ready().await.unwrap();
+        let (resp, mut body) = send.send_request(grpc_req("/svc.Early/M"), false).unwrap();
+        body.send_data(Bytes::from_static(b"first"), false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut recv = resp.into_body();
+        while let Some(chunk) = recv.data().await {
+            chunk.unwrap();
+        }
+        assert_eq!(recv.trailers().await.unwrap().unwrap()["grpc-status"], "3");
+
+        // A stream open for three idle_timeouts, quiet both ways: the connection
+        // is not idle, and still takes new streams.
+        let mut send = c.clone().ready().await.unwrap();
+        let (resp, mut body) = send
+            .send_request(grpc_req("/svc.Echo/Long"), false)
+            .unwrap();
+        body.send_data(Bytes::from_static(b"a"), false).unwrap();
+        let resp = resp.await.unwrap();
+        let mut recv = resp.into_body();
+        assert_eq!(&recv.data().await.unwrap().unwrap()[..], b"a");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let mut c2 = c.clone();
+        let r = request(&mut c2, grpc_req("/svc.Echo/Unary"), Some(b"still"))
+            .await
+            .unwrap();
+        assert_eq!(&r.body[..], b"still");
+        body.send_data(Bytes::from_static(b"b"), true).unwrap();
+        assert_eq!(&recv.data().await.unwrap().unwrap()[..], b"b");
+        while let Some(chunk) = recv.data().await {
+            chunk.unwrap();
+        }
+        // Nothing open for three idle_timeouts: the connection got its GOAWAY,
+        // and a new stream fails.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let r = request(&mut c2, grpc_req("/svc.Echo/Unary"), Some(b"x")).await;
+        assert!(r.is_err(), "no GOAWAY once idle");
+    }));
 }

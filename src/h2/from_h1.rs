@@ -42,6 +42,10 @@ pub async fn forward(
         response_started: started,
         request_consumed: consumed,
     };
+    if head.websocket {
+        // (WebSocket over HTTP/2, RFC 8441, is not spoken to upstreams.)
+        return Err(fail(ProxyError::UpgradeRefused, false, !head.has_body()));
+    }
     let mut buf = w.bufs.take();
     write_upstream_head(d, w, snapshot, head, route, cluster, &mut buf);
     let scheme = match cluster.config.protocol {

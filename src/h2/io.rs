@@ -164,6 +164,9 @@ impl AsyncRead for H2Io {
                 Some(cut) => {
                     this.held = true;
                     cx.waker().wake_by_ref();
+                    if cut == 0 {
+                        return Poll::Pending;
+                    }
                     cut
                 }
                 None => n,

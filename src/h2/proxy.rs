@@ -47,7 +47,13 @@ struct Open<'a>(&'a ConnCtx);
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.open.set(self.0.open.get() - 1);
+        let open = self.0.open.get() - 1;
+        self.0.open.set(open);
+        if open == 0 {
+            if let Some(w) = self.0.waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
     }
 }
 
@@ -135,6 +141,14 @@ pub async fn stream(
             &mut x.outcome,
         );
         let is_head = head.method == Method::Head;
+        if head.expect_continue && matches!(decided, Ok(Act::Forward(..))) {
+            // The proxy answers the expectation itself when it forwards the
+            // request (RFC 9110 §10.1.1), as for HTTP/1.1; a refusal is answered
+            // before the body instead.
+            let mut cont = Response::new(());
+            *cont.status_mut() = http::StatusCode::CONTINUE;
+            let _ = respond.send_informational(cont);
+        }
         let result = match decided {
             Ok(Act::Forward(route, cluster))
                 if snapshot.clusters[cluster].config.protocol != UpstreamProtocol::Http1 =>
@@ -264,8 +278,10 @@ struct Upstream {
     buf: Vec<u8>,
     head: crate::http::parse::ResponseHead,
     resp_headers: Vec<HeaderSpan>,
-    endpoint: usize,
-    cluster: usize,
+    /// The endpoint it came from (its pool takes the connection back).
+    endpoint: Rc<crate::upstream::endpoint::Endpoint>,
+    /// The cluster's `response_timeout` (reads of the body).
+    up_timeout: std::time::Duration,
 }
 
 impl Exchange<'_> {
@@ -355,9 +371,6 @@ impl Exchange<'_> {
                     op: "write response",
                 })?;
         }
-        if end && data.is_empty() {
-            // (An empty body: end the stream with an empty DATA frame.)
-        }
         Ok(())
     }
 
@@ -417,9 +430,7 @@ impl Exchange<'_> {
     ) -> Result<Upstream, Failure> {
         let cluster = &snapshot.clusters[cluster_index];
         let mut hbuf = self.upstream_head(snapshot, head, route, cluster);
-        let result = self
-            .attempts(head, cluster, cluster_index, &mut hbuf, body)
-            .await;
+        let result = self.attempts(head, cluster, &mut hbuf, body).await;
         self.w.bufs.give(hbuf);
         result
     }
@@ -428,7 +439,6 @@ impl Exchange<'_> {
         &mut self,
         head: &RequestHead,
         cluster: &crate::snapshot::ClusterRt,
-        cluster_index: usize,
         hbuf: &mut Vec<u8>,
         body: &mut RecvStream,
     ) -> Result<Upstream, Failure> {
@@ -507,8 +517,8 @@ impl Exchange<'_> {
                         buf,
                         head: resp,
                         resp_headers,
-                        endpoint: ep,
-                        cluster: cluster_index,
+                        endpoint: Rc::clone(state),
+                        up_timeout,
                     });
                 }
                 // A stale pooled connection, before any response byte, for a
@@ -699,7 +709,7 @@ impl Exchange<'_> {
             head: resp,
             resp_headers,
             endpoint,
-            cluster,
+            up_timeout,
         } = up;
         let started = |error| Failure {
             error,
@@ -745,14 +755,6 @@ impl Exchange<'_> {
             Ok(())
         } else {
             let mut body = Body::new(resp.framing, None, MAX_RESPONSE_HEAD, true);
-            let snapshot = self.w.snapshot();
-            let up_timeout = snapshot
-                .clusters
-                .get(cluster)
-                .map_or(self.settings.config.idle_timeout, |c| {
-                    c.config.response_timeout
-                });
-            let _ = endpoint;
             loop {
                 let range = match body.consume(&mut buf, &mut pos) {
                     Ok(r) => r,
@@ -813,15 +815,7 @@ impl Exchange<'_> {
             }
         };
         if result.is_ok() && in_sync && resp.keep_alive && pos == buf.len() {
-            let state = self
-                .w
-                .snapshot()
-                .clusters
-                .get(cluster)
-                .and_then(|c| c.endpoints.get(endpoint).cloned());
-            if let Some(state) = state {
-                state.pool.checkin(up_conn, Moment::now());
-            }
+            endpoint.pool.checkin(up_conn, Moment::now());
         }
         self.w.bufs.give(buf);
         result.map_err(started)
@@ -873,10 +867,9 @@ impl Exchange<'_> {
             lease: _lease,
         } = opened;
         let sent_at = Stamp::now();
-        let up_timeout = match grpc_timeout {
-            Some(t) => cluster.config.response_timeout.min(t),
-            None => cluster.config.response_timeout,
-        };
+        let up_timeout = cluster.config.response_timeout;
+        // A gRPC call's deadline bounds the whole exchange.
+        let deadline = grpc_timeout.map(|t| Moment::now() + t);
         let client_timeout = self.settings.config.idle_timeout;
         let limit = self.settings.config.limits.max_body_bytes;
 
@@ -894,18 +887,33 @@ impl Exchange<'_> {
         let mut request_bytes = 0;
         let result = {
             let mut answer =
-                pin!(self.answer_h2(respond, response, route, is_head, up_timeout, sent_at));
+                pin!(self
+                    .answer_h2(respond, response, route, is_head, up_timeout, deadline, sent_at));
             poll_fn(|c| {
                 if let Some(p) = pump.as_mut() {
                     if let Poll::Ready(r) = p.as_mut().poll(c) {
                         pump = None;
                         match r {
                             Ok(n) => request_bytes = n,
-                            Err(e) => return Poll::Ready(Err((e, false))),
+                            // The upstream stopped taking the body (it may have
+                            // answered early: a gRPC server ending a call): the
+                            // response goes on.
+                            Err((e, n)) if !e.is_downstream() => {
+                                tracing::debug!(error = %e, "request body not taken whole");
+                                request_bytes = n;
+                            }
+                            // (Whether the response started is known below.)
+                            Err((e, n)) => {
+                                request_bytes = n;
+                                return Poll::Ready(Err((e, None)));
+                            }
                         }
                     }
                 }
-                answer.as_mut().poll(c)
+                answer
+                    .as_mut()
+                    .poll(c)
+                    .map_err(|(e, started)| (e, Some(started)))
             })
             .await
         };
@@ -914,6 +922,7 @@ impl Exchange<'_> {
         match result {
             Ok(()) => Ok(()),
             Err((error, started)) => {
+                let started = started.unwrap_or(self.outcome.status != 0);
                 up_send.send_reset(h2::Reason::CANCEL);
                 if let Some(kind) = timeout_kind(&error) {
                     cluster.stats.timeouts[kind as usize].inc();
@@ -930,6 +939,7 @@ impl Exchange<'_> {
     /// The response from an HTTP/2 upstream to the client: its head (rewritten as
     /// an HTTP/1.1 response head would be), DATA as the client's window allows,
     /// trailers. The error says whether the response had started.
+    #[allow(clippy::too_many_arguments)]
     async fn answer_h2(
         &mut self,
         respond: &mut SendResponse<Bytes>,
@@ -937,13 +947,19 @@ impl Exchange<'_> {
         route: &Route,
         is_head: bool,
         up_timeout: std::time::Duration,
+        deadline: Option<Moment>,
         sent_at: Stamp,
     ) -> Result<(), (ProxyError, bool)> {
+        // Each wait: the cluster's timeout, within the call's deadline.
+        let wait = || match deadline {
+            Some(at) => up_timeout.min(at.saturating_duration_since(Moment::now())),
+            None => up_timeout,
+        };
         let mut response = pin!(response);
         let got = self
             .timer
             .run(
-                up_timeout,
+                wait(),
                 poll_fn(|c| match respond.poll_reset(c) {
                     Poll::Ready(_) => Poll::Ready(None),
                     Poll::Pending => response.as_mut().poll(c).map(Some),
@@ -1026,7 +1042,7 @@ impl Exchange<'_> {
             let next = self
                 .timer
                 .run(
-                    up_timeout,
+                    wait(),
                     poll_fn(|c| match client.poll_reset(c) {
                         Poll::Ready(_) => Poll::Ready(None),
                         Poll::Pending => up_body.poll_data(c).map(Some),
@@ -1062,7 +1078,7 @@ impl Exchange<'_> {
                 }
             }
         }
-        let trailers = self.timer.run(up_timeout, up_body.trailers()).await;
+        let trailers = self.timer.run(wait(), up_body.trailers()).await;
         match trailers {
             Some(Ok(Some(map))) => {
                 let _ = client.send_trailers(map);
@@ -1089,36 +1105,44 @@ impl Exchange<'_> {
 
 /// Streams a request body from the client's stream to the upstream's, releasing
 /// the client's window as data is passed on (as the upstream's window allows);
-/// then its trailers. Returns the body's length.
+/// then its trailers. Returns the body's length (also with an error).
+///
+/// A wait for the client's next data has no timeout of its own: the exchange is
+/// bounded by the response's waits (a long-lived gRPC stream may be quiet one way
+/// while the other flows). A wait for the upstream's window has `client_timeout`.
 async fn pump_request(
     body: &mut RecvStream,
     up: &mut SendStream<Bytes>,
     timer: &mut Timer,
     client_timeout: std::time::Duration,
     limit: Option<u64>,
-) -> Result<u64, ProxyError> {
+) -> Result<u64, (ProxyError, u64)> {
     let mut total = 0u64;
-    loop {
-        let data = match timer.run(client_timeout, body.data()).await {
-            Some(Some(Ok(data))) => data,
-            Some(None) => break,
-            Some(Some(Err(_))) => {
-                return Err(ProxyError::ClientClosed {
-                    op: "read request body",
-                })
-            }
-            None => {
-                return Err(ProxyError::ClientTimeout {
-                    op: "read request body",
-                })
-            }
-        };
+    let r = pump_body(body, up, timer, client_timeout, limit, &mut total).await;
+    r.map(|()| total).map_err(|e| (e, total))
+}
+
+async fn pump_body(
+    body: &mut RecvStream,
+    up: &mut SendStream<Bytes>,
+    timer: &mut Timer,
+    client_timeout: std::time::Duration,
+    limit: Option<u64>,
+    total: &mut u64,
+) -> Result<(), ProxyError> {
+    let client_closed = || ProxyError::ClientClosed {
+        op: "read request body",
+    };
+    let up_closed = || ProxyError::UpstreamClosed {
+        op: "write request body",
+    };
+    while let Some(data) = body.data().await {
+        let mut data = data.map_err(|_| client_closed())?;
         let n = data.len();
-        total += n as u64;
-        if limit.is_some_and(|l| total > l) {
+        *total += n as u64;
+        if limit.is_some_and(|l| *total > l) {
             return Err(ProxyError::BodyTooLarge);
         }
-        let mut data = data;
         while !data.is_empty() {
             up.reserve_capacity(data.len());
             let granted = timer
@@ -1126,11 +1150,7 @@ async fn pump_request(
                 .await;
             let k = match granted {
                 Some(Some(Ok(k))) => k,
-                Some(_) => {
-                    return Err(ProxyError::UpstreamClosed {
-                        op: "write request body",
-                    })
-                }
+                Some(_) => return Err(up_closed()),
                 None => {
                     return Err(ProxyError::UpstreamTimeout {
                         op: "write request body",
@@ -1138,34 +1158,15 @@ async fn pump_request(
                 }
             };
             let chunk = data.split_to(k.min(data.len()));
-            up.send_data(chunk, false)
-                .map_err(|_| ProxyError::UpstreamClosed {
-                    op: "write request body",
-                })?;
+            up.send_data(chunk, false).map_err(|_| up_closed())?;
         }
         let _ = body.flow_control().release_capacity(n);
     }
-    let trailers = match timer.run(client_timeout, body.trailers()).await {
-        Some(Ok(t)) => t,
-        Some(Err(_)) => {
-            return Err(ProxyError::ClientClosed {
-                op: "read request body",
-            })
-        }
-        None => {
-            return Err(ProxyError::ClientTimeout {
-                op: "read request body",
-            })
-        }
-    };
-    let sent = match trailers {
+    let sent = match body.trailers().await.map_err(|_| client_closed())? {
         Some(map) => up.send_trailers(map),
         None => up.send_data(Bytes::new(), true),
     };
-    sent.map_err(|_| ProxyError::UpstreamClosed {
-        op: "write request body",
-    })?;
-    Ok(total)
+    sent.map_err(|_| up_closed())
 }
 
 fn relay_error(e: RelayError) -> ProxyError {

@@ -41,6 +41,8 @@ pub struct ConnCtx {
     pub local: Option<SocketAddr>,
     /// Streams whose task is running.
     pub open: Cell<usize>,
+    /// The connection's task, woken when the last stream ends.
+    pub waker: std::cell::RefCell<Option<std::task::Waker>>,
 }
 
 /// What ended a wait of the connection's task. (Not boxed: one lives at a time.)
@@ -57,12 +59,14 @@ enum Event {
     ),
     /// The connection closed (after a GOAWAY, or the client left).
     Done,
+    /// The last open stream ended.
+    Quiet,
     Breach(GoawayReason),
     Closing,
 }
 
-/// How long a connection that was sent GOAWAY may take to finish its streams when
-/// it is not draining (a drain has its own deadline).
+/// How often the connection's task looks again while streams are open (it is
+/// woken by their frames and when the last one ends; this only bounds a wait).
 const FINISH: Duration = Duration::from_secs(30);
 
 /// Serves an HTTP/2 connection: `pre` holds bytes already read from it (the
@@ -79,6 +83,7 @@ pub async fn serve(worker: Rc<Worker>, conn: Box<Conn>, pre: Vec<u8>) {
         },
         local: conn.stream.local_addr().ok(),
         open: Cell::new(0),
+        waker: Default::default(),
     });
     let guard = Guard::server();
     let state = guard.state.clone();
@@ -111,14 +116,21 @@ pub async fn serve(worker: Rc<Worker>, conn: Box<Conn>, pre: Vec<u8>) {
     let mut shut = false;
     let mut breached = false;
     loop {
-        let settings = ctx.listener.settings();
-        let wait = if ctx.open.get() == 0 && !shut {
-            settings.config.idle_timeout
-        } else {
-            // (Polled on for the streams; woken by their frames.)
-            FINISH
+        // With no stream open, the connection is idle: `idle_timeout` counts from
+        // when the last one ended (its task wakes this one: `Event::Quiet`).
+        // With streams open, it is polled on for them as long as they last.
+        let busy = ctx.open.get() > 0;
+        let wait = match (busy, shut) {
+            (false, false) => ctx.listener.settings().config.idle_timeout,
+            (true, _) => FINISH,
+            // A GOAWAY was sent and nothing is open: a last short wait.
+            (false, true) => Duration::from_secs(1),
         };
         let next = poll_fn(|cx| {
+            *ctx.waker.borrow_mut() = Some(cx.waker().clone());
+            if busy && ctx.open.get() == 0 {
+                return Poll::Ready(Event::Quiet);
+            }
             if !breached {
                 if let Some(reason) = state.breach.get() {
                     return Poll::Ready(Event::Breach(reason));
@@ -148,6 +160,7 @@ pub async fn serve(worker: Rc<Worker>, conn: Box<Conn>, pre: Vec<u8>) {
                 break;
             }
             Some(Event::Done) => break,
+            Some(Event::Quiet) => {}
             Some(Event::Breach(reason)) => {
                 tracing::info!(peer = %ctx.peer.ip, reason = reason.label(),
                     "HTTP/2 guard: GOAWAY {:?}", reason.code());
@@ -160,13 +173,15 @@ pub async fn serve(worker: Rc<Worker>, conn: Box<Conn>, pre: Vec<u8>) {
                 shut = true;
                 h2c.graceful_shutdown();
             }
-            // Idle (no stream for idle_timeout), or streams that would not finish
-            // after a GOAWAY.
+            // Streams open: only their own timeouts end them (and a drain's
+            // deadline).
+            None if busy => {}
+            // Idle: no stream for idle_timeout.
             None if !shut => {
                 shut = true;
                 h2c.graceful_shutdown();
             }
-            None if ctx.open.get() > 0 && !breached && !ctx.listener.is_closing() => {}
+            // GOAWAY sent, nothing open, and the client has not closed.
             None => break,
         }
     }

@@ -103,9 +103,11 @@ async fn connect(
         Guard::upstream(),
     );
     let mut builder = h2::client::Builder::new();
+    // (The connection window holds 128 streams' windows: streams whose clients
+    // stop reading hold theirs, and must not stall the others on the connection.)
     builder
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(16 << 20)
+        .initial_window_size(256 << 10)
+        .initial_connection_window_size(32 << 20)
         .max_header_list_size(256 << 10);
     let handshake = builder.handshake::<_, Bytes>(io);
     let (send, connection) = match timer.run(cluster.config.connect_timeout, handshake).await {
