@@ -27,7 +27,6 @@ use crate::worker::Worker;
 use bytes::Bytes;
 use h2::SendStream;
 use http::HeaderMap;
-use std::future::poll_fn;
 
 pub async fn forward(
     d: &mut Downstream<'_>,
@@ -285,24 +284,10 @@ async fn send_body(
                 Ok(r) => r,
                 Err(e) => break Err(request_body_error(e)),
             };
-            let mut data = Bytes::copy_from_slice(&d.rbuf[range]);
-            while !data.is_empty() {
-                up.reserve_capacity(data.len());
-                let granted = d
-                    .up_timer
-                    .run(client_timeout, poll_fn(|c| up.poll_capacity(c)))
-                    .await;
-                let k = match granted {
-                    Some(Some(Ok(k))) => k,
-                    Some(_) => return Err(closed()),
-                    None => {
-                        return Err(ProxyError::UpstreamTimeout {
-                            op: "write request body",
-                        })
-                    }
-                };
-                let chunk = data.split_to(k.min(data.len()));
-                up.send_data(chunk, false).map_err(|_| closed())?;
+            let data = Bytes::copy_from_slice(&d.rbuf[range]);
+            let sent = super::send_data(up, data, false, &mut d.up_timer, client_timeout).await;
+            if let Err(f) = sent {
+                break Err(super::proxy::upstream_send_error(f));
             }
         }
         if body.is_done() {

@@ -166,14 +166,8 @@ pub async fn stream(
             }
             Ok(Act::Forward(route, cluster)) => {
                 // Until the response starts, a reset by the client stops the work.
-                let reset = {
-                    let mut work = pin!(x.forward(&snapshot, head, route, cluster, &mut body));
-                    poll_fn(|c| match respond.poll_reset(c) {
-                        Poll::Ready(_) => Poll::Ready(None),
-                        Poll::Pending => work.as_mut().poll(c).map(Some),
-                    })
-                    .await
-                };
+                let work = x.forward(&snapshot, head, route, cluster, &mut body);
+                let reset = super::unless_reset(work, |c| respond.poll_reset(c)).await;
                 match reset {
                     None => {
                         x.outcome
@@ -338,40 +332,17 @@ impl Exchange<'_> {
     async fn send_all(
         &mut self,
         send: &mut SendStream<Bytes>,
-        mut data: Bytes,
+        data: Bytes,
         end: bool,
     ) -> Result<(), ProxyError> {
         let timeout = self.settings.config.idle_timeout;
-        while !data.is_empty() {
-            send.reserve_capacity(data.len());
-            let granted = self
-                .timer
-                .run(timeout, poll_fn(|c| send.poll_capacity(c)))
-                .await;
-            let n = match granted {
-                Some(Some(Ok(n))) => n,
-                Some(Some(Err(_)) | None) => {
-                    return Err(ProxyError::ClientClosed {
-                        op: "write response",
-                    })
-                }
-                None => {
-                    return Err(ProxyError::ClientTimeout {
-                        op: "write response",
-                    })
-                }
-            };
-            if n == 0 {
-                continue;
-            }
-            let chunk = data.split_to(n.min(data.len()));
-            let last = end && data.is_empty();
-            send.send_data(chunk, last)
-                .map_err(|_| ProxyError::ClientClosed {
-                    op: "write response",
-                })?;
-        }
-        Ok(())
+        let op = "write response";
+        super::send_data(send, data, end, &mut self.timer, timeout)
+            .await
+            .map_err(|f| match f {
+                super::SendFail::Closed => ProxyError::ClientClosed { op },
+                super::SendFail::Timeout => ProxyError::ClientTimeout { op },
+            })
     }
 
     /// The request head for the upstream: rewritten as for an HTTP/1.1 client
@@ -788,14 +759,8 @@ impl Exchange<'_> {
                 buf.clear();
                 pos = 0;
                 let mut io = Io::new(&mut up_conn.stream, &mut self.timer, up_timeout);
-                let read = {
-                    let mut read = pin!(relay::read_into(&mut io, &mut buf));
-                    poll_fn(|c| match send.poll_reset(c) {
-                        Poll::Ready(_) => Poll::Ready(None),
-                        Poll::Pending => read.as_mut().poll(c).map(Some),
-                    })
-                    .await
-                };
+                let read = relay::read_into(&mut io, &mut buf);
+                let read = super::unless_reset(read, |c| send.poll_reset(c)).await;
                 match read {
                     None => {
                         in_sync = false;
@@ -960,10 +925,7 @@ impl Exchange<'_> {
             .timer
             .run(
                 wait(),
-                poll_fn(|c| match respond.poll_reset(c) {
-                    Poll::Ready(_) => Poll::Ready(None),
-                    Poll::Pending => response.as_mut().poll(c).map(Some),
-                }),
+                super::unless_reset(response.as_mut(), |c| respond.poll_reset(c)),
             )
             .await;
         let resp = match got {
@@ -1043,9 +1005,8 @@ impl Exchange<'_> {
                 .timer
                 .run(
                     wait(),
-                    poll_fn(|c| match client.poll_reset(c) {
-                        Poll::Ready(_) => Poll::Ready(None),
-                        Poll::Pending => up_body.poll_data(c).map(Some),
+                    super::unless_reset(poll_fn(|c| up_body.poll_data(c)), |c| {
+                        client.poll_reset(c)
                     }),
                 )
                 .await;
@@ -1137,29 +1098,15 @@ async fn pump_body(
         op: "write request body",
     };
     while let Some(data) = body.data().await {
-        let mut data = data.map_err(|_| client_closed())?;
+        let data = data.map_err(|_| client_closed())?;
         let n = data.len();
         *total += n as u64;
         if limit.is_some_and(|l| *total > l) {
             return Err(ProxyError::BodyTooLarge);
         }
-        while !data.is_empty() {
-            up.reserve_capacity(data.len());
-            let granted = timer
-                .run(client_timeout, poll_fn(|c| up.poll_capacity(c)))
-                .await;
-            let k = match granted {
-                Some(Some(Ok(k))) => k,
-                Some(_) => return Err(up_closed()),
-                None => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        op: "write request body",
-                    })
-                }
-            };
-            let chunk = data.split_to(k.min(data.len()));
-            up.send_data(chunk, false).map_err(|_| up_closed())?;
-        }
+        super::send_data(up, data, false, timer, client_timeout)
+            .await
+            .map_err(upstream_send_error)?;
         let _ = body.flow_control().release_capacity(n);
     }
     let sent = match body.trailers().await.map_err(|_| client_closed())? {
@@ -1167,6 +1114,15 @@ async fn pump_body(
         None => up.send_data(Bytes::new(), true),
     };
     sent.map_err(|_| up_closed())
+}
+
+/// A failed send of request data to an upstream stream.
+pub fn upstream_send_error(f: super::SendFail) -> ProxyError {
+    let op = "write request body";
+    match f {
+        super::SendFail::Closed => ProxyError::UpstreamClosed { op },
+        super::SendFail::Timeout => ProxyError::UpstreamTimeout { op },
+    }
 }
 
 fn relay_error(e: RelayError) -> ProxyError {
