@@ -8,14 +8,13 @@
 //! The request body is sent before the response is read (as for HTTP/1.1
 //! upstreams); full duplex is the HTTP/2 client's path (`h2::proxy`).
 
-use super::translate::{add_fields, h1_head_of, request_of};
+use super::translate::{add_fields, h1_head_of, request_of, write_chunk, write_last_chunk};
 use super::upstream::{open_any, Opened};
 use crate::clock::Stamp;
 use crate::config::UpstreamProtocol;
 use crate::downstream::{request_body_error, Downstream, Failure, Next};
 use crate::error::ProxyError;
 use crate::http::answer::ConnHeader;
-use crate::http::body::allowed_in_trailers;
 use crate::http::parse::{parse_response, Framing, Method, RequestHead, Version};
 use crate::http::rewrite::{write_response_head, ClientFraming, ResponseRewrite};
 use crate::outcome::timeout_kind;
@@ -204,12 +203,9 @@ async fn relay_response(
         }
         out.clear();
         if chunked {
-            use std::io::Write;
-            let _ = write!(out, "{n:x}\r\n");
-        }
-        out.extend_from_slice(&data);
-        if chunked {
-            out.extend_from_slice(b"\r\n");
+            write_chunk(out, &data);
+        } else {
+            out.extend_from_slice(&data);
         }
         let len = out.len();
         let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
@@ -234,16 +230,7 @@ async fn relay_response(
             }
         };
         out.clear();
-        out.extend_from_slice(b"0\r\n");
-        for (name, value) in trailers.iter().flatten() {
-            if allowed_in_trailers(name.as_str().as_bytes()) {
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        out.extend_from_slice(b"\r\n");
+        write_last_chunk(out, trailers.as_ref());
         let len = out.len();
         let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
         relay::write_range(&mut client, out, 0..len)

@@ -13,14 +13,13 @@
 //! stream the client resets stops its upstream work at once.
 
 use super::server::ConnCtx;
-use super::translate::{add_fields, response_of, write_head};
+use super::translate::{add_fields, response_of, write_chunk, write_head, write_last_chunk};
 use crate::clock::{Moment, Stamp};
 use crate::config::UpstreamProtocol;
 use crate::downstream::{refused, Failure};
 use crate::error::ProxyError;
 use crate::exchange::{self, Act};
 use crate::http::answer::{Answer, ConnHeader};
-use crate::http::body::allowed_in_trailers;
 use crate::http::parse::{parse_request, parse_response, Framing, HeaderSpan, Method, RequestHead};
 use crate::http::rewrite::{
     proto_line, write_request_head, write_response_head, ClientFraming, RequestRewrite,
@@ -413,7 +412,6 @@ impl Exchange<'_> {
         hbuf: &mut Vec<u8>,
         body: &mut RecvStream,
     ) -> Result<Upstream, Failure> {
-        let w = self.w;
         let mut tried: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
         let mut last_error = None;
         let mut fresh_for = None;
@@ -506,7 +504,6 @@ impl Exchange<'_> {
                     cluster.stats.retries.inc();
                     self.outcome.flags.set(Flags::RETRIED);
                     fresh_for = Some(ep);
-                    let _ = w;
                 }
                 Err((e, _)) => {
                     if let Some(kind) = timeout_kind(&e) {
@@ -561,10 +558,7 @@ impl Exchange<'_> {
             }
             out.clear();
             if chunked {
-                use std::io::Write;
-                let _ = write!(out, "{n:x}\r\n");
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
+                write_chunk(&mut out, &data);
             } else {
                 out.extend_from_slice(&data);
             }
@@ -578,20 +572,25 @@ impl Exchange<'_> {
         };
         let result = match result {
             Ok(()) if chunked => {
-                let trailers = self.timer.run(client_timeout, body.trailers()).await;
-                out.clear();
-                out.extend_from_slice(b"0\r\n");
-                if let Some(Ok(Some(map))) = trailers {
-                    for (name, value) in &map {
-                        if allowed_in_trailers(name.as_str().as_bytes()) {
-                            out.extend_from_slice(name.as_str().as_bytes());
-                            out.extend_from_slice(b": ");
-                            out.extend_from_slice(value.as_bytes());
-                            out.extend_from_slice(b"\r\n");
-                        }
+                // (A client that fails before its trailers does not get its body
+                // ended upstream as if it were whole.)
+                let trailers = match self.timer.run(client_timeout, body.trailers()).await {
+                    Some(Ok(t)) => t,
+                    Some(Err(_)) => {
+                        self.w.bufs.give(out);
+                        return Err(ProxyError::ClientClosed {
+                            op: "read request body",
+                        });
                     }
-                }
-                out.extend_from_slice(b"\r\n");
+                    None => {
+                        self.w.bufs.give(out);
+                        return Err(ProxyError::ClientTimeout {
+                            op: "read request body",
+                        });
+                    }
+                };
+                out.clear();
+                write_last_chunk(&mut out, trailers.as_ref());
                 let len = out.len();
                 let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
                 match relay::write_range(&mut io, &mut out, 0..len).await {

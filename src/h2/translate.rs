@@ -106,6 +106,31 @@ pub fn response_of(head: &[u8], status: u16) -> Response<()> {
     r
 }
 
+/// One chunk of a chunked HTTP/1.1 body holding `data` (not empty: a zero-size
+/// chunk ends the body).
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write;
+    debug_assert!(!data.is_empty());
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of a chunked HTTP/1.1 body: the last chunk and a trailer section with
+/// the HTTP/2 trailers allowed in one (RFC 9110 §6.5.1).
+pub fn write_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        if crate::http::body::allowed_in_trailers(name.as_str().as_bytes()) {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Fields that do not exist in HTTP/2 (RFC 9113 §8.2.2).
 fn connection_specific(name: &[u8]) -> bool {
     [
@@ -233,6 +258,23 @@ mod tests {
                 .unwrap();
             assert!(head(req, true).is_err(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn chunks_and_the_last_chunk_with_allowed_trailers() {
+        let mut out = Vec::new();
+        write_chunk(&mut out, &[b'x'; 26]);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("content-length", HeaderValue::from_static("9"));
+        write_last_chunk(&mut out, Some(&trailers));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("1a\r\n{}\r\n0\r\ngrpc-status: 0\r\n\r\n", "x".repeat(26))
+        );
+        let mut out = Vec::new();
+        write_last_chunk(&mut out, None);
+        assert_eq!(out, b"0\r\n\r\n");
     }
 
     #[test]
