@@ -75,6 +75,14 @@ pub fn decide<'s>(
     Ok(match &route.action {
         Action::Forward(cluster) => {
             outcome.cluster = Some(*cluster as u32);
+            // A WebSocket is forwarded to HTTP/1.1 upstreams only (it is not spoken
+            // to HTTP/2 ones as RFC 8441's extended CONNECT).
+            if head.websocket
+                && snapshot.clusters[*cluster].config.protocol
+                    != crate::config::UpstreamProtocol::Http1
+            {
+                return Err(refused(ProxyError::UpgradeRefused, !head.has_body()));
+            }
             Act::Forward(route, *cluster)
         }
         Action::Answer(answer) => Act::Answer(std::borrow::Cow::Borrowed(answer)),

@@ -181,6 +181,18 @@ impl Worker {
         ((t >> 64) ^ t) as u64
     }
 
+    /// A WebSocket opening handshake's nonce (RFC 6455 §4.1): 16 random bytes in
+    /// base64 (for an HTTP/2 client's WebSocket, which sends none: RFC 8441 §5).
+    pub fn websocket_key(&self) -> [u8; 24] {
+        use base64::Engine;
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        raw[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        let mut key = [0u8; 24];
+        let _ = base64::engine::general_purpose::STANDARD.encode_slice(raw, &mut key);
+        key
+    }
+
     /// Appends a random UUID (version 4 layout) to `out`.
     pub fn write_request_id(&self, out: &mut Vec<u8>) {
         let hi = self.next_u64() & !0xf000 | 0x4000;

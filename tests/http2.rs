@@ -619,6 +619,14 @@ fn an_empty_data_frame_inside_a_body_does_not_end_the_chunked_body_upstream() {
 /// trailers `grpc-status: 0` and `x-conns: N` (connections accepted so far); the
 /// response head carries the request's head in `x-head` lines.
 fn h2_upstream() -> SocketAddr {
+    h2_upstream_with(false)
+}
+
+/// [`h2_upstream`], where with `goaway_first` the first connection answers the
+/// proxy's first stream with GOAWAY (last stream id 0: the stream was not
+/// processed) and closes. A path under `/svc.Refuse/` is refused (REFUSED_STREAM)
+/// the first time it comes.
+fn h2_upstream_with(goaway_first: bool) -> SocketAddr {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = std_listener.local_addr().unwrap();
     std_listener.set_nonblocking(true).unwrap();
@@ -631,71 +639,111 @@ fn h2_upstream() -> SocketAddr {
         local.block_on(&rt, async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             let conns = std::rc::Rc::new(std::cell::Cell::new(0));
+            let refused = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 conns.set(conns.get() + 1);
-                let conns = conns.clone();
-                tokio::task::spawn_local(async move {
-                    let Ok(mut h2c) = h2::server::handshake(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok((req, mut respond))) = h2c.accept().await {
-                        let conns = conns.clone();
-                        tokio::task::spawn_local(async move {
-                            let (parts, mut body) = req.into_parts();
-                            let mut head =
-                                format!("{} {} {:?}", parts.method, parts.uri, parts.version);
-                            for (n, v) in &parts.headers {
-                                head.push_str(&format!("|{n}: {}", v.to_str().unwrap_or("?")));
-                            }
-                            let resp = http::Response::builder()
-                                .status(200)
-                                .header("x-head", head)
-                                .header("content-type", "application/grpc")
-                                .body(())
-                                .unwrap();
-                            let Ok(mut send) = respond.send_response(resp, false) else {
-                                return;
-                            };
-                            if parts.uri.path().starts_with("/svc.Early/") {
-                                // Answers before reading the body (then resets it:
-                                // NO_ERROR), as a gRPC server ending a call early.
-                                let mut trailers = http::HeaderMap::new();
-                                trailers.insert("grpc-status", "3".parse().unwrap());
-                                let _ = send.send_trailers(trailers);
-                                drop(body);
-                                return;
-                            }
-                            while let Some(Ok(data)) = body.data().await {
-                                let n = data.len();
-                                let _ = body.flow_control().release_capacity(n);
-                                send.reserve_capacity(n);
-                                let mut data = data;
-                                while !data.is_empty() {
-                                    let Some(Ok(k)) =
-                                        std::future::poll_fn(|c| send.poll_capacity(c)).await
-                                    else {
-                                        return;
-                                    };
-                                    let chunk = data.split_to(k.min(data.len()));
-                                    if send.send_data(chunk, false).is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                            let mut trailers = http::HeaderMap::new();
-                            trailers.insert("grpc-status", "0".parse().unwrap());
-                            trailers.insert("x-conns", conns.get().to_string().parse().unwrap());
-                            let _ = send.send_trailers(trailers);
-                        });
-                    }
-                });
+                if goaway_first && conns.get() == 1 {
+                    tokio::task::spawn_local(goaway_at_first_stream(tcp));
+                    continue;
+                }
+                tokio::task::spawn_local(serve_h2(tcp, conns.clone(), refused.clone()));
             }
         });
     });
     addr
+}
+
+/// Reads the client's frames up to its first HEADERS, then answers SETTINGS and
+/// GOAWAY (NO_ERROR, last stream id 0) and waits for the close.
+async fn goaway_at_first_stream(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut at = PREFACE.len();
+    loop {
+        while got.len() >= at + 9 {
+            let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+            if got[at + 3] == 0x1 {
+                let mut out = frame(0x4, 0, 0, &[]);
+                out.extend(frame(0x7, 0, 0, &[0; 8]));
+                let _ = tcp.write_all(&out).await;
+                while tcp.read(&mut chunk).await.is_ok_and(|n| n > 0) {}
+                return;
+            }
+            at += 9 + len;
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Serves one connection of [`h2_upstream`].
+async fn serve_h2(
+    tcp: tokio::net::TcpStream,
+    conns: std::rc::Rc<std::cell::Cell<usize>>,
+    refused: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+) {
+    let Ok(mut h2c) = h2::server::handshake(tcp).await else {
+        return;
+    };
+    while let Some(Ok((req, mut respond))) = h2c.accept().await {
+        let path = req.uri().path().to_string();
+        if path.starts_with("/svc.Refuse/") && !refused.borrow().contains(&path) {
+            refused.borrow_mut().push(path);
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        let conns = conns.clone();
+        tokio::task::spawn_local(async move {
+            let (parts, mut body) = req.into_parts();
+            let mut head = format!("{} {} {:?}", parts.method, parts.uri, parts.version);
+            for (n, v) in &parts.headers {
+                head.push_str(&format!("|{n}: {}", v.to_str().unwrap_or("?")));
+            }
+            let resp = http::Response::builder()
+                .status(200)
+                .header("x-head", head)
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap();
+            let Ok(mut send) = respond.send_response(resp, false) else {
+                return;
+            };
+            if parts.uri.path().starts_with("/svc.Early/") {
+                // Answers before reading the body (then resets it: NO_ERROR), as a
+                // gRPC server ending a call early.
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", "3".parse().unwrap());
+                let _ = send.send_trailers(trailers);
+                drop(body);
+                return;
+            }
+            while let Some(Ok(data)) = body.data().await {
+                let n = data.len();
+                let _ = body.flow_control().release_capacity(n);
+                send.reserve_capacity(n);
+                let mut data = data;
+                while !data.is_empty() {
+                    let Some(Ok(k)) = std::future::poll_fn(|c| send.poll_capacity(c)).await else {
+                        return;
+                    };
+                    let chunk = data.split_to(k.min(data.len()));
+                    if send.send_data(chunk, false).is_err() {
+                        return;
+                    }
+                }
+            }
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            trailers.insert("x-conns", conns.get().to_string().parse().unwrap());
+            let _ = send.send_trailers(trailers);
+        });
+    }
 }
 
 const H2_ROUTES: &str = r#"
@@ -901,4 +949,346 @@ fn an_upstream_answering_before_the_body_ends_is_answered_and_long_streams_are_n
         let r = request(&mut c2, grpc_req("/svc.Echo/Unary"), Some(b"x")).await;
         assert!(r.is_err(), "no GOAWAY once idle");
     }));
+}
+
+// ----------------------------------------------------------------- WebSocket over HTTP/2
+
+const WS_ROUTES: &str = r#"
+[[routes]]
+name = "health"
+match = { path = "/healthz" }
+respond = { status = 200, body = "ok" }
+[[routes]]
+name = "ws"
+match = { path_prefix = "/ws" }
+cluster = "up"
+[[routes]]
+name = "closed"
+match = { path_prefix = "/closed" }
+cluster = "up"
+upgrades = []
+[[routes]]
+name = "to-h2"
+match = { path_prefix = "/h2" }
+cluster = "h2up"
+[clusters.up]
+endpoints = ["{up}"]
+[clusters.h2up]
+endpoints = ["{up}"]
+protocol = "h2c"
+[admin]
+bind = "127.0.0.1:0"
+"#;
+
+/// How many bytes each side of the WebSocket test streams at the same time.
+const WS_STREAM: usize = 1 << 20;
+
+fn ws_pattern(tag: u8) -> Vec<u8> {
+    (0..WS_STREAM)
+        .map(|i| tag.wrapping_add((i % 251) as u8))
+        .collect()
+}
+
+/// The accept of RFC 6455 §4.2.2, computed here as a WebSocket server would.
+fn ws_accept(key: &str) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut sha = sha1::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// An HTTP/1.1 WebSocket server. `/ws/echo`: accepts (with `chat.v1`), sends
+/// `SERVER-EARLY` behind its `101` and then 1 MiB while it reads 1 MiB, reports
+/// the head and whether it got the client's bytes, then waits for the close and
+/// reports it. `/ws/bye`: accepts, sends `bye` and closes. `/ws/bad`: a `101` with
+/// a wrong accept.
+fn ws_upstream() -> (SocketAddr, mpsc::Receiver<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(DEADLINE)).unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 65536];
+                let end = loop {
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&got[..end]).to_string();
+                let mut rest = got.split_off(end);
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                let accept = match path.as_str() {
+                    "/ws/bad" => ws_accept("another key"),
+                    _ => ws_accept(&key),
+                };
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat.v1\r\n\r\n"
+                );
+                let _ = tx.send(head);
+                if s.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+                if path == "/ws/bye" {
+                    let _ = s.write_all(b"bye");
+                    return;
+                }
+                if path != "/ws/echo" {
+                    while s.read(&mut chunk).is_ok_and(|n| n > 0) {}
+                    return;
+                }
+                s.write_all(b"SERVER-EARLY").unwrap();
+                let mut w = s.try_clone().unwrap();
+                let writer = std::thread::spawn(move || w.write_all(&ws_pattern(b's')).is_ok());
+                while rest.len() < WS_STREAM {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => rest.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let ok = writer.join().unwrap() && rest == ws_pattern(b'c');
+                let _ = tx.send(format!("streamed: {ok}"));
+                // The client's END_STREAM closes this connection.
+                let closed = loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) => break true,
+                        Ok(_) => continue,
+                        Err(_) => break false,
+                    }
+                };
+                let _ = tx.send(format!("closed: {closed}"));
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// An extended CONNECT (RFC 8441) for a WebSocket at `path`.
+fn ws_request(path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://a.example{path}"))
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "chat.v1")
+        .extension(h2::ext::Protocol::from_static("websocket"))
+        .body(())
+        .unwrap()
+}
+
+fn ws_gauge(p: &Proxy) -> Option<f64> {
+    metrics(p).lines().find_map(|l| {
+        l.strip_prefix("ringway_websocket_active{route=\"ws\"} ")?
+            .parse()
+            .ok()
+    })
+}
+
+/// Waits for the upstream's next report, off the client's runtime thread.
+async fn next_report(rx: &Arc<Mutex<mpsc::Receiver<String>>>) -> String {
+    let rx = rx.clone();
+    tokio::task::spawn_blocking(move || rx.lock().unwrap().recv_timeout(DEADLINE).unwrap())
+        .await
+        .unwrap()
+}
+
+#[test]
+fn websockets_over_http2_are_tunnels_to_http1_upstreams() {
+    let (up, rx) = ws_upstream();
+    let rx = Arc::new(Mutex::new(rx));
+    let p = proxy("http2 = true", WS_ROUTES, &[("up", up)]);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let mut c = connect(p.addr).await;
+        // (After a first exchange the proxy's SETTINGS are known.)
+        let r = request(&mut c, get("/healthz"), None).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(c.is_extended_connect_protocol_enabled());
+
+        // The handshake goes upstream as HTTP/1.1 with the proxy's key; the
+        // client gets 200 with the subprotocol and without the accept.
+        let mut send = c.clone().ready().await.unwrap();
+        let (resp, mut out) = send.send_request(ws_request("/ws/echo"), false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["sec-websocket-protocol"], "chat.v1");
+        assert!(!resp.headers().contains_key("sec-websocket-accept"));
+        assert!(!resp.headers().contains_key("upgrade"));
+        let head = next_report(&rx).await.to_ascii_lowercase();
+        assert!(head.starts_with("get /ws/echo http/1.1\r\n"), "{head}");
+        for line in [
+            "\r\nhost: a.example\r\n",
+            "\r\nconnection: upgrade\r\n",
+            "\r\nupgrade: websocket\r\n",
+            "\r\nsec-websocket-version: 13\r\n",
+            "\r\nsec-websocket-protocol: chat.v1\r\n",
+            "\r\nx-forwarded-for: 127.0.0.1\r\n",
+        ] {
+            assert!(head.contains(line), "{line:?} in {head}");
+        }
+        let key = head.split("sec-websocket-key: ").nth(1).unwrap();
+        assert_eq!(key.find("\r\n"), Some(24), "{head}");
+
+        // 1 MiB each way at once (neither waits for the other).
+        let writer = tokio::task::spawn_local(async move {
+            let mut left = Bytes::from(ws_pattern(b'c'));
+            while !left.is_empty() {
+                out.reserve_capacity(left.len());
+                let n = std::future::poll_fn(|c| out.poll_capacity(c))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                out.send_data(left.split_to(n.min(left.len())), false)
+                    .unwrap();
+            }
+            out
+        });
+        let (_, mut recv) = resp.into_parts();
+        let mut want = b"SERVER-EARLY".to_vec();
+        want.extend_from_slice(&ws_pattern(b's'));
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let chunk = recv.data().await.unwrap().unwrap();
+            got.extend_from_slice(&chunk);
+            let _ = recv.flow_control().release_capacity(chunk.len());
+        }
+        assert!(got == want, "the upstream's bytes");
+        let mut out = writer.await.unwrap();
+        assert_eq!(next_report(&rx).await, "streamed: true");
+        assert_eq!(ws_gauge(&p), Some(1.0));
+
+        // The client's END_STREAM closes the upstream connection, and the stream
+        // ends both ways.
+        out.send_data(Bytes::new(), true).unwrap();
+        assert_eq!(next_report(&rx).await, "closed: true");
+        while let Some(last) = recv.data().await {
+            assert_eq!(last.unwrap().len(), 0, "more bytes after the close");
+        }
+
+        // The upstream closing ends the stream after its last bytes.
+        let mut send = c.clone().ready().await.unwrap();
+        let (resp, _out) = send.send_request(ws_request("/ws/bye"), false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        next_report(&rx).await;
+        let mut recv = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"bye");
+
+        // A 101 without the right accept is not a WebSocket: 502.
+        let mut send = c.clone().ready().await.unwrap();
+        let (resp, _out) = send.send_request(ws_request("/ws/bad"), false).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 502);
+        next_report(&rx).await;
+
+        // Refused by the route, and toward an HTTP/2 upstream: 403.
+        for path in ["/closed/x", "/h2/x"] {
+            let mut send = c.clone().ready().await.unwrap();
+            let (resp, _out) = send.send_request(ws_request(path), false).unwrap();
+            assert_eq!(resp.await.unwrap().status(), 403, "{path}");
+        }
+    }));
+    // Every tunnel is closed.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while ws_gauge(&p) != Some(0.0) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", ws_gauge(&p));
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn an_idle_websocket_over_http2_is_reset_at_the_idle_timeout() {
+    let (up, rx) = ws_upstream();
+    let p = proxy(
+        "http2 = true\nidle_timeout = \"300ms\"",
+        WS_ROUTES,
+        &[("up", up)],
+    );
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let mut c = connect(p.addr).await;
+        let r = request(&mut c, get("/healthz"), None).await.unwrap();
+        assert_eq!(r.status, 200);
+        let mut send = c.clone().ready().await.unwrap();
+        let (resp, _out) = send.send_request(ws_request("/ws/quiet"), false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // Nothing moves either way: the proxy resets the stream (CANCEL) instead
+        // of holding the tunnel open; the connection stays usable.
+        let mut recv = resp.into_body();
+        let end = recv.data().await.expect("a reset, not an end");
+        let reason = end.expect_err("no data").reason();
+        assert_eq!(reason, Some(h2::Reason::CANCEL));
+        let r = request(&mut c, get("/healthz"), None).await.unwrap();
+        assert_eq!(r.status, 200);
+    }));
+    assert!(rx
+        .recv_timeout(DEADLINE)
+        .unwrap()
+        .starts_with("GET /ws/quiet "));
+}
+
+#[test]
+fn streams_an_upstream_did_not_process_are_sent_again() {
+    let up = h2_upstream();
+    let going = h2_upstream_with(true);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let routes = format!(
+        "{H2_ROUTES}[[routes]]\nname = \"going\"\nmatch = {{ path_prefix = \"/going.\" }}\n\
+         cluster = \"going\"\n[clusters.going]\nendpoints = [\"{going}\"]\nprotocol = \"h2c\"\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n"
+    );
+    let vars = [("up", up), ("dead", closed.local_addr().unwrap())];
+    let p = proxy("http2 = true", &routes, &vars);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let mut c = connect(p.addr).await;
+        // REFUSED_STREAM, then answered on the second try.
+        let r = request(&mut c, grpc_req("/svc.Refuse/a"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.trailers.expect("trailers")["grpc-status"], "0");
+        // Above a GOAWAY's last stream id: sent again on a new connection.
+        let r = request(&mut c, grpc_req("/going.Svc/a"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.trailers.expect("trailers")["x-conns"], "2");
+    }));
+    // From an HTTP/1.1 client too.
+    let r = common::get(
+        p.addr,
+        "GET /svc.Refuse/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let scrape = metrics(&p);
+    let retries = scrape
+        .lines()
+        .find(|l| l.starts_with("ringway_upstream_retries_total{cluster=\"going\"}"));
+    assert_eq!(
+        retries.map(|l| l.rsplit(' ').next().unwrap()),
+        Some("1"),
+        "{scrape}"
+    );
 }

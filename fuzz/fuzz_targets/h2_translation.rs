@@ -10,6 +10,8 @@
 //! - every written field line is one parsed header line;
 //! - its framing is the stream's: no body, a length, or chunked for a body
 //!   without a length.
+//! A second flag bit makes the stream an extended CONNECT for `websocket` (RFC
+//! 8441), which must become a bodiless WebSocket handshake (`GET`, Upgrade).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -35,7 +37,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(uri) = uri.path_and_query(path).build() else {
         return;
     };
+    let websocket = flag & 2 == 2;
+    let method = match websocket {
+        true => http::Method::CONNECT,
+        false => method,
+    };
     let mut req = http::Request::builder().method(method.clone()).uri(uri);
+    if websocket {
+        req = req.extension(h2::ext::Protocol::from_static("websocket"));
+    }
     let mut fields = Vec::new();
     while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
         if let (Ok(n), Ok(v)) = (
@@ -52,7 +62,8 @@ fuzz_target!(|data: &[u8]| {
     let (parts, ()) = req.into_parts();
     let end_stream = flag & 1 == 1;
     let mut out = Vec::new();
-    if ringway::h2::translate::write_head(&parts, end_stream, &mut out).is_err() {
+    let key = b"dGhlIHNhbXBsZSBub25jZQ==";
+    if ringway::h2::translate::write_head(&parts, end_stream, Some(key), &mut out).is_err() {
         return;
     }
     let limits = Limits {
@@ -70,18 +81,26 @@ fuzz_target!(|data: &[u8]| {
     };
     let text = String::from_utf8_lossy(&out);
     assert_eq!(head.head_len, out.len(), "the head ends early: {text:?}");
-    assert_eq!(head.method_span.get(&out), method.as_str().as_bytes(), "{text:?}");
+    if websocket {
+        assert_eq!(head.method_span.get(&out), b"GET", "{text:?}");
+        assert!(head.websocket && !head.has_body(), "{text:?}");
+    } else {
+        assert_eq!(head.method_span.get(&out), method.as_str().as_bytes(), "{text:?}");
+    }
     if let Some(a) = parts.uri.authority() {
         let host = head.host().map(|h| h.get(&out));
         assert_eq!(host, Some(a.as_str().as_bytes()), "{text:?}");
     }
     let lines = out.windows(2).filter(|w| w == b"\r\n").count() - 2;
     assert_eq!(headers.len(), lines, "{text:?}");
-    let has_length = fields.iter().any(|(n, _)| n == http::header::CONTENT_LENGTH);
+    let has_length =
+        !websocket && fields.iter().any(|(n, _)| n == http::header::CONTENT_LENGTH);
     match head.framing {
         Framing::Chunked => assert!(!end_stream && !has_length, "{text:?}"),
         Framing::Length(_) => assert!(has_length, "{text:?}"),
-        Framing::None => assert!(end_stream && !has_length || has_length, "{text:?}"),
+        Framing::None => {
+            assert!(websocket || end_stream && !has_length || has_length, "{text:?}")
+        }
         Framing::CloseDelimited => panic!("a request is never close-delimited: {text:?}"),
     }
 });

@@ -40,10 +40,6 @@ pub async fn forward(
         response_started: started,
         request_consumed: consumed,
     };
-    if head.websocket {
-        // (WebSocket over HTTP/2, RFC 8441, is not spoken to upstreams.)
-        return Err(fail(ProxyError::UpgradeRefused, false, !head.has_body()));
-    }
     let mut buf = w.bufs.take();
     write_upstream_head(d, w, snapshot, head, route, cluster, &mut buf);
     let scheme = match cluster.config.protocol {
@@ -79,30 +75,45 @@ async fn exchange(
         request_consumed: consumed,
     };
     let end_stream = !head.has_body();
-    let (ep, opened) = open_any(cluster, &req, end_stream, &mut d.up_timer, &mut d.outcome)
-        .await
-        .map_err(|e| fail(e, false, end_stream))?;
-    let _in_flight = InFlight::of(&cluster.endpoints[ep].stats.in_flight);
-    let Opened {
-        response,
-        send: mut up,
-        lease: _lease,
-    } = opened;
-    if !end_stream {
-        send_body(d, head, &mut up)
-            .await
-            .map_err(|e| fail(e, false, false))?;
-    }
-    let sent_at = Stamp::now();
     let up_timeout = cluster.config.response_timeout;
-    let resp = match d.up_timer.run(up_timeout, response).await {
-        Some(Ok(resp)) => resp,
-        Some(Err(e)) => {
-            let op = "read response head";
-            let source = std::io::Error::other(e);
-            return Err(fail(ProxyError::Upstream { op, source }, false, true));
+    let mut retries = 0;
+    // (The stream's lease and in-flight count last as long as its response.)
+    let (resp, _lease, _in_flight, sent_at) = loop {
+        let (ep, opened) = open_any(cluster, &req, end_stream, &mut d.up_timer, &mut d.outcome)
+            .await
+            .map_err(|e| fail(e, false, end_stream))?;
+        let in_flight = InFlight::of(&cluster.endpoints[ep].stats.in_flight);
+        let Opened {
+            response,
+            send: mut up,
+            lease,
+        } = opened;
+        if !end_stream {
+            send_body(d, head, &mut up)
+                .await
+                .map_err(|e| fail(e, false, false))?;
         }
-        None => return Err(fail(ProxyError::ResponseTimeout, false, true)),
+        let sent_at = Stamp::now();
+        match d.up_timer.run(up_timeout, response).await {
+            Some(Ok(resp)) => break (resp, lease, in_flight, sent_at),
+            Some(Err(e)) => {
+                let op = "read response head";
+                let source = std::io::Error::other(e);
+                let error = ProxyError::Upstream { op, source };
+                // A stream the upstream did not process (RFC 9113 §8.7) is sent
+                // again when it had no body (a body was read from the client).
+                if end_stream && retries < super::UNPROCESSED_RETRIES && super::unprocessed(&error)
+                {
+                    tracing::debug!(error = %error, "upstream did not process the stream, retrying");
+                    retries += 1;
+                    cluster.stats.retries.inc();
+                    d.outcome.flags.set(crate::outcome::Flags::RETRIED);
+                    continue;
+                }
+                return Err(fail(error, false, true));
+            }
+            None => return Err(fail(ProxyError::ResponseTimeout, false, true)),
+        }
     };
     d.outcome.upstream_ns = Some(Stamp::now().nanos_since(sent_at));
     let (parts, mut up_body) = resp.into_parts();

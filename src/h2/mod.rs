@@ -9,6 +9,7 @@ pub mod io;
 pub mod proxy;
 pub mod server;
 pub mod translate;
+mod tunnel;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -63,4 +64,20 @@ pub async fn unless_reset<F: Future, E>(
         Poll::Pending => op.as_mut().poll(c).map(Some),
     })
     .await
+}
+
+/// How many times a stream the upstream did not process is sent again.
+pub const UNPROCESSED_RETRIES: u32 = 2;
+
+/// Whether an upstream stream failed without being processed: reset with
+/// REFUSED_STREAM, or above the last stream id of a GOAWAY (h2 fails exactly
+/// those streams with the GOAWAY's error; RFC 9113 §8.7).
+pub fn unprocessed(error: &crate::error::ProxyError) -> bool {
+    let crate::error::ProxyError::Upstream { source, .. } = error else {
+        return false;
+    };
+    let Some(e) = source.get_ref().and_then(|e| e.downcast_ref::<h2::Error>()) else {
+        return false;
+    };
+    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
 }

@@ -89,7 +89,14 @@ pub async fn stream(
         timer: Timer::new(),
     };
     let snapshot = w.snapshot();
-    let head = write_head(&parts, body.is_end_stream(), &mut x.rbuf).and_then(|()| {
+    // An extended CONNECT (RFC 8441) goes upstream as a WebSocket handshake, with
+    // a nonce of the proxy's.
+    let ws_key = parts
+        .extensions
+        .get::<h2::ext::Protocol>()
+        .map(|_| w.websocket_key());
+    let end_stream = body.is_end_stream();
+    let head = write_head(&parts, end_stream, ws_key.as_ref(), &mut x.rbuf).and_then(|()| {
         match parse_request(&x.rbuf, &x.settings.config.limits, &mut x.headers) {
             Ok(Some(head)) => Ok(head),
             Ok(None) => Err(ProxyError::BadRequest(
@@ -173,6 +180,9 @@ pub async fn stream(
                             .flags
                             .set(Flags::DOWNSTREAM_CONNECTION_TERMINATION);
                         Ok(())
+                    }
+                    Some(Ok(up)) if up.head.status == 101 => {
+                        x.tunnel(&snapshot, &mut respond, up, &mut body).await
                     }
                     Some(Ok(up)) => x.respond(&mut respond, up, route, is_head).await,
                     Some(Err(f)) => Err(f),
@@ -626,6 +636,9 @@ impl Exchange<'_> {
                 match parse_response(&buf, MAX_RESPONSE_HEAD, is_head, &mut resp_headers) {
                     Ok(None) => {}
                     Ok(Some(r)) if r.status == 101 => {
+                        if head.websocket && self.accepts_websocket(&buf, &resp_headers) {
+                            return Ok((buf, r, resp_headers));
+                        }
                         self.w.bufs.give(buf);
                         return Err((ProxyError::UnexpectedUpgrade, true));
                     }
@@ -661,6 +674,68 @@ impl Exchange<'_> {
             self.w.bufs.give(buf);
             return Err((e, got));
         }
+    }
+
+    /// Whether a `101` accepts the WebSocket handshake this stream sent: it
+    /// upgrades to `websocket` with the `Sec-WebSocket-Accept` of the key sent (RFC
+    /// 6455 §4.1: otherwise the client fails the connection).
+    fn accepts_websocket(&self, resp: &[u8], resp_headers: &[HeaderSpan]) -> bool {
+        use crate::upstream::tunnel::{upgrades_to_websocket, websocket_accept};
+        let field = |buf: &'_ [u8], headers: &[HeaderSpan], name: &[u8]| {
+            headers
+                .iter()
+                .find(|h| h.name.get(buf).eq_ignore_ascii_case(name))
+                .map(|h| h.value.get(buf).to_vec())
+        };
+        let key = field(&self.rbuf, &self.headers, b"sec-websocket-key");
+        let accept = field(resp, resp_headers, b"sec-websocket-accept");
+        upgrades_to_websocket(resp, resp_headers)
+            && matches!((key, accept), (Some(k), Some(a)) if a == websocket_accept(&k))
+    }
+
+    /// An accepted WebSocket handshake: the stream becomes a tunnel to the
+    /// upstream connection (`super::tunnel`), which is not pooled again.
+    async fn tunnel(
+        &mut self,
+        snapshot: &Snapshot,
+        respond: &mut SendResponse<Bytes>,
+        up: Upstream,
+        body: &mut RecvStream,
+    ) -> Result<(), Failure> {
+        let Upstream {
+            mut conn,
+            buf,
+            head,
+            resp_headers,
+            ..
+        } = up;
+        let open = self
+            .outcome
+            .route
+            .and_then(|r| snapshot.route_stats.get(r as usize))
+            .map(|s| &s.websockets);
+        let accepted = super::tunnel::Accepted {
+            up: &mut conn.stream,
+            buf,
+            resp: &head,
+            resp_headers: &resp_headers,
+        };
+        let idle = self.settings.config.idle_timeout;
+        super::tunnel::websocket(
+            self.w,
+            respond,
+            body,
+            accepted,
+            idle,
+            &mut self.outcome,
+            open,
+        )
+        .await
+        .map_err(|error| Failure {
+            error,
+            response_started: true,
+            request_consumed: true,
+        })
     }
 
     /// Sends the upstream's response to the client: its head, then its body as DATA
@@ -791,7 +866,8 @@ impl Exchange<'_> {
     /// bodies at once (full duplex: gRPC streams both ways). The request goes on a
     /// pooled connection with room, else a new one; a connection that went away
     /// before it took the stream is replaced by a fresh one, and an endpoint that
-    /// refuses connections by the next.
+    /// refuses connections by the next; a stream the upstream did not process is
+    /// sent again.
     #[allow(clippy::too_many_arguments)]
     async fn forward_h2(
         &mut self,
@@ -814,17 +890,70 @@ impl Exchange<'_> {
         let req = req.map_err(|e| refused(e, false))?;
         let grpc_timeout = grpc_timeout(req.headers());
         let end_stream = !head.has_body();
-        let (ep, opened) = super::upstream::open_any(
-            cluster,
-            &req,
-            end_stream,
-            &mut self.timer,
-            &mut self.outcome,
-        )
-        .await
-        .map_err(|e| refused(e, false))?;
-        let state = &cluster.endpoints[ep];
-        let _in_flight = InFlight::of(&state.stats.in_flight);
+        // A gRPC call's deadline bounds the whole exchange (retries included).
+        let deadline = grpc_timeout.map(|t| Moment::now() + t);
+        let mut retries = 0;
+        loop {
+            let (ep, opened) = super::upstream::open_any(
+                cluster,
+                &req,
+                end_stream,
+                &mut self.timer,
+                &mut self.outcome,
+            )
+            .await
+            .map_err(|e| refused(e, false))?;
+            let state = &cluster.endpoints[ep];
+            let _in_flight = InFlight::of(&state.stats.in_flight);
+            let tried = self
+                .exchange_h2(
+                    opened, cluster, route, body, respond, is_head, end_stream, deadline,
+                )
+                .await;
+            let (error, started, took_body) = match tried {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            // A stream the upstream refused (REFUSED_STREAM) or left above its
+            // GOAWAY's last stream id was not processed (RFC 9113 §8.7): it is sent
+            // again while nothing of the request or response has moved.
+            if !started
+                && !took_body
+                && retries < super::UNPROCESSED_RETRIES
+                && super::unprocessed(&error)
+            {
+                tracing::debug!(error = %error, "upstream did not process the stream, retrying");
+                retries += 1;
+                cluster.stats.retries.inc();
+                self.outcome.flags.set(Flags::RETRIED);
+                continue;
+            }
+            if let Some(kind) = timeout_kind(&error) {
+                cluster.stats.timeouts[kind as usize].inc();
+            }
+            return Err(Failure {
+                error,
+                response_started: started,
+                request_consumed: true,
+            });
+        }
+    }
+
+    /// One attempt of [`Self::forward_h2`] on an opened stream: the request body
+    /// pumped beside the response. The error says whether the response started
+    /// and whether any of the request body was taken from the client.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange_h2(
+        &mut self,
+        opened: super::upstream::Opened,
+        cluster: &crate::snapshot::ClusterRt,
+        route: &Route,
+        body: &mut RecvStream,
+        respond: &mut SendResponse<Bytes>,
+        is_head: bool,
+        end_stream: bool,
+        deadline: Option<Moment>,
+    ) -> Result<(), (ProxyError, bool, bool)> {
         let super::upstream::Opened {
             response,
             send: mut up_send,
@@ -832,8 +961,6 @@ impl Exchange<'_> {
         } = opened;
         let sent_at = Stamp::now();
         let up_timeout = cluster.config.response_timeout;
-        // A gRPC call's deadline bounds the whole exchange.
-        let deadline = grpc_timeout.map(|t| Moment::now() + t);
         let client_timeout = self.settings.config.idle_timeout;
         let limit = self.settings.config.limits.max_body_bytes;
 
@@ -849,6 +976,7 @@ impl Exchange<'_> {
             ))
         });
         let mut request_bytes = 0;
+        let mut pumped = false;
         let result = {
             let mut answer =
                 pin!(self
@@ -857,6 +985,7 @@ impl Exchange<'_> {
                 if let Some(p) = pump.as_mut() {
                     if let Poll::Ready(r) = p.as_mut().poll(c) {
                         pump = None;
+                        pumped = true;
                         match r {
                             Ok(n) => request_bytes = n,
                             // The upstream stopped taking the body (it may have
@@ -883,23 +1012,15 @@ impl Exchange<'_> {
         };
         drop(pump);
         self.outcome.request_bytes += request_bytes;
-        match result {
-            Ok(()) => Ok(()),
-            Err((error, started)) => {
-                let started = started.unwrap_or(self.outcome.status != 0);
-                up_send.send_reset(h2::Reason::CANCEL);
-                if let Some(kind) = timeout_kind(&error) {
-                    cluster.stats.timeouts[kind as usize].inc();
-                }
-                Err(Failure {
-                    error,
-                    response_started: started,
-                    request_consumed: true,
-                })
-            }
-        }
+        result.map_err(|(error, started)| {
+            let started = started.unwrap_or(self.outcome.status != 0);
+            up_send.send_reset(h2::Reason::CANCEL);
+            (error, started, pumped || request_bytes > 0)
+        })
     }
+}
 
+impl Exchange<'_> {
     /// The response from an HTTP/2 upstream to the client: its head (rewritten as
     /// an HTTP/1.1 response head would be), DATA as the client's window allows,
     /// trailers. The error says whether the response had started.

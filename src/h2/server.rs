@@ -95,7 +95,9 @@ pub async fn serve(worker: Rc<Worker>, conn: Box<Conn>, pre: Vec<u8>) {
         .initial_connection_window_size(cfg.h2.initial_connection_window)
         .max_frame_size(cfg.h2.max_frame_size)
         .max_header_list_size(cfg.limits.max_head_bytes as u32)
-        .max_send_buffer_size(cfg.h2.initial_stream_window as usize);
+        .max_send_buffer_size(cfg.h2.initial_stream_window as usize)
+        // WebSocket over HTTP/2 (RFC 8441); routes decide whether it is forwarded.
+        .enable_connect_protocol();
     let mut timer = Timer::new();
     let mut h2c = match timer
         .run(cfg.header_timeout, builder.handshake::<_, Bytes>(io))

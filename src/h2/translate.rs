@@ -8,13 +8,30 @@ use crate::error::ProxyError;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 /// Writes the request's header list as an HTTP/1.1 head into `out`.
+///
+/// An extended CONNECT (RFC 8441) for `:protocol` `websocket` becomes an HTTP/1.1
+/// WebSocket opening handshake (RFC 6455 §4.1): `GET :path` with `Connection:
+/// upgrade`, `Upgrade: websocket` and `ws_key` as its `Sec-WebSocket-Key` (an
+/// HTTP/2 client sends none); another `:protocol` is refused.
 pub fn write_head(
     parts: &http::request::Parts,
     end_stream: bool,
+    ws_key: Option<&[u8; 24]>,
     out: &mut Vec<u8>,
 ) -> Result<(), ProxyError> {
     let bad = |what| ProxyError::BadRequest(crate::http::parse::ParseError::Malformed(what));
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+    let websocket = match parts.extensions.get::<h2::ext::Protocol>() {
+        None => None,
+        Some(p) if p.as_str().eq_ignore_ascii_case("websocket") => {
+            Some(ws_key.ok_or(ProxyError::UpgradeRefused)?)
+        }
+        Some(_) => return Err(ProxyError::UpgradeRefused),
+    };
+    if websocket.is_some() {
+        out.extend_from_slice(b"GET");
+    } else {
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+    }
     out.push(b' ');
     match parts.uri.path_and_query() {
         Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
@@ -39,6 +56,12 @@ pub fn write_head(
         // :authority stands for Host (RFC 9113 §8.3.1); cookies are joined below.
         if (authority.is_some() && name == http::header::HOST) || name == http::header::COOKIE {
             cookies += (name == http::header::COOKIE) as usize;
+            continue;
+        }
+        // (The handshake's own fields are written below; it has no body.)
+        if websocket.is_some()
+            && (name == http::header::SEC_WEBSOCKET_KEY || name == http::header::CONTENT_LENGTH)
+        {
             continue;
         }
         // A value with whitespace around it is malformed (RFC 9113 §8.2.1); the
@@ -68,7 +91,11 @@ pub fn write_head(
         }
         out.extend_from_slice(b"\r\n");
     }
-    if !end_stream && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+    if let Some(key) = websocket {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: ");
+        out.extend_from_slice(key);
+        out.extend_from_slice(b"\r\n");
+    } else if !end_stream && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -216,7 +243,7 @@ mod tests {
     fn head(req: http::Request<()>, end_stream: bool) -> Result<String, ProxyError> {
         let (parts, ()) = req.into_parts();
         let mut out = Vec::new();
-        write_head(&parts, end_stream, &mut out)?;
+        write_head(&parts, end_stream, None, &mut out)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -258,6 +285,34 @@ mod tests {
                 .unwrap();
             assert!(head(req, true).is_err(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn an_extended_connect_becomes_a_websocket_handshake() {
+        let key = b"dGhlIHNhbXBsZSBub25jZQ==";
+        let connect = |protocol: &'static str| {
+            http::Request::builder()
+                .method(http::Method::CONNECT)
+                .uri("https://a.example/chat?room=1")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "the client's")
+                .extension(h2::ext::Protocol::from_static(protocol))
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let mut out = Vec::new();
+        write_head(&connect("websocket"), false, Some(key), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /chat?room=1 HTTP/1.1\r\nhost: a.example\r\nsec-websocket-version: 13\r\n\
+             connection: upgrade\r\nupgrade: websocket\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        // Another protocol is not forwarded.
+        let refused = write_head(&connect("h2c-tunnel"), false, Some(key), &mut Vec::new());
+        assert!(matches!(refused, Err(ProxyError::UpgradeRefused)));
     }
 
     #[test]

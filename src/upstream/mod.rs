@@ -16,7 +16,7 @@
 pub mod balance;
 pub mod endpoint;
 pub mod pool;
-mod tunnel;
+pub(crate) mod tunnel;
 
 use crate::clock::{Moment, Stamp};
 use crate::config::{EndpointConfig, UpstreamProtocol};

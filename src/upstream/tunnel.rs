@@ -22,12 +22,25 @@ use std::pin::pin;
 use std::task::Poll;
 
 /// Whether a `101` answers a WebSocket handshake: its Upgrade lists `websocket`.
-pub(super) fn upgrades_to_websocket(head: &[u8], headers: &[HeaderSpan]) -> bool {
+pub(crate) fn upgrades_to_websocket(head: &[u8], headers: &[HeaderSpan]) -> bool {
     headers
         .iter()
         .filter(|h| h.kind == HeaderKind::Upgrade)
         .flat_map(|h| h.value.get(head).split(|&b| b == b','))
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The `Sec-WebSocket-Accept` that answers `key` (RFC 6455 §4.2.2): base64 of the
+/// SHA-1 of the key and the protocol's GUID.
+pub fn websocket_accept(key: &[u8]) -> [u8; 28] {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut sha = sha1::Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let mut out = [0u8; 28];
+    let _ = base64::engine::general_purpose::STANDARD.encode_slice(sha.finalize(), &mut out);
+    out
 }
 
 /// Which side became readable first.
@@ -178,5 +191,14 @@ pub(super) async fn websocket(
             Ok(n) => d.outcome.response_bytes += n as u64,
             Err(_) => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_accept_of_rfc_6455s_example_key() {
+        let accept = super::websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(&accept, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }
