@@ -625,7 +625,7 @@ fn h2_upstream() -> SocketAddr {
 /// [`h2_upstream`], where with `goaway_first` the first connection answers the
 /// proxy's first stream with GOAWAY (last stream id 0: the stream was not
 /// processed) and closes. A path under `/svc.Refuse/` is refused (REFUSED_STREAM)
-/// the first time it comes.
+/// the first time it comes; one under `/svc.RefuseLate/` once its first DATA came.
 fn h2_upstream_with(goaway_first: bool) -> SocketAddr {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = std_listener.local_addr().unwrap();
@@ -696,6 +696,15 @@ async fn serve_h2(
         if path.starts_with("/svc.Refuse/") && !refused.borrow().contains(&path) {
             refused.borrow_mut().push(path);
             respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        if path.starts_with("/svc.RefuseLate/") {
+            // Refused once its first DATA came (so the proxy took it from its
+            // client).
+            tokio::task::spawn_local(async move {
+                let _ = req.into_body().data().await;
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            });
             continue;
         }
         let conns = conns.clone();
@@ -1003,7 +1012,7 @@ fn ws_accept(key: &str) -> String {
 /// `SERVER-EARLY` behind its `101` and then 1 MiB while it reads 1 MiB, reports
 /// the head and whether it got the client's bytes, then waits for the close and
 /// reports it. `/ws/bye`: accepts, sends `bye` and closes. `/ws/bad`: a `101` with
-/// a wrong accept.
+/// a wrong accept. `/ws/plain`: a `200` (no switch).
 fn ws_upstream() -> (SocketAddr, mpsc::Receiver<String>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -1036,6 +1045,11 @@ fn ws_upstream() -> (SocketAddr, mpsc::Receiver<String>) {
                     })
                     .unwrap_or_default();
                 let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                if path == "/ws/plain" {
+                    let _ = tx.send(head);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
+                    return;
+                }
                 let accept = match path.as_str() {
                     "/ws/bad" => ws_accept("another key"),
                     _ => ws_accept(&key),
@@ -1201,6 +1215,12 @@ fn websockets_over_http2_are_tunnels_to_http1_upstreams() {
         assert_eq!(resp.await.unwrap().status(), 502);
         next_report(&rx).await;
 
+        // A 2xx without the switch is no WebSocket either.
+        let mut send = c.clone().ready().await.unwrap();
+        let (resp, _out) = send.send_request(ws_request("/ws/plain"), false).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 502);
+        next_report(&rx).await;
+
         // Refused by the route, and toward an HTTP/2 upstream: 403.
         for path in ["/closed/x", "/h2/x"] {
             let mut send = c.clone().ready().await.unwrap();
@@ -1276,6 +1296,9 @@ fn streams_an_upstream_did_not_process_are_sent_again() {
         assert_eq!(r.status, 200);
         assert_eq!(r.trailers.expect("trailers")["x-conns"], "2");
     }));
+    // A body already taken from the client is not sent again: the refusal is
+    // the answer (gRPC UNAVAILABLE).
+    run(local_refusal(p.addr));
     // From an HTTP/1.1 client too.
     let r = common::get(
         p.addr,
@@ -1291,4 +1314,72 @@ fn streams_an_upstream_did_not_process_are_sent_again() {
         Some("1"),
         "{scrape}"
     );
+}
+
+#[test]
+fn an_http1_upstream_answering_during_an_http2_upload_is_answered() {
+    let (up, done) = early_upstream();
+    let routes = "[[routes]]\nname = \"all\"\nmatch = { path_prefix = \"/\" }\ncluster = \"up\"\n\
+                  [clusters.up]\nendpoints = [\"{up}\"]\n";
+    let p = proxy("http2 = true", routes, &[("up", up)]);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let c = connect(p.addr).await;
+        for (path, status) in [("/close", 413), ("/hold", 401)] {
+            let mut send = c.clone().ready().await.unwrap();
+            let req = http::Request::post(format!("http://a.example{path}"))
+                .body(())
+                .unwrap();
+            let (resp, mut out) = send.send_request(req, false).unwrap();
+            // The body keeps going (as the windows allow) until the answer.
+            let writer = tokio::task::spawn_local(async move {
+                let piece = Bytes::from(vec![b'x'; 16 << 10]);
+                loop {
+                    out.reserve_capacity(piece.len());
+                    match std::future::poll_fn(|c| out.poll_capacity(c)).await {
+                        Some(Ok(n)) if n > 0 => {
+                            if out
+                                .send_data(piece.slice(..n.min(piece.len())), false)
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    }
+                }
+            });
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), status, "{path}");
+            let mut body = resp.into_body();
+            let mut got = Vec::new();
+            while let Some(Ok(chunk)) = body.data().await {
+                got.extend_from_slice(&chunk);
+            }
+            assert_eq!(got, b"not this", "{path}");
+            writer.abort();
+        }
+    }));
+    drop(done);
+}
+
+/// A gRPC call whose first DATA went up before the upstream refused its stream.
+async fn local_refusal(addr: SocketAddr) {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let c = connect(addr).await;
+            let mut send = c.clone().ready().await.unwrap();
+            let (resp, mut out) = send
+                .send_request(grpc_req("/svc.RefuseLate/with-body"), false)
+                .unwrap();
+            out.send_data(Bytes::from_static(b"\0\0\0\0\x03abc"), false)
+                .unwrap();
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert!(!resp.headers().contains_key("x-head"), "sent again");
+            assert_eq!(resp.headers()["grpc-status"], "14");
+        })
+        .await
 }

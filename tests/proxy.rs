@@ -1016,3 +1016,73 @@ fn a_second_drain_does_not_cut_the_first_short() {
     );
     p.server.join();
 }
+
+#[test]
+fn an_upstream_answering_during_the_upload_is_answered_not_502() {
+    use std::io::Read;
+    let (up, done) = early_upstream();
+    let p = proxy("", WEB, &[("up", up)]);
+    for (path, status) in [("/close", 413), ("/hold", 401)] {
+        let mut c = std::net::TcpStream::connect(p.addr).unwrap();
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        // A body far larger than any socket buffer, still going up when the
+        // answer comes.
+        let total = 64 << 20;
+        c.write_all(
+            format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {total}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut w = c.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let piece = vec![b'x'; 64 << 10];
+            let mut sent = 0;
+            while sent < total && w.write_all(&piece).is_ok() {
+                sent += piece.len();
+            }
+            sent
+        });
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("http/1.1 {status} ")),
+            "{path}: {head}"
+        );
+        // The rest of the request is never read: the connection closes.
+        assert!(head.contains("\r\nconnection: close\r\n"), "{path}: {head}");
+        let _ = c.shutdown(std::net::Shutdown::Both);
+        let sent = writer.join().unwrap();
+        assert!(sent < total, "{path}: the whole body went up first");
+    }
+    // A 200 that comes early, from an upstream still reading, lets the upload go on.
+    let total = 8 << 20;
+    let mut c = std::net::TcpStream::connect(p.addr).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    c.write_all(
+        format!("POST /stream HTTP/1.1\r\nHost: a\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&vec![b'x'; total]).is_ok());
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // (Up to the last chunk after the size line.)
+    while !(got.windows(4).any(|w| w == b"got ") && got.ends_with(b"\r\n0\r\n\r\n")) {
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains(&format!("got {total}")), "{text}");
+    assert!(writer.join().unwrap());
+    drop(done);
+}

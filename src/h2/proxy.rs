@@ -29,14 +29,16 @@ use crate::outcome::{timeout_kind, Flags, Outcome};
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
 use crate::route::Route;
 use crate::snapshot::{ListenerSettings, Snapshot};
+use crate::stream::Stream;
 use crate::upstream::pool::UpstreamConn;
-use crate::upstream::{connect, upstream_error, InFlight, MAX_RESPONSE_HEAD};
+use crate::upstream::{body_or_early_answer, connect, upstream_error, InFlight, MAX_RESPONSE_HEAD};
 use crate::worker::Worker;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use std::future::{poll_fn, Future};
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -184,9 +186,23 @@ pub async fn stream(
                     Some(Ok(up)) if up.head.status == 101 => {
                         x.tunnel(&snapshot, &mut respond, up, &mut body).await
                     }
+                    // A 2xx would tell an extended CONNECT's client that its
+                    // WebSocket is open (RFC 8441 §5).
+                    Some(Ok(up)) if head.websocket && (200..300).contains(&up.head.status) => {
+                        x.w.bufs.give(up.buf);
+                        let e = "a 2xx, not a 101, to a WebSocket handshake";
+                        Err(refused(
+                            ProxyError::BadResponse(crate::http::parse::ParseError::Malformed(e)),
+                            false,
+                        ))
+                    }
                     Some(Ok(up)) => x.respond(&mut respond, up, route, is_head).await,
                     Some(Err(f)) => Err(f),
                 }
+            }
+            // (Likewise for the route's own answer.)
+            Ok(Act::Answer(answer)) if head.websocket && (200..300).contains(&answer.status()) => {
+                Err(refused(ProxyError::UpgradeRefused, false))
             }
             Ok(Act::Answer(answer)) => {
                 x.answer(&mut respond, &answer, is_head).await;
@@ -285,6 +301,8 @@ struct Upstream {
     endpoint: Rc<crate::upstream::endpoint::Endpoint>,
     /// The cluster's `response_timeout` (reads of the body).
     up_timeout: std::time::Duration,
+    /// The whole request went up (else the connection is out of step).
+    complete: bool,
 }
 
 impl Exchange<'_> {
@@ -477,9 +495,26 @@ impl Exchange<'_> {
             let len = hbuf.len();
             let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
             let sent = relay::write_range(&mut io, hbuf, 0..len).await;
+            // (A cleartext upstream that answers before the body ends stops the
+            // upload, as for HTTP/1.1 clients; its connection is not pooled.)
+            let mut complete = true;
             let body_sent = match sent {
                 Err((f, _)) => Err(upstream_error(f, "write request head")),
-                Ok(()) if head.has_body() => self.send_body(head, &mut up, body, up_timeout).await,
+                Ok(()) if head.has_body() => {
+                    let watch = match &up.stream {
+                        Stream::Plain(tcp) => Some((tcp.readiness(true), tcp.as_raw_fd())),
+                        Stream::Tls(_) => None,
+                    };
+                    let sent = self.send_body(head, &mut up, body, up_timeout);
+                    match watch {
+                        None => sent.await,
+                        Some((ready, fd)) => {
+                            let upstream_side = |e: &ProxyError| !e.is_downstream();
+                            let sent = body_or_early_answer(sent, ready, fd, upstream_side);
+                            sent.await.map(|early| complete = !early)
+                        }
+                    }
+                }
                 Ok(()) => Ok(()),
             };
             let sent_at = Stamp::now();
@@ -498,6 +533,7 @@ impl Exchange<'_> {
                         resp_headers,
                         endpoint: Rc::clone(state),
                         up_timeout,
+                        complete,
                     });
                 }
                 // A stale pooled connection, before any response byte, for a
@@ -755,6 +791,7 @@ impl Exchange<'_> {
             resp_headers,
             endpoint,
             up_timeout,
+            complete,
         } = up;
         let started = |error| Failure {
             error,
@@ -853,7 +890,7 @@ impl Exchange<'_> {
                 }
             }
         };
-        if result.is_ok() && in_sync && resp.keep_alive && pos == buf.len() {
+        if result.is_ok() && in_sync && complete && resp.keep_alive && pos == buf.len() {
             endpoint.pool.checkin(up_conn, Moment::now());
         }
         self.w.bufs.give(buf);
@@ -966,6 +1003,7 @@ impl Exchange<'_> {
 
         // The request body, beside the response.
         let mut pump_timer = Timer::new();
+        let took = std::cell::Cell::new(false);
         let mut pump = (!end_stream).then(|| {
             Box::pin(pump_request(
                 body,
@@ -973,6 +1011,7 @@ impl Exchange<'_> {
                 &mut pump_timer,
                 client_timeout,
                 limit,
+                &took,
             ))
         });
         let mut request_bytes = 0;
@@ -1015,7 +1054,7 @@ impl Exchange<'_> {
         result.map_err(|(error, started)| {
             let started = started.unwrap_or(self.outcome.status != 0);
             up_send.send_reset(h2::Reason::CANCEL);
-            (error, started, pumped || request_bytes > 0)
+            (error, started, pumped || took.get())
         })
     }
 }
@@ -1186,7 +1225,8 @@ impl Exchange<'_> {
 
 /// Streams a request body from the client's stream to the upstream's, releasing
 /// the client's window as data is passed on (as the upstream's window allows);
-/// then its trailers. Returns the body's length (also with an error).
+/// then its trailers. Returns the body's length (also with an error); `took` is
+/// set once anything of the body was taken from the client.
 ///
 /// A wait for the client's next data has no timeout of its own: the exchange is
 /// bounded by the response's waits (a long-lived gRPC stream may be quiet one way
@@ -1197,9 +1237,10 @@ async fn pump_request(
     timer: &mut Timer,
     client_timeout: std::time::Duration,
     limit: Option<u64>,
+    took: &std::cell::Cell<bool>,
 ) -> Result<u64, (ProxyError, u64)> {
     let mut total = 0u64;
-    let r = pump_body(body, up, timer, client_timeout, limit, &mut total).await;
+    let r = pump_body(body, up, timer, client_timeout, limit, &mut total, took).await;
     r.map(|()| total).map_err(|e| (e, total))
 }
 
@@ -1210,6 +1251,7 @@ async fn pump_body(
     client_timeout: std::time::Duration,
     limit: Option<u64>,
     total: &mut u64,
+    took: &std::cell::Cell<bool>,
 ) -> Result<(), ProxyError> {
     let client_closed = || ProxyError::ClientClosed {
         op: "read request body",
@@ -1218,6 +1260,7 @@ async fn pump_body(
         op: "write request body",
     };
     while let Some(data) = body.data().await {
+        took.set(true);
         let data = data.map_err(|_| client_closed())?;
         let n = data.len();
         *total += n as u64;
@@ -1229,6 +1272,7 @@ async fn pump_body(
             .map_err(upstream_send_error)?;
         let _ = body.flow_control().release_capacity(n);
     }
+    took.set(true);
     let sent = match body.trailers().await.map_err(|_| client_closed())? {
         Some(map) => up.send_trailers(map),
         None => up.send_data(Bytes::new(), true),

@@ -4,16 +4,19 @@
 //! right `Sec-WebSocket-Accept`, checked by `proxy`), the client gets `200` and the
 //! stream's DATA and the upstream connection's bytes are relayed both ways at once
 //! until:
-//! - either side ends: the client's END_STREAM closes the upstream connection,
-//!   the upstream's close ends the stream (END_STREAM);
+//! - the upstream closes: the stream ends (END_STREAM) after its last bytes. The
+//!   client's END_STREAM is passed on as the end of the upstream connection's
+//!   sending side (a FIN, RFC 9113 §8.5), and what the upstream still sends comes
+//!   through until it closes;
 //! - the client resets the stream;
 //! - the upstream connection fails: RST_STREAM `CONNECT_ERROR` (RFC 9113 §8.5);
 //! - nothing moves either way for the listener's `idle_timeout`: RST_STREAM
 //!   `CANCEL`, as an HTTP/1.1 tunnel's connection is closed then.
 //!
 //! One wait serves both directions, as for HTTP/1.1 (`upstream::tunnel`): the
-//! client's next DATA or the upstream socket becoming readable. A receiver that
-//! stops reading slows both (the write to it waits for its window). Tunnels are
+//! client's next DATA or the upstream socket becoming readable, each looked at
+//! first in turn. A receiver that stops reading slows both (the write to it waits
+//! for its window). Tunnels are
 //! counted in `ringway_websocket_active{route}`; like every stream they end with
 //! the process at `drain_timeout`.
 
@@ -151,15 +154,29 @@ async fn relay_both(
     idle: Duration,
     outcome: &mut Outcome,
 ) -> End {
+    // The client ended its side; which side is looked at first.
+    let (mut client_done, mut client_first) = (false, true);
     loop {
+        client_first = !client_first;
         let event = {
             let mut readable = pin!(up.readable());
             let wait = poll_fn(|c| {
-                if let Poll::Ready(d) = body.poll_data(c) {
-                    return Poll::Ready(Event::Client(d));
+                let mut client = |c: &mut std::task::Context<'_>| match client_done {
+                    true => Poll::Pending,
+                    false => body.poll_data(c).map(Event::Client),
+                };
+                if client_first {
+                    if let Poll::Ready(e) = client(c) {
+                        return Poll::Ready(e);
+                    }
                 }
                 if let Poll::Ready(r) = readable.as_mut().poll(c) {
                     return Poll::Ready(Event::Upstream(r));
+                }
+                if !client_first {
+                    if let Poll::Ready(e) = client(c) {
+                        return Poll::Ready(e);
+                    }
                 }
                 if send.poll_reset(c).is_ready() {
                     return Poll::Ready(Event::Reset);
@@ -171,7 +188,15 @@ async fn relay_both(
         match event {
             None => return End::Idle,
             Some(Event::Reset | Event::Client(Some(Err(_)))) => return End::Reset,
-            Some(Event::Client(None)) => return End::Closed,
+            Some(Event::Client(None)) => {
+                // The upstream reads the end; its answer still comes back.
+                use std::os::fd::AsRawFd;
+                let fd = up.as_raw_fd();
+                if nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write).is_err() {
+                    return End::Closed;
+                }
+                client_done = true;
+            }
             Some(Event::Client(Some(Ok(data)))) => {
                 let n = data.len();
                 if n == 0 {

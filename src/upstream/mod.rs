@@ -37,6 +37,7 @@ use crate::stream::Stream;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
 use pool::UpstreamConn;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// Largest upstream response head accepted (502 beyond).
@@ -180,11 +181,31 @@ pub async fn forward(
                 } else if !head.has_body() {
                     p.request_consumed = true;
                 } else {
-                    if let Err(e) = ex
-                        .send_body(d, &mut up.stream, &mut p, client_timeout, up_timeout)
-                        .await
-                    {
-                        break 'exchange Err(e);
+                    // A cleartext upstream that starts its final response while the
+                    // body goes up (an early 401, 413) stops the upload: the response
+                    // goes to the client, and both connections close after it.
+                    let watch = match &up.stream {
+                        Stream::Plain(tcp) => Some((tcp.readiness(true), tcp.as_raw_fd())),
+                        Stream::Tls(_) => None,
+                    };
+                    let sent = ex.send_body(d, &mut up.stream, &mut p, client_timeout, up_timeout);
+                    let sent = match watch {
+                        None => sent.await.map(|()| false),
+                        Some((ready, fd)) => {
+                            let upstream_side =
+                                |e: &ExchangeError| !e.failure.error.is_downstream();
+                            Box::pin(body_or_early_answer(sent, ready, fd, upstream_side)).await
+                        }
+                    };
+                    match sent {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            tracing::debug!(endpoint = %endpoint.addr, "upstream answered before the request body ended");
+                            p.read_client = true;
+                            d.rbuf.clear();
+                            d.pos = 0;
+                        }
+                        Err(e) => break 'exchange Err(e),
                     }
                     sent_at = Stamp::now();
                 }
@@ -274,7 +295,7 @@ pub async fn forward(
                 }
 
                 // 3. Response head and body to the client.
-                let (close, client_http10) = ex.client_head(d, &mut bufs, &resp);
+                let (close, client_http10) = ex.client_head(d, &mut bufs, &resp, &p);
                 p.response_started = true;
                 let body_error = |e| match e {
                     RelayError::Write(f) => client_write_error(f),
@@ -325,7 +346,7 @@ pub async fn forward(
 
                 // 4. Keep the upstream connection if it is in sync: whole response read and
                 // nothing after it.
-                if resp.keep_alive && pos == bufs.resp.len() {
+                if resp.keep_alive && pos == bufs.resp.len() && p.request_consumed {
                     state.pool.checkin(up, Moment::now());
                 }
                 Ok(if close { Next::Close } else { Next::KeepAlive })
@@ -353,6 +374,61 @@ pub async fn forward(
     w.bufs.give(bufs.head);
     w.bufs.give(bufs.resp);
     result
+}
+
+/// Relays the request body (`sent`) unless the upstream answers first with an
+/// error: its socket became readable (`ready`) with a `4xx` or `5xx` response
+/// waiting (an early `401`, `413`), or the upload failed on the upstream's side
+/// (`upstream_side`) with any final response waiting (one that answered and
+/// closed). `Ok(true)`: the body was cut short for an early answer. (Another
+/// early response, a `2xx` of an upstream that streams its answer while it reads,
+/// lets the upload go on.)
+pub(crate) async fn body_or_early_answer<F, R, E>(
+    sent: F,
+    ready: R,
+    fd: std::os::fd::RawFd,
+    upstream_side: impl Fn(&E) -> bool,
+) -> Result<bool, E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    R: std::future::Future<Output = std::io::Result<()>>,
+{
+    use std::task::Poll;
+    let (mut sent, mut ready) = (std::pin::pin!(sent), std::pin::pin!(ready));
+    let mut watching = true;
+    std::future::poll_fn(|c| {
+        if let Poll::Ready(r) = sent.as_mut().poll(c) {
+            return Poll::Ready(match r {
+                Err(e) if upstream_side(&e) && waiting_status(fd).is_some_and(|s| s != b'1') => {
+                    Ok(true)
+                }
+                r => r.map(|()| false),
+            });
+        }
+        if watching && ready.as_mut().poll(c).is_ready() {
+            if matches!(waiting_status(fd), Some(b'4' | b'5')) {
+                return Poll::Ready(Ok(true));
+            }
+            // (Readable for something else: an interim or a successful response,
+            // the close of a connection. The upload goes on; a failed one reports
+            // itself.)
+            watching = false;
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The first digit of the status of the response waiting in an upstream socket
+/// (peeked, not read), once its status line has begun to arrive.
+fn waiting_status(fd: std::os::fd::RawFd) -> Option<u8> {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut start = [0u8; 10];
+    match recv(fd, &mut start, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+        // "HTTP/1.1 2"
+        Ok(10) if start.starts_with(b"HTTP/1.") => Some(start[9]),
+        _ => None,
+    }
 }
 
 /// Writes the request head for the upstream into `out`: the client's head
@@ -528,6 +604,7 @@ impl Exchange<'_> {
         d: &Downstream<'_>,
         bufs: &mut Bufs,
         resp: &ResponseHead,
+        p: &Progress,
     ) -> (bool, bool) {
         let client_http10 = self.head.version == Version::Http10;
         let framing = match resp.framing {
@@ -539,7 +616,9 @@ impl Exchange<'_> {
             Framing::Chunked => ClientFraming::Chunked,
             Framing::CloseDelimited => ClientFraming::CloseDelimited,
         };
+        // (An answer before the whole request body: the rest is never read.)
         let close = !self.head.keep_alive
+            || !p.request_consumed
             || d.conn.is_closing()
             || framing == ClientFraming::CloseDelimited;
         let conn = match (close, client_http10) {

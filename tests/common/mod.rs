@@ -593,3 +593,61 @@ impl Load {
         Ok(self.ok.load(Ordering::SeqCst))
     }
 }
+
+/// An upstream that reads a request head and answers at once, before the body:
+/// `/close` then closes (its unread body makes that a reset), `/hold` keeps the
+/// connection open without reading more, until the test ends. `/stream` answers
+/// `200` at once and goes on reading the body (its Content-Length), then ends the
+/// response with `got N`.
+pub fn early_upstream() -> (std::net::SocketAddr, std::sync::mpsc::Sender<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let wait = wait.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if got.starts_with(b"POST /stream ") {
+                    // A 200 at once, then the whole body read, then its size.
+                    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                    let want: usize = head
+                        .split("content-length: ")
+                        .nth(1)
+                        .and_then(|v| v.split("\r\n").next()?.parse().ok())
+                        .unwrap_or(0);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                    let mut n = got.len() - end;
+                    let mut big = vec![0u8; 65536];
+                    while n < want {
+                        match s.read(&mut big) {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => n += k,
+                        }
+                    }
+                    let line = format!("got {n}");
+                    let _ =
+                        s.write_all(format!("{:x}\r\n{line}\r\n0\r\n\r\n", line.len()).as_bytes());
+                    return;
+                }
+                let hold = got.starts_with(b"POST /hold ");
+                let status = if hold { 401 } else { 413 };
+                let _ = s.write_all(&response(status, &[], b"not this"));
+                if hold {
+                    let _ = wait.lock().unwrap().recv_timeout(DEADLINE);
+                }
+            });
+        }
+    });
+    (addr, done)
+}
