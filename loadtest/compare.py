@@ -63,6 +63,46 @@ and 1.3 on, session resumption by tickets and a session cache, as an operator se
 The protocol, cipher and key exchange each proxy negotiated are in the JSON ("tls").
 Cachegrind over s_time counts the instructions of two runs of different lengths and
 divides the difference by the difference of their connection counts.
+
+--h2 runs the HTTP/2 and gRPC scenarios instead (--h2 --quick under 4 minutes), h2load
+speaking HTTP/2 (no --h1), -m streams per connection. Each proxy serves HTTP/2 as an
+operator sets it up:
+  Ringway  over TLS: [listeners.tls] as in --tls (its ALPN list defaults to ["h2",
+           "http/1.1"]); cleartext: listener http2 = true (prior knowledge);
+  nginx    listen ... ssl http2 (nginx 1.22 syntax; the --tls settings) / listen ... http2;
+  HAProxy  bind ... ssl crt FILE alpn h2,http/1.1 / bind ... proto h2.
+  h2-small    small GET over TLS (ALPN h2), h2load -c 10 -m 10, to the HTTP/1.1 backend;
+  h2c-small   the same over cleartext HTTP/2 with prior knowledge;
+  h2-1m       1 MiB responses over TLS (ALPN h2), -c 5 -m 2 (10 streams in flight);
+  grpc-unary  gRPC unary calls over h2c, -c 10 -m 10: POST /helloworld.Greeter/SayHello,
+              content-type: application/grpc, te: trailers, a 12-byte length-prefixed
+              protobuf message (h2load -d), to a gRPC backend over h2c: Ringway cluster
+              protocol = "h2c", nginx grpc_pass grpc://..., HAProxy server ... proto h2.
+The gRPC backend is a second server of the nginx backend (CPU 0), listen ... http2, that
+reads each request body and answers 200 with a fixed 12-byte gRPC message and the trailer
+grpc-status: 0 (NGINX_GRPC_BACKEND says how). With up to 100 streams in flight, each an
+HTTP/1.1 exchange upstream (and for nginx's grpc_pass, which does not multiplex, a call on
+an HTTP/2 connection of its own), the default idle pools of 64 made nginx and Ringway open
+new upstream connections for about 13 % and 8 % of the small GETs, so both keep 128 here
+(nginx upstream keepalive 128, Ringway pool_max_idle = 128; HAProxy kept its connections
+with its defaults). Ringway keeps its default header work (X-Forwarded-*, request id),
+which the peers do not do. Quick mode measures every figure for h2-small and grpc-unary
+(cachegrind over 2,000 and 10,000 requests instead of 5,000 and 25,000), exact counts and
+the timed figures for h2c-small and h2-1m.
+Fixed loads: 10,000 req/s (gRPC: 5,000; 1 MiB: 100), about half of nginx's saturated rate
+or less (nginx's, the lowest, measured 16,000-27,000 req/s for the small GETs on the 2-core
+machine, 11,000-17,000 gRPC calls/s, 220-350 1 MiB downloads/s). A full run takes about 15
+minutes.
+Before measuring, each proxy must answer one request by another client: curl over HTTP/2
+(ALPN h2 or prior knowledge: 200, the whole body), for gRPC nghttp (200, application/grpc,
+the message in DATA, grpc-status: 0 in trailers after it) and grpcio's client when it is
+installed (status OK, the reply). Every h2load run of these scenarios must negotiate h2
+(TLS) or h2c, have no request failed, errored or other than 2xx, and receive every body
+whole (h2load's data bytes: a proxy's trailers-only gRPC error is a 200 without a
+message); the run stops with an error otherwise. A fixed-load run that falls 5 % short of
+its offered rate is warned about. The issue's targets are printed under the table (and
+under "targets" in the JSON): CPU per request in h2-small, h2c-small and grpc-unary at
+most 0.9x nginx's in the same run.
 """
 
 import argparse
@@ -82,6 +122,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_PORT = 18080
+GRPC_BACKEND_PORT = 18084  # the --h2 mode's gRPC backend (nginx, h2c)
 PORTS = {"nginx": 18081, "haproxy": 18082, "ringway": 18083, "floor": 18079}
 PERF_EVENTS = [
     "raw_syscalls:sys_enter",
@@ -101,7 +142,8 @@ HAPROXY_MAXCONN = 9000  # ulimit -n is 20000 here and cannot be raised
 
 class Scenario:
     def __init__(self, name, title, path, n, c, rate, cg, method_args=(), headers=(), access_log=False,
-                 saturation=True, quick="exact", notes=None, tls=False, handshakes=None):
+                 saturation=True, quick="exact", notes=None, tls=False, handshakes=None, h2=False,
+                 streams=1, grpc=False, body_size=None):
         self.name = name
         self.title = title
         self.path = path
@@ -122,6 +164,15 @@ class Scenario:
         # resumed handshakes, one request each) instead of h2load; n and rate unused,
         # cg is then two s_time durations (seconds) under cachegrind.
         self.handshakes = handshakes
+        # The --h2 scenarios: the client speaks HTTP/2 (over TLS by ALPN h2 when tls, else
+        # cleartext with prior knowledge), `streams` concurrent streams per connection
+        # (h2load -m); grpc: the proxies forward to the nginx gRPC responder over h2c
+        # instead of the HTTP/1.1 backend; body_size: the response body's bytes, checked
+        # against h2load's data count (a trailers-only gRPC error has none).
+        self.h2 = h2
+        self.streams = streams
+        self.grpc = grpc
+        self.body_size = body_size
 
     def h2load_args(self):
         args = list(self.method_args)
@@ -168,6 +219,55 @@ def tls_scenarios(quick):
     ]
 
 
+# The gRPC unary call of grpc-unary: helloworld.Greeter/SayHello, a HelloRequest
+# {name: "world"} in, a HelloReply {message: "hello"} out, each a length-prefixed gRPC
+# message (flag 0, 4-byte big-endian length, protobuf bytes).
+GRPC_PATH = "/helloworld.Greeter/SayHello"
+GRPC_REQUEST = b"\x0a\x05world"
+GRPC_REPLY = b"\x0a\x05hello"
+
+
+def grpc_frame(msg):
+    return b"\x00" + len(msg).to_bytes(4, "big") + msg
+
+
+GRPC_HEADERS = ["content-type: application/grpc", "te: trailers"]
+
+
+def h2_scenarios(quick, grpc_request):
+    k = 4 if quick else 1
+    cg = (2_000, 10_000) if quick else (5_000, 25_000)  # quick runs stay under 4 minutes
+    h1_backend = ("backend the HTTP/1.1 nginx backend, kept-alive connections (nginx upstream keepalive 128, "
+                  "Ringway pool_max_idle = 128: room for the 100 streams in flight; HAProxy http-reuse safe)")
+    return [
+        Scenario("h2-small", "small GET over HTTP/2 and TLS, c=10 m=10", "/", 200_000 // k, 10, 10_000,
+                 cg, tls=True, h2=True, streams=10, body_size=5, quick="all",
+                 notes="h2load -c 10 -m 10, TLS with ALPN h2: Ringway [listeners.tls] (alpn defaults to "
+                       "[\"h2\", \"http/1.1\"]); nginx listen ... ssl http2 (nginx 1.22 syntax), the "
+                       "--tls settings; HAProxy bind ... ssl crt FILE alpn h2,http/1.1; " + h1_backend),
+        Scenario("h2c-small", "small GET over cleartext HTTP/2 (prior knowledge), c=10 m=10", "/",
+                 200_000 // k, 10, 10_000, cg, h2=True, streams=10, body_size=5, quick="timed",
+                 notes="h2load -c 10 -m 10 over h2c (prior knowledge): Ringway listener http2 = true; "
+                       "nginx listen ... http2 (no ssl); HAProxy bind ... proto h2; " + h1_backend),
+        Scenario("h2-1m", "1 MiB response over HTTP/2 and TLS, c=5 m=2", "/1m", 4_000 // k, 5, 100, (100, 500),
+                 tls=True, h2=True, streams=2, body_size=1 << 20, quick="timed",
+                 notes="h2load -c 5 -m 2 (10 streams in flight, as tls-1m's 10 connections), TLS with ALPN h2 "
+                       "as h2-small; " + h1_backend),
+        Scenario("grpc-unary", "gRPC unary call, h2c client to an h2c gRPC backend, c=10 m=10", GRPC_PATH,
+                 200_000 // k, 10, 5_000, cg, method_args=["-d", grpc_request],
+                 headers=GRPC_HEADERS, h2=True, streams=10, grpc=True, body_size=len(grpc_frame(GRPC_REPLY)),
+                 quick="all",
+                 notes="h2load -c 10 -m 10 over h2c, POST " + GRPC_PATH + " with content-type: "
+                       "application/grpc, te: trailers and a 12-byte gRPC message; each proxy's listener as "
+                       "in h2c-small, to the nginx gRPC responder over h2c (prior knowledge): Ringway cluster "
+                       "protocol = \"h2c\" (streams multiplexed on its upstream connections); nginx grpc_pass "
+                       "grpc://UPSTREAM, upstream keepalive 128 (one stream per upstream connection); HAProxy "
+                       "server ... proto h2 (multiplexed). The responder (nginx, listen ... http2) reads the "
+                       "request body (mirror_request_body), then answers 200, a 12-byte gRPC message and the "
+                       "trailer grpc-status: 0"),
+    ]
+
+
 # ----------------------------------------------------------------------------- configs
 
 NGINX_BACKEND = """worker_processes 1; daemon off; pid {dir}/ngx-backend.pid;
@@ -182,8 +282,27 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s; sendf
     # it reads every upload whole before the answer, as an application would.
     location = /upload {{ client_max_body_size 0; client_body_buffer_size 1m;
       proxy_pass http://127.0.0.1:{backend}/upload-sink; }}
-    location = /upload-sink {{ default_type text/plain; return 200 "ok"; }} }} }}
+    location = /upload-sink {{ default_type text/plain; return 200 "ok"; }} }}{grpc_server} }}
 """
+# The --h2 mode's gRPC backend, in the same nginx backend process: cleartext HTTP/2
+# (prior knowledge) answering every call with the same gRPC message ({dir}/grpc/reply.bin:
+# flag 0, 4-byte length, protobuf) and the trailer grpc-status: 0. It reads the request
+# body before answering, as a gRPC server does (mirror_request_body; an answer before the
+# body has arrived would end each stream with RST_STREAM(NO_ERROR) instead). nginx's
+# static module answers POST with 405, which error_page turns into the internal GET of
+# the reply; nginx leaves out the empty grpc-message trailer. sendfile off: with it, nginx
+# sends the file's DATA frame corked with TCP_NODELAY off, and Nagle then holds it (and the
+# trailers) behind the unacknowledged HEADERS frame until the proxy's delayed ACK, 40 ms.
+NGINX_GRPC_BACKEND = """
+  server {{ listen 127.0.0.1:{port} http2 backlog=4096;
+    sendfile off; open_file_cache max=16 inactive=1h; open_file_cache_valid 1h;
+    location / {{ mirror /read-body; mirror_request_body on;
+      root {dir}/grpc; try_files /reply.bin =404;
+      error_page 405 =200 /grpc-reply; }}
+    location = /read-body {{ internal; return 204; }}
+    location = /grpc-reply {{ internal; alias {dir}/grpc/reply.bin; default_type application/grpc;
+      etag off; max_ranges 0; add_header Last-Modified "";
+      add_trailer grpc-status 0 always; add_trailer grpc-message "" always; }} }}"""
 
 # The peers' reverse-proxy config of BENCHMARKING.md; uploads are streamed like Ringway's
 # (no request buffering, no body size limit), and worker_connections leaves room for the
@@ -192,17 +311,25 @@ NGINX_PROXY = """worker_processes 1; daemon off; {master} pid {dir}/ngx-proxy.pi
 error_log {dir}/ngx-proxy.err warn; worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
 http {{ {access_log} keepalive_requests 1000000; keepalive_timeout 75s;
-  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive {keepalive}; keepalive_requests 1000000; }}
   server {{ listen 127.0.0.1:{port} backlog=4096{tls};
     client_max_body_size 0;
-    location / {{ proxy_pass http://backend; proxy_http_version 1.1;
-                 proxy_set_header Connection ""; proxy_request_buffering off; }} }} }}
+    location / {{ {location} }} }} }}
 """
-# The TLS scenarios: the same server, terminating TLS ({dir}/tls, made by make_cert).
-NGINX_TLS = """ ssl;
+NGINX_PROXY_PASS = """proxy_pass http://backend; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; proxy_request_buffering off;"""
+# grpc-unary: to the gRPC backend over h2c (the upstream's server is then that port).
+NGINX_GRPC_PASS = "grpc_pass grpc://backend;"
+# The TLS scenarios: the same server, terminating TLS ({dir}/tls, made by make_cert);
+# {http2} is " http2" in the --h2 scenarios over TLS (ALPN h2), else empty.
+NGINX_TLS = """ ssl{http2};
     ssl_certificate {dir}/tls/cert.pem; ssl_certificate_key {dir}/tls/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m"""
 HAPROXY_TLS = " ssl crt {dir}/tls/haproxy.pem"
+# The --h2 scenarios: HTTP/2 by ALPN over TLS, prior knowledge in cleartext, and (grpc)
+# HTTP/2 to the server.
+HAPROXY_ALPN_H2 = " alpn h2,http/1.1"
+HAPROXY_H2C = " proto h2"
 RINGWAY_TLS = """[listeners.tls]
 certificates = [{{ cert = "{dir}/tls/cert.pem", key = "{dir}/tls/key.pem" }}]"""
 
@@ -226,7 +353,7 @@ frontend fe
     bind 127.0.0.1:{port}{tls}
     default_backend be
 backend be
-    server s1 127.0.0.1:{backend} maxconn 1000
+    server s1 127.0.0.1:{backend} maxconn 1000{server_extra}
 """
 # The "logged" scenario: one httplog line per request, written by HAProxy itself (one
 # writev each) to its stdout, which Proxy.start redirects to the access log file;
@@ -262,7 +389,7 @@ match = {{ path_prefix = "/" }}
 cluster = "backend"
 
 [clusters.backend]
-endpoints = ["127.0.0.1:{backend}"]
+endpoints = ["127.0.0.1:{backend}"]{cluster_extra}
 {access_log}"""
 
 RINGWAY_ACCESS_LOG = """
@@ -357,27 +484,47 @@ class Proxy:
         self.phase = None
         self.log_checks = []
         self.tls = False  # the running process terminates TLS
+        self.h2 = False  # the running process serves HTTP/2 (ALPN h2 with tls, else h2c)
+        self.grpc = False  # the running process forwards to the gRPC backend over h2c
 
     def write_config(self, valgrind):
         log = self.access_log
-        tls = "-tls" if self.tls else ""
+        tls = ("-tls" if self.tls else "") + ("-h2" if self.h2 else "") + ("-grpc" if self.grpc else "")
+        # --h2 mode: HTTP/2 clients put up to c x m requests in flight, each needing its
+        # own HTTP/1.1 upstream connection (nginx's gRPC ones too): idle pools of 128.
+        backend = GRPC_BACKEND_PORT if self.grpc else BACKEND_PORT
         if self.kind == "nginx":
             path = f"{self.dir}/ngx-proxy-{self.name}{'-vg' if valgrind else ''}{'-log' if log else ''}{tls}.conf"
             access_log = NGINX_ACCESS_LOG.format(path=log) if log else "access_log off;"
-            text = NGINX_PROXY.format(dir=self.dir, backend=BACKEND_PORT, port=self.port,
+            listen = NGINX_TLS.format(dir=self.dir, http2=" http2" if self.h2 else "") if self.tls else (
+                " http2" if self.h2 else "")
+            text = NGINX_PROXY.format(dir=self.dir, backend=backend, port=self.port,
                                       master="master_process off;" if valgrind else "", access_log=access_log,
-                                      tls=NGINX_TLS.format(dir=self.dir) if self.tls else "")
+                                      tls=listen, keepalive=128 if self.h2 else 64,
+                                      location=NGINX_GRPC_PASS if self.grpc else NGINX_PROXY_PASS)
         elif self.kind == "haproxy":
             path = f"{self.dir}/haproxy-{self.name}{'-log' if log else ''}{tls}.cfg"
-            text = HAPROXY.format(port=self.port, backend=BACKEND_PORT, maxconn=HAPROXY_MAXCONN,
-                                  log=HAPROXY_LOG if log else "",
-                                  tls=HAPROXY_TLS.format(dir=self.dir) if self.tls else "")
+            bind = HAPROXY_TLS.format(dir=self.dir) if self.tls else ""
+            if self.h2:
+                bind += HAPROXY_ALPN_H2 if self.tls else HAPROXY_H2C
+            text = HAPROXY.format(port=self.port, backend=backend, maxconn=HAPROXY_MAXCONN,
+                                  log=HAPROXY_LOG if log else "", tls=bind,
+                                  server_extra=HAPROXY_H2C if self.grpc else "")
         else:
             path = f"{self.dir}/ringway-{self.name}{'-log' if log else ''}{tls}.toml"
-            text = RINGWAY.format(port=self.port, backend=BACKEND_PORT, runtime_extra=self.runtime_extra,
-                                  listener_extra=self.listener_extra, forwarding_extra=self.forwarding_extra,
+            listener_extra = self.listener_extra
+            if self.h2 and not self.tls:
+                listener_extra = "http2 = true\n" + listener_extra
+            cluster_extra = ""
+            if self.h2:
+                cluster_extra += "\npool_max_idle = 128"
+            if self.grpc:
+                cluster_extra += '\nprotocol = "h2c"'
+            text = RINGWAY.format(port=self.port, backend=backend, runtime_extra=self.runtime_extra,
+                                  listener_extra=listener_extra, forwarding_extra=self.forwarding_extra,
                                   access_log=RINGWAY_ACCESS_LOG.format(path=log) if log else "",
-                                  tls=RINGWAY_TLS.format(dir=self.dir) if self.tls else "")
+                                  tls=RINGWAY_TLS.format(dir=self.dir) if self.tls else "",
+                                  cluster_extra=cluster_extra)
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -392,11 +539,15 @@ class Proxy:
             return ["haproxy", "-db", "-f", cfg]
         return [self.binary, "--config", cfg, "--log-level", "warn"]
 
-    def start(self, cachegrind_out=None, access_log=False, phase=None, tls=False):
+    def start(self, cachegrind_out=None, access_log=False, phase=None, tls=False, h2=False, grpc=False):
         """access_log: write an access log line per request (the "logged" scenario);
-        phase: what this process measures, for its access log check; tls: terminate TLS."""
+        phase: what this process measures, for its access log check; tls: terminate TLS;
+        h2: serve HTTP/2 (ALPN h2 with tls, else prior knowledge); grpc: forward to the
+        gRPC backend over h2c."""
         self.access_log = None
         self.tls = tls
+        self.h2 = h2
+        self.grpc = grpc
         if access_log:
             if self.kind == "floor":
                 raise RuntimeError("the floor relay writes no access log")
@@ -487,7 +638,12 @@ ANSWERED = {}
 
 
 def h2load(port, sc, n=None, c=None, duration=None, rate=None, log_file=None, timeout=300):
-    argv = ["taskset", "-c", "0", "h2load", "--h1", "-t", "1"]
+    argv = ["taskset", "-c", "0", "h2load", "-t", "1"]
+    if sc.h2:
+        # HTTP/2: by ALPN over TLS (h2load offers h2 first), with prior knowledge in cleartext.
+        argv += ["-m", str(sc.streams)]
+    else:
+        argv += ["--h1"]
     new_conn = any(h.lower() == "connection: close" for h in sc.headers)
     if new_conn and rate:
         # A new connection per request: h2load's --rps does not apply to those, so
@@ -518,6 +674,27 @@ def h2load(port, sc, n=None, c=None, duration=None, rate=None, log_file=None, ti
     ok = int(codes.group(1))
     bad = int(m.group(2)) + int(m.group(3)) + sum(int(codes.group(i)) for i in (2, 3, 4))
     ANSWERED[port] = ANSWERED.get(port, 0) + ok
+    if sc.h2:
+        # The --h2 scenarios fail loudly: HTTP/2 negotiated, no request failed, errored or
+        # answered other than 2xx, and every answer's whole body (a gRPC error from a
+        # proxy is a 200 too, but trailers-only, without the message).
+        proto = re.search(r"Application protocol: (\S+)", out)
+        want = "h2" if sc.tls else "h2c"
+        data = re.search(r"\((\d+)\) data", out)
+        problems = []
+        if not proto or proto.group(1) != want:
+            problems.append(f"protocol {proto.group(1) if proto else None}, not {want}")
+        if bad or not ok:
+            problems.append(f"{ok} 2xx and {bad} failed, errored or not 2xx")
+        # Bodies of the succeeded (completed) requests; a timed run (-D) also counts part
+        # of those still in flight when it ends (their 2xx too).
+        done = int(m.group(1))
+        extra = (c or sc.c) * sc.streams * sc.body_size if duration and sc.body_size else 0
+        if sc.body_size is not None and (not data or not done * sc.body_size <= int(data.group(1))
+                                         <= done * sc.body_size + extra):
+            problems.append(f"{data.group(1) if data else None} body bytes for {done} answers of {sc.body_size}")
+        if problems:
+            raise RuntimeError(f"h2load to port {port} ({sc.name}): {'; '.join(problems)}:\n{out}")
     return {"ok": ok, "bad": bad, "rps": float(rps.group(1)) if rps else None}
 
 
@@ -555,6 +732,60 @@ def probe_tls(port):
     info["status"] = int(status.group(1)) if status else None
     if info["status"] != 200:
         raise RuntimeError(f"GET over TLS to port {port} failed:\n{r.stdout}\n{r.stderr}")
+    return info
+
+
+# One real gRPC call through a proxy with grpcio's client, when grpcio is installed (in a
+# process of its own: grpcio's threads and fork handlers stay out of this one).
+GRPCIO_CALL = """import sys, grpc
+ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[1])
+call = ch.unary_unary(sys.argv[2], request_serializer=None, response_deserializer=None)
+resp, c = call.with_call(bytes.fromhex(sys.argv[3]), timeout=10)
+print(resp.hex(), c.code().name)
+"""
+
+
+def probe_h2(port, sc, d):
+    """Before measuring: one request through the proxy by another client than h2load,
+    which must answer 200 over HTTP/2 with the whole body (curl); for gRPC, nghttp's
+    frames must show the gRPC message in DATA and grpc-status: 0 in trailers after it,
+    and grpcio's client (when installed) must get the reply with status OK."""
+    scheme = "https" if sc.tls else "http"
+    url = f"{scheme}://127.0.0.1:{port}{sc.path}"
+    info = {}
+    if not sc.grpc:
+        r = subprocess.run(["curl", "-sk", "--http2" if sc.tls else "--http2-prior-knowledge", "-o", "/dev/null",
+                            "-w", "%{http_version} %{http_code} %{size_download}", url],
+                           capture_output=True, text=True, timeout=30)
+        version, code, size = (r.stdout.split() + [None] * 3)[:3]
+        info = {"http_version": version, "status": int(code) if code and code.isdigit() else None,
+                "body_bytes": int(size) if size and size.isdigit() else None}
+        if version != "2" or info["status"] != 200 or info["body_bytes"] != sc.body_size:
+            raise RuntimeError(f"curl over HTTP/2 to port {port} ({sc.name}): {r.stdout} {r.stderr}")
+        return info
+    argv = ["nghttp", "-v", "-d", f"{d}/grpc/request.bin"]
+    for h in sc.headers:
+        argv += ["-H", h]
+    out = subprocess.run(argv + [url], capture_output=True, timeout=30).stdout
+    reply = grpc_frame(GRPC_REPLY)
+    status = re.search(rb"recv \(stream_id=\d+\) :status: (\d+)", out)
+    ctype = re.search(rb"recv \(stream_id=\d+\) content-type: (\S+)", out)
+    trailer = re.search(rb"recv \(stream_id=\d+\) grpc-status: (\d+)", out)
+    info = {"status": int(status.group(1)) if status else None,
+            "content_type": ctype.group(1).decode() if ctype else None,
+            "grpc_status_trailer": int(trailer.group(1)) if trailer else None,
+            "message": reply in out and trailer is not None and out.index(reply) < trailer.start()}
+    if info["status"] != 200 or info["content_type"] != "application/grpc" or info["grpc_status_trailer"] != 0 \
+            or not info["message"]:
+        raise RuntimeError(f"gRPC call through port {port} failed: {info}\n{out.decode(errors='replace')}")
+    r = subprocess.run([sys.executable, "-c", GRPCIO_CALL, str(port), sc.path, GRPC_REQUEST.hex()],
+                       capture_output=True, text=True, timeout=60)
+    if "No module named 'grpc'" in r.stderr:
+        info["grpcio"] = "not installed"
+    elif r.returncode != 0 or r.stdout.split() != [GRPC_REPLY.hex(), "OK"]:
+        raise RuntimeError(f"grpcio call through port {port} failed: {r.stdout} {r.stderr}")
+    else:
+        info["grpcio"] = "OK"
     return info
 
 
@@ -632,6 +863,10 @@ def fixed_load_cpu(px, sc):
     after_c, after_s, after_t = cpu_ns(px.pid), stat_cpu(), user_sys_ticks(px.pid)
     steal = steal_pct(before_s, after_s)
     us = (after_c - before_c) / 1000.0 / r["ok"] if r["ok"] else None
+    if sc.h2 and r["ok"] < 0.95 * sc.rate * DURATION:
+        # Not a fixed load: the proxy (or CPU 0) saturated, or host steal slowed it.
+        print(f"   WARNING {px.name} {sc.name}: {r['ok'] / DURATION:.0f} req/s of {sc.rate} offered "
+              f"(steal {steal:.1f} %)", file=sys.stderr, flush=True)
     user, kernel = after_t[0] - before_t[0], after_t[1] - before_t[1]
     return {"us_per_req": us, "requests": r["ok"], "failed": r["bad"], "offered": sc.rate,
             "achieved_rps": r["ok"] / DURATION, "steal_pct": round(steal, 2),
@@ -666,7 +901,8 @@ def cachegrind(px, sc, d):
     counts = []
     for n in sc.cg:
         out = f"{d}/cg-{px.name}-{sc.name}-{n}.out"
-        px.start(cachegrind_out=out, access_log=sc.access_log, phase=f"cachegrind {n}", tls=sc.tls)
+        px.start(cachegrind_out=out, access_log=sc.access_log, phase=f"cachegrind {n}", tls=sc.tls,
+                 h2=sc.h2, grpc=sc.grpc)
         if sc.handshakes:
             # s_time runs for n seconds: the connections it made are the count.
             counts.append(s_time(px.port, sc.handshakes, n))
@@ -806,6 +1042,28 @@ def report(results, names):
     return "\n".join(rows)
 
 
+# The issue's targets for the --h2 scenarios, as ratios to nginx in the same run: CPU per
+# h2 request (over TLS and h2c) and per gRPC unary call at most 0.9x.
+H2_TARGETS = (("h2-small", 0.9), ("h2c-small", 0.9), ("grpc-unary", 0.9))
+
+
+def h2_targets(results, proxies):
+    out = []
+    for sc_name, limit in H2_TARGETS:
+        per_proxy = results["scenarios"].get(sc_name)
+        if per_proxy is None:
+            continue
+        base = per_proxy.get("nginx", {}).get("cpu", {}).get("median_us_per_req")
+        for px in proxies:
+            if px.kind != "ringway" or px.name not in per_proxy:
+                continue
+            v = per_proxy[px.name].get("cpu", {}).get("median_us_per_req")
+            ratio = v / base if v is not None and base else None
+            out.append({"scenario": sc_name, "proxy": px.name, "limit": limit, "ratio": ratio,
+                        "met": None if ratio is None else ratio <= limit})
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 DURATION = 5
@@ -814,7 +1072,7 @@ DURATION = 5
 def main():
     global DURATION
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer requests and rounds (< 3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer requests and rounds (< 3 minutes; --tls, --h2: < 4)")
     ap.add_argument("--ringway", action="append", default=[], metavar="NAME=BINARY[;KEY=VALUE...]",
                     help="a Ringway binary to measure, with optional settings ([runtime] keys, or listener.KEY), e.g. "
                          "'noflags=target/release/ringway;io_uring_flags=[]' (repeat to compare "
@@ -822,8 +1080,12 @@ def main():
     ap.add_argument("--tls", action="store_true",
                     help="the TLS scenarios instead of the cleartext ones: tls-full,tls-resumed,tls-small,tls-1m,"
                          "tls-idle")
+    ap.add_argument("--h2", action="store_true",
+                    help="the HTTP/2 and gRPC scenarios instead of the cleartext ones: h2-small,h2c-small,h2-1m,"
+                         "grpc-unary")
     ap.add_argument("--scenarios", help="comma-separated subset of: small,logged,1k,64k,1m,upload,newconn,idle "
-                                        "(with --tls: tls-full,tls-resumed,tls-small,tls-1m,tls-idle)")
+                                        "(with --tls: tls-full,tls-resumed,tls-small,tls-1m,tls-idle; with --h2: "
+                                        "h2-small,h2c-small,h2-1m,grpc-unary)")
     ap.add_argument("--proxies", help="comma-separated subset of the proxy names")
     ap.add_argument("--rounds", type=int, help="interleaved rounds for the timed figures")
     ap.add_argument("--idle-conns", type=int, default=10_000)
@@ -835,6 +1097,8 @@ def main():
                          "--ringway is given): Ringway with the peers' header work, " + "; ".join(PEER_WORK))
     ap.add_argument("--out", help="JSON output file (default loadtest/results/compare-<time>.json)")
     args = ap.parse_args()
+    if args.tls and args.h2:
+        ap.error("--tls and --h2 are separate runs")
 
     rounds = args.rounds or (1 if args.quick else 3)
     DURATION = 3 if args.quick else 5
@@ -856,12 +1120,13 @@ def main():
         path, *settings = spec.split(";")
         proxies.append(Proxy(name, "ringway", PORTS["ringway"] + 10 * i, d, os.path.abspath(path),
                              settings))
-    if not args.ringway and not args.no_peer_work and not args.tls:
+    if not args.ringway and not args.no_peer_work and not args.tls and not args.h2:
         # Ringway doing the header work the nginx and HAProxy peers are configured for:
         # none beyond the hop-by-hop rules (no X-Forwarded-*, no request id).
         proxies.append(Proxy("ringway-peerwork", "ringway", PORTS["ringway"] + 10 * len(proxies), d,
                              os.path.abspath(binary), PEER_WORK, only={"small"}))
-    if not args.tls and not args.no_floor and (not args.proxies or "floor" in args.proxies.split(",")):
+    if not args.tls and not args.h2 and not args.no_floor and (not args.proxies
+                                                               or "floor" in args.proxies.split(",")):
         proxies.append(Proxy("floor", "floor", PORTS["floor"], d, floor_binary(), only={"small"}))
     proxies.append(Proxy("nginx", "nginx", PORTS["nginx"], d))
     proxies.append(Proxy("haproxy", "haproxy", PORTS["haproxy"], d))
@@ -870,19 +1135,35 @@ def main():
         proxies = [p for p in proxies if p.name in keep]
     names = [p.name for p in proxies]
 
-    all_sc = tls_scenarios(args.quick) if args.tls else scenarios(args.quick, upload)
+    grpc_request = f"{d}/grpc/request.bin"
+    if args.h2:
+        os.makedirs(f"{d}/grpc")
+        for path, msg in ((grpc_request, GRPC_REQUEST), (f"{d}/grpc/reply.bin", GRPC_REPLY)):
+            with open(path, "wb") as f:
+                f.write(grpc_frame(msg))
+    if args.h2:
+        all_sc = h2_scenarios(args.quick, grpc_request)
+    else:
+        all_sc = tls_scenarios(args.quick) if args.tls else scenarios(args.quick, upload)
     idle = "tls-idle" if args.tls else "idle"
-    wanted = args.scenarios.split(",") if args.scenarios else [s.name for s in all_sc] + [idle]
-    if args.tls:
+    wanted = args.scenarios.split(",") if args.scenarios else [s.name for s in all_sc] + (
+        [] if args.h2 else [idle])
+    unknown = [w for w in wanted if w not in [s.name for s in all_sc]]
+    if unknown and args.h2:
+        ap.error(f"unknown --h2 scenarios: {','.join(unknown)}")
+    if args.tls or args.h2:
         make_cert(d)
     scs = [s for s in all_sc if s.name in wanted]
     idle_conns = 2_000 if args.quick and args.idle_conns == 10_000 else args.idle_conns
 
     with open(f"{d}/ngx-backend.conf", "w") as f:
-        f.write(NGINX_BACKEND.format(dir=d, backend=BACKEND_PORT))
+        f.write(NGINX_BACKEND.format(dir=d, backend=BACKEND_PORT, grpc_server=NGINX_GRPC_BACKEND.format(
+            dir=d, port=GRPC_BACKEND_PORT) if args.h2 else ""))
     backend = PROCS.start(["taskset", "-c", "0", "nginx", "-p", d, "-c", f"{d}/ngx-backend.conf"],
                           stderr=subprocess.DEVNULL)
     wait_port(BACKEND_PORT, 10, backend)
+    if args.h2:
+        wait_port(GRPC_BACKEND_PORT, 10, backend)
 
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -915,16 +1196,18 @@ def main():
                         res[px.name] = {"left_out": why}
                         pxs.remove(px)
             for px in pxs:
-                px.start(access_log=sc.access_log, phase="perf", tls=sc.tls)
+                px.start(access_log=sc.access_log, phase="perf", tls=sc.tls, h2=sc.h2, grpc=sc.grpc)
                 warm_up(px, sc)
                 if sc.tls:
                     res.setdefault(px.name, {})["tls"] = probe_tls(px.port)
+                if sc.h2:
+                    res.setdefault(px.name, {})["probe"] = probe_h2(px.port, sc, d)
                 res.setdefault(px.name, {})["perf"] = perf_counts(px, sc, d)
                 px.stop()
                 print(f"   {px.name}: perf {res[px.name]['perf']['per_request']}", file=sys.stderr, flush=True)
             if full:
                 for px in pxs:
-                    px.start(access_log=sc.access_log, phase="timed", tls=sc.tls)
+                    px.start(access_log=sc.access_log, phase="timed", tls=sc.tls, h2=sc.h2, grpc=sc.grpc)
                     warm_up(px, sc)
                     res[px.name]["cpu_runs"] = []
                     res[px.name]["sat_runs"] = []
@@ -995,6 +1278,17 @@ def main():
     print()
     print(report(results, names))
     print()
+    if args.h2:
+        targets = h2_targets(results, proxies)
+        results["targets"] = targets
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
+        for t in targets:
+            print(f"target {t['scenario']} CPU/req {t['proxy']} / nginx: "
+                  f"{format(t['ratio'], '.3f') + 'x' if t['ratio'] is not None else 'n/a'} (<= {t['limit']}x: "
+                  f"{'met' if t['met'] else 'NOT met' if t['met'] is False else 'not measured'})")
+        if targets:
+            print()
     for name, notes in m["scenario_notes"].items():
         print(f"{name}: {notes}")
     if m["scenario_notes"]:

@@ -172,7 +172,8 @@ fn connection_specific(name: &[u8]) -> bool {
 }
 
 /// An HTTP/2 request (to an upstream) from the HTTP/1.1 head this proxy wrote for
-/// it (`write_request_head`: origin-form target, one Host): Host becomes
+/// it (`write_request_head`: origin-form target, one Host; a Cookie split into its
+/// crumbs): Host becomes
 /// `:authority`, connection-specific fields are dropped, `te` is kept only as
 /// `trailers`.
 pub fn request_of(head: &[u8], scheme: &'static str) -> Result<http::Request<()>, ProxyError> {
@@ -197,6 +198,17 @@ pub fn request_of(head: &[u8], scheme: &'static str) -> Result<http::Request<()>
         if connection_specific(name)
             || (name.eq_ignore_ascii_case(b"te") && !value.eq_ignore_ascii_case(b"trailers"))
         {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"cookie") {
+            // Cookie crumbs as fields of their own (RFC 9113 §8.2.3: each is
+            // compressed on its own, and one that changes costs only itself).
+            let crumbs = value.split(|&b| b == b';').map(<[u8]>::trim_ascii);
+            for crumb in crumbs.filter(|c| !c.is_empty()) {
+                if let Ok(v) = HeaderValue::from_bytes(crumb) {
+                    headers.append(http::header::COOKIE, v);
+                }
+            }
             continue;
         }
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
@@ -313,6 +325,19 @@ mod tests {
         // Another protocol is not forwarded.
         let refused = write_head(&connect("h2c-tunnel"), false, Some(key), &mut Vec::new());
         assert!(matches!(refused, Err(ProxyError::UpgradeRefused)));
+    }
+
+    #[test]
+    fn upstream_requests_get_authority_and_cookie_crumbs() {
+        let head = b"POST /p?q=1 HTTP/1.1\r\nhost: up.example\r\nconnection: keep-alive\r\n\
+                     te: trailers\r\ncookie: a=1; b=2;c=3\r\nx-a: 1\r\n\r\n";
+        let req = request_of(head, "http").unwrap();
+        assert_eq!(req.uri(), "http://up.example/p?q=1");
+        let cookies: Vec<_> = req.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2", "c=3"]);
+        assert_eq!(req.headers()["te"], "trailers");
+        assert!(!req.headers().contains_key("connection"));
+        assert_eq!(req.headers()["x-a"], "1");
     }
 
     #[test]
