@@ -49,7 +49,7 @@ pub async fn forward(
     let req = request_of(&buf, scheme);
     let result = match req {
         Err(e) => Err(fail(e, false, !head.has_body())),
-        Ok(req) => exchange(d, w, head, route, cluster, req, &mut buf).await,
+        Ok(req) => exchange(d, w, head, route, cluster, req, scheme, &mut buf).await,
     };
     w.bufs.give(buf);
     if let Err(f) = &result {
@@ -60,6 +60,7 @@ pub async fn forward(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     d: &mut Downstream<'_>,
     w: &Worker,
@@ -67,6 +68,7 @@ async fn exchange(
     route: &Route,
     cluster: &ClusterRt,
     req: http::Request<()>,
+    scheme: &'static str,
     buf: &mut Vec<u8>,
 ) -> Result<Next, Failure> {
     let fail = |error, started: bool, consumed: bool| Failure {
@@ -77,11 +79,24 @@ async fn exchange(
     let end_stream = !head.has_body();
     let up_timeout = cluster.config.response_timeout;
     let mut retries = 0;
+    let mut first = Some(req);
+    let head_text = &*buf;
+    let remake = || request_of(head_text, scheme);
     // (The stream's lease and in-flight count last as long as its response.)
     let (resp, _lease, _in_flight, sent_at) = loop {
-        let (ep, opened) = open_any(cluster, &req, end_stream, &mut d.up_timer, &mut d.outcome)
-            .await
-            .map_err(|e| fail(e, false, end_stream))?;
+        let req = match first.take() {
+            Some(req) => req,
+            None => remake().map_err(|e| fail(e, false, end_stream))?,
+        };
+        let opened = open_any(
+            cluster,
+            req,
+            &remake,
+            end_stream,
+            &mut d.up_timer,
+            &mut d.outcome,
+        );
+        let (ep, opened) = opened.await.map_err(|e| fail(e, false, end_stream))?;
         let in_flight = InFlight::of(&cluster.endpoints[ep].stats.in_flight);
         let Opened {
             response,

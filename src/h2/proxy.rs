@@ -922,18 +922,43 @@ impl Exchange<'_> {
             UpstreamProtocol::H2 => "https",
             _ => "http",
         };
-        let req = super::translate::request_of(&hbuf, scheme);
+        let remake = || super::translate::request_of(&hbuf, scheme);
+        let result = self
+            .attempts_h2(cluster, head, route, body, respond, is_head, &remake)
+            .await;
         self.w.bufs.give(hbuf);
-        let req = req.map_err(|e| refused(e, false))?;
+        result
+    }
+
+    /// The attempts of [`Self::forward_h2`]: requests made by `remake` from the
+    /// rewritten head.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts_h2(
+        &mut self,
+        cluster: &crate::snapshot::ClusterRt,
+        head: &RequestHead,
+        route: &Route,
+        body: &mut RecvStream,
+        respond: &mut SendResponse<Bytes>,
+        is_head: bool,
+        remake: &dyn Fn() -> Result<http::Request<()>, ProxyError>,
+    ) -> Result<(), Failure> {
+        let req = remake().map_err(|e| refused(e, false))?;
         let grpc_timeout = grpc_timeout(req.headers());
         let end_stream = !head.has_body();
         // A gRPC call's deadline bounds the whole exchange (retries included).
         let deadline = grpc_timeout.map(|t| Moment::now() + t);
         let mut retries = 0;
+        let mut first = Some(req);
         loop {
+            let req = match first.take() {
+                Some(req) => req,
+                None => remake().map_err(|e| refused(e, false))?,
+            };
             let (ep, opened) = super::upstream::open_any(
                 cluster,
-                &req,
+                req,
+                remake,
                 end_stream,
                 &mut self.timer,
                 &mut self.outcome,

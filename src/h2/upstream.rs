@@ -205,13 +205,16 @@ pub async fn open(
     })
 }
 
-/// Opens a stream for `req` on an endpoint of `cluster` the balancer picks:
+/// Opens a stream for `req` on an endpoint of `cluster` the balancer picks (each
+/// further attempt with a request from `remake`: h2 takes a request it sends, and
+/// a copy made for every attempt would cost its allocations every time):
 /// when a pooled connection went away before it took the stream, on a fresh
 /// connection to the same endpoint; when an endpoint fails, on the next.
 /// Attempts, the endpoint and flags go to `outcome`.
 pub async fn open_any(
     cluster: &ClusterRt,
-    req: &http::Request<()>,
+    mut req: http::Request<()>,
+    remake: &dyn Fn() -> Result<http::Request<()>, ProxyError>,
     end_stream: bool,
     timer: &mut Timer,
     outcome: &mut crate::outcome::Outcome,
@@ -225,12 +228,12 @@ pub async fn open_any(
         };
         outcome.attempts = outcome.attempts.saturating_add(1);
         outcome.endpoint = Some(ep as u32);
-        let mut result = open(cluster, ep, req.clone(), end_stream, false, timer).await;
+        let mut result = open(cluster, ep, req, end_stream, false, timer).await;
         if let Err((e, true)) = &result {
             tracing::debug!(error = %e, "pooled HTTP/2 connection gone, opening a new one");
             cluster.stats.retries.inc();
             outcome.flags.set(Flags::RETRIED);
-            result = open(cluster, ep, req.clone(), end_stream, true, timer).await;
+            result = open(cluster, ep, remake()?, end_stream, true, timer).await;
         }
         match result {
             Ok(opened) => return Ok((ep, opened)),
@@ -244,6 +247,7 @@ pub async fn open_any(
                 }
                 tried.push(ep);
                 last_error = Some(e);
+                req = remake()?;
             }
         }
     }
