@@ -53,17 +53,6 @@ enum End {
     Idle,
 }
 
-/// Keeps a gauge raised while a tunnel is open.
-struct Open<'a>(Option<&'a Gauge>);
-
-impl Drop for Open<'_> {
-    fn drop(&mut self) {
-        if let Some(g) = self.0 {
-            g.dec();
-        }
-    }
-}
-
 /// The upstream's accepted handshake, as the tunnel takes it over.
 pub(super) struct Accepted<'a> {
     pub up: &'a mut Stream,
@@ -110,10 +99,7 @@ pub(super) async fn websocket(
         }
     };
     outcome.status = 200;
-    if let Some(g) = open {
-        g.inc();
-    }
-    let _open = Open(open);
+    let _open = crate::upstream::tunnel::Open::of(open);
     let mut timer = Timer::new();
 
     // What the upstream sent behind its head, before the switch was seen.

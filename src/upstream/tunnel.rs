@@ -69,10 +69,10 @@ where
 }
 
 /// Keeps a gauge raised while a tunnel is open.
-struct Open<'a>(Option<&'a Gauge>);
+pub(crate) struct Open<'a>(Option<&'a Gauge>);
 
 impl<'a> Open<'a> {
-    fn of(gauge: Option<&'a Gauge>) -> Open<'a> {
+    pub(crate) fn of(gauge: Option<&'a Gauge>) -> Open<'a> {
         if let Some(g) = gauge {
             g.inc();
         }
