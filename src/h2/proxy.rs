@@ -13,7 +13,10 @@
 //! stream the client resets stops its upstream work at once.
 
 use super::server::ConnCtx;
-use super::translate::{add_fields, response_of, write_chunk, write_head, write_last_chunk};
+use super::translate::{
+    add_fields, client_fields, downstream_response, response_of, upstream_request, write_chunk,
+    write_head, write_last_chunk,
+};
 use crate::clock::{Moment, Stamp};
 use crate::config::UpstreamProtocol;
 use crate::downstream::{refused, Failure};
@@ -22,8 +25,8 @@ use crate::exchange::{self, Act};
 use crate::http::answer::{Answer, ConnHeader};
 use crate::http::parse::{parse_request, parse_response, Framing, HeaderSpan, Method, RequestHead};
 use crate::http::rewrite::{
-    proto_line, write_request_head, write_response_head, ClientFraming, RequestRewrite,
-    ResponseRewrite,
+    proto_line, write_request_head, write_request_tail, write_response_head, ClientFraming,
+    RequestFields, RequestRewrite, ResponseRewrite,
 };
 use crate::outcome::{timeout_kind, Flags, Outcome};
 use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
@@ -85,7 +88,8 @@ pub async fn stream(
         cx: &cx,
         settings: cx.listener.settings(),
         rbuf: w.bufs.take(),
-        headers: Vec::new(),
+        // (Room for the fields of most requests: growing it cost a realloc a time.)
+        headers: Vec::with_capacity(16),
         outcome: Outcome::new(Stamp::now()),
         log: None,
         timer: Timer::new(),
@@ -163,6 +167,7 @@ pub async fn stream(
             {
                 x.forward_h2(
                     &snapshot,
+                    &parts,
                     head,
                     route,
                     cluster,
@@ -383,21 +388,7 @@ impl Exchange<'_> {
     ) -> Vec<u8> {
         let w = self.w;
         let mut hbuf = w.bufs.take();
-        let tls = self.cx.tls.as_ref();
-        let rewrite = RequestRewrite {
-            peer: &self.cx.peer,
-            port_line: &self.settings.port_line,
-            proto_line: proto_line(tls.is_some()),
-            client_cert: match tls {
-                _ if !self.settings.forward_client_cert => None,
-                Some(t) => Some(&t.client_cert_line),
-                None => Some(b""),
-            },
-            forwarding: &snapshot.forwarding,
-            edits: &route.request_headers,
-            host_rewrite: route.host_rewrite.as_deref(),
-            fallback_host: cluster.config.endpoints[0].name.as_bytes(),
-        };
+        let rewrite = rewrite_of(self.cx, &self.settings, snapshot, route, cluster);
         let log = &mut self.log;
         write_request_head(
             &mut hbuf,
@@ -414,6 +405,34 @@ impl Exchange<'_> {
             },
         );
         hbuf
+    }
+
+    /// The fields the proxy adds to the request (X-Forwarded-*, request id, the
+    /// route's), written into `tail` as lines, for `fields` noted from the
+    /// client's.
+    fn request_tail(
+        &mut self,
+        head: &RequestHead,
+        rewrite: &RequestRewrite,
+        fields: &RequestFields,
+        tail: &mut Vec<u8>,
+    ) {
+        let (w, log) = (self.w, &mut self.log);
+        write_request_tail(
+            tail,
+            &self.rbuf,
+            head,
+            &self.headers,
+            rewrite,
+            fields,
+            |out| {
+                let at = out.len();
+                w.write_request_id(out);
+                if let (Some(fields), Ok(id)) = (log, <&[u8; 36]>::try_from(&out[at..])) {
+                    fields.set_request_id(id);
+                }
+            },
+        );
     }
 
     /// Forwards the request to `cluster` (HTTP/1.1) up to the upstream's response
@@ -663,7 +682,7 @@ impl Exchange<'_> {
     ) -> Result<(Vec<u8>, crate::http::parse::ResponseHead, Vec<HeaderSpan>), (ProxyError, bool)>
     {
         let mut buf = self.w.bufs.take();
-        let mut resp_headers = Vec::new();
+        let mut resp_headers = Vec::with_capacity(16);
         let is_head = head.method == Method::Head;
         let mut deadline: Option<Moment> = None;
         let mut got = false;
@@ -909,6 +928,7 @@ impl Exchange<'_> {
     async fn forward_h2(
         &mut self,
         snapshot: &Snapshot,
+        parts: &http::request::Parts,
         head: &RequestHead,
         route: &Route,
         cluster_index: usize,
@@ -917,16 +937,48 @@ impl Exchange<'_> {
         is_head: bool,
     ) -> Result<(), Failure> {
         let cluster = &snapshot.clusters[cluster_index];
-        let hbuf = self.upstream_head(snapshot, head, route, cluster);
         let scheme = match cluster.config.protocol {
             UpstreamProtocol::H2 => "https",
             _ => "http",
         };
-        let remake = || super::translate::request_of(&hbuf, scheme);
+        if head.connection_names_headers {
+            // (HTTP/2 has no Connection field; the h2 crate refuses one. Kept as
+            // the general path: through the HTTP/1.1 rewrite and back.)
+            let hbuf = self.upstream_head(snapshot, head, route, cluster);
+            let remake = || super::translate::request_of(&hbuf, scheme);
+            let result = self
+                .attempts_h2(cluster, head, route, body, respond, is_head, &remake)
+                .await;
+            self.w.bufs.give(hbuf);
+            return result;
+        }
+        // The client's header list, rewritten as a list: no HTTP/1.1 head between.
+        let settings = self.settings.clone();
+        let rewrite = rewrite_of(self.cx, &settings, snapshot, route, cluster);
+        let host = match (rewrite.host_rewrite, head.host()) {
+            (Some(h), _) => h,
+            (None, Some(h)) => h.get(&self.rbuf),
+            (None, None) => rewrite.fallback_host,
+        };
+        let authority =
+            super::translate::authority_of(parts, host).map_err(|e| refused(e, false))?;
+        let mut fields = RequestFields::new(head, &rewrite);
+        let first = client_fields(&parts.headers, head, &rewrite, &mut fields);
+        let mut tail = self.w.bufs.take();
+        self.request_tail(head, &rewrite, &fields, &mut tail);
+        let id = snapshot.forwarding.request_id_header.as_bytes();
+        let first = std::cell::Cell::new(Some(first));
+        let remake = || {
+            let fields = first.take().unwrap_or_else(|| {
+                let mut f = RequestFields::new(head, &rewrite);
+                client_fields(&parts.headers, head, &rewrite, &mut f)
+            });
+            upstream_request(parts, fields, &tail, id, authority.clone(), scheme)
+        };
         let result = self
             .attempts_h2(cluster, head, route, body, respond, is_head, &remake)
             .await;
-        self.w.bufs.give(hbuf);
+        self.w.bufs.give(tail);
         result
     }
 
@@ -1137,39 +1189,15 @@ impl Exchange<'_> {
         self.outcome.upstream_ns = Some(Stamp::now().nanos_since(sent_at));
         let (parts, mut up_body) = resp.into_parts();
         self.outcome.upstream_status = parts.status.as_u16();
-        // The head through the HTTP/1.1 response rewrite (the route's edits, Date).
-        let mut h1 = self.w.bufs.take();
-        super::translate::h1_head_of(&parts, &mut h1);
-        let mut spans = Vec::new();
-        let parsed = parse_response(&h1, usize::MAX, is_head, &mut spans);
-        let mut out = self.w.bufs.take();
-        let response = match parsed {
-            Ok(Some(head)) => {
-                let framing = match head.framing {
-                    Framing::Length(n) => ClientFraming::Length(n),
-                    _ => ClientFraming::None {
-                        keep_length: is_head,
-                    },
-                };
-                self.w.date.with(|date| {
-                    let rw = ResponseRewrite {
-                        edits: &route.response_headers,
-                        framing,
-                        conn: ConnHeader::None,
-                        date,
-                    };
-                    write_response_head(&mut out, &h1, &head, &spans, &rw)
-                });
-                Ok(response_of(&out, head.status))
-            }
-            Ok(None) | Err(_) => Err(ProxyError::BadResponse(
-                crate::http::parse::ParseError::Malformed("HTTP/2 response head"),
-            )),
-        };
-        self.outcome.response_bytes = out.len() as u64;
-        self.w.bufs.give(h1);
-        self.w.bufs.give(out);
-        let response = response.map_err(|e| (e, false))?;
+        // The head by the rules of the HTTP/1.1 response rewrite (the route's
+        // edits, Date), as a list.
+        let status = parts.status.as_u16();
+        let edits = &route.response_headers;
+        let (response, head_len) = self
+            .w
+            .date
+            .with(|date| downstream_response(parts, is_head, edits, date));
+        self.outcome.response_bytes = head_len;
         let end = is_head || up_body.is_end_stream();
         let mut client = respond.send_response(response, end).map_err(|_| {
             (
@@ -1179,7 +1207,7 @@ impl Exchange<'_> {
                 false,
             )
         })?;
-        self.outcome.status = parts.status.as_u16();
+        self.outcome.status = status;
         if end {
             return Ok(());
         }
@@ -1321,5 +1349,30 @@ fn relay_error(e: RelayError) -> ProxyError {
         RelayError::Write(_) | RelayError::TooLarge => ProxyError::ClientClosed {
             op: "write response",
         },
+    }
+}
+
+/// The request rewrite of a stream forwarded on `route` to `cluster`.
+fn rewrite_of<'a>(
+    cx: &'a ConnCtx,
+    settings: &'a ListenerSettings,
+    snapshot: &'a Snapshot,
+    route: &'a Route,
+    cluster: &'a crate::snapshot::ClusterRt,
+) -> RequestRewrite<'a> {
+    let tls = cx.tls.as_ref();
+    RequestRewrite {
+        peer: &cx.peer,
+        port_line: &settings.port_line,
+        proto_line: proto_line(tls.is_some()),
+        client_cert: match tls {
+            _ if !settings.forward_client_cert => None,
+            Some(t) => Some(&t.client_cert_line),
+            None => Some(b""),
+        },
+        forwarding: &snapshot.forwarding,
+        edits: &route.request_headers,
+        host_rewrite: route.host_rewrite.as_deref(),
+        fallback_host: cluster.config.endpoints[0].name.as_bytes(),
     }
 }

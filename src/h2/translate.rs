@@ -4,7 +4,11 @@
 //! renders it) or trailer section read into HTTP/2 fields. A fuzz target
 //! (`fuzz/fuzz_targets/h2_translation.rs`) checks the request direction.
 
+use crate::config::HeaderEdit;
 use crate::error::ProxyError;
+use crate::http::parse::{Framing, HeaderKind, RequestHead};
+use crate::http::rewrite::{RequestFields, RequestRewrite};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 /// Writes the request's header list as an HTTP/1.1 head into `out`.
@@ -103,22 +107,52 @@ pub fn write_head(
 }
 
 /// Adds `name: value` lines (an HTTP/1.1 header section as this proxy writes
-/// it) to `map`, dropping the fields HTTP/2 forbids (RFC 9113 §8.2.2).
+/// it) to `map`, dropping the fields HTTP/2 forbids (RFC 9113 §8.2.2). The
+/// values share one copy of `lines`.
 pub fn add_fields(map: &mut HeaderMap, lines: &[u8]) {
-    for line in lines.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = &line[..colon];
+    let text = Bytes::copy_from_slice(lines);
+    for (name, value) in fields_of(&text) {
         if connection_specific(name) || name.eq_ignore_ascii_case(b"te") {
             continue;
         }
-        let value = line[colon + 1..].trim_ascii();
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+        if let (Some(n), Some(v)) = (field_name(name), value_in(&text, value)) {
             map.append(n, v);
         }
     }
+}
+
+/// The `name: value` lines of a header section (lines without a colon skipped;
+/// values trimmed).
+fn fields_of(text: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    text.split(|&b| b == b'\n').filter_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = memchr::memchr(b':', line)?;
+        Some((&line[..colon], line[colon + 1..].trim_ascii()))
+    })
+}
+
+/// A field value that is a part of `text`, sharing it (no copy).
+fn value_in(text: &Bytes, value: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(text.slice_ref(value)).ok()
+}
+
+/// A field name; the ones this proxy adds and gRPC's are static (the `http`
+/// crate allocates a name it does not know for each use).
+fn field_name(name: &[u8]) -> Option<HeaderName> {
+    Some(HeaderName::from_static(match name {
+        b"x-forwarded-for" => "x-forwarded-for",
+        b"x-forwarded-proto" => "x-forwarded-proto",
+        b"x-forwarded-host" => "x-forwarded-host",
+        b"x-forwarded-port" => "x-forwarded-port",
+        b"x-forwarded-client-cert" => "x-forwarded-client-cert",
+        b"x-request-id" => "x-request-id",
+        b"grpc-timeout" => "grpc-timeout",
+        b"grpc-status" => "grpc-status",
+        b"grpc-message" => "grpc-message",
+        b"grpc-encoding" => "grpc-encoding",
+        b"grpc-accept-encoding" => "grpc-accept-encoding",
+        _ => return HeaderName::from_bytes(name).ok(),
+    }))
 }
 
 /// An HTTP/2 response from an HTTP/1.1 response head (`status line CRLF fields`).
@@ -178,19 +212,18 @@ fn connection_specific(name: &[u8]) -> bool {
 /// `trailers`.
 pub fn request_of(head: &[u8], scheme: &'static str) -> Result<http::Request<()>, ProxyError> {
     let bad = || ProxyError::BadRequest(crate::http::parse::ParseError::Malformed("head"));
+    // One copy of the head, which the values, authority and path share (all
+    // slices below are of it).
+    let text = Bytes::copy_from_slice(head);
+    let head = &text[..];
     let text_end = head.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
     let mut line = head[..text_end].splitn(3, |&b| b == b' ');
     let (Some(method), Some(target)) = (line.next(), line.next()) else {
         return Err(bad());
     };
     let mut authority = None;
-    let mut headers = HeaderMap::new();
-    for field in head[text_end + 2..].split(|&b| b == b'\n') {
-        let field = field.strip_suffix(b"\r").unwrap_or(field);
-        let Some(colon) = field.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (&field[..colon], field[colon + 1..].trim_ascii());
+    let mut headers = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', head).count());
+    for (name, value) in fields_of(&text[text_end + 2..]) {
         if name.eq_ignore_ascii_case(b"host") {
             authority.get_or_insert(value);
             continue;
@@ -205,30 +238,190 @@ pub fn request_of(head: &[u8], scheme: &'static str) -> Result<http::Request<()>
             // compressed on its own, and one that changes costs only itself).
             let crumbs = value.split(|&b| b == b';').map(<[u8]>::trim_ascii);
             for crumb in crumbs.filter(|c| !c.is_empty()) {
-                if let Ok(v) = HeaderValue::from_bytes(crumb) {
+                if let Some(v) = value_in(&text, crumb) {
                     headers.append(http::header::COOKIE, v);
                 }
             }
             continue;
         }
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+        if let (Some(n), Some(v)) = (field_name(name), value_in(&text, value)) {
             headers.append(n, v);
         }
     }
-    let uri = http::Uri::builder()
-        .scheme(scheme)
-        .authority(authority.unwrap_or(b"localhost"))
-        .path_and_query(target)
-        .build()
-        .map_err(|_| bad())?;
-    let mut req = http::Request::builder()
-        .method(http::Method::from_bytes(method).map_err(|_| bad())?)
-        .uri(uri)
-        .version(http::Version::HTTP_2)
-        .body(())
-        .map_err(|_| bad())?;
+    let authority = match authority {
+        Some(a) => http::uri::Authority::from_maybe_shared(text.slice_ref(a)),
+        None => Ok(http::uri::Authority::from_static("localhost")),
+    };
+    let path = http::uri::PathAndQuery::from_maybe_shared(text.slice_ref(target));
+    let method = http::Method::from_bytes(method).map_err(|_| bad())?;
+    let (Ok(authority), Ok(path)) = (authority, path) else {
+        return Err(bad());
+    };
+    Ok(request(method, scheme_of(scheme), authority, path, headers))
+}
+
+fn scheme_of(scheme: &str) -> http::uri::Scheme {
+    if scheme == "https" {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    }
+}
+
+fn request(
+    method: http::Method,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    path: http::uri::PathAndQuery,
+    headers: HeaderMap,
+) -> http::Request<()> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(scheme);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path);
+    let mut req = http::Request::new(());
+    *req.method_mut() = method;
+    // (Scheme, authority and path are all there: `from_parts` cannot fail.)
+    *req.uri_mut() = http::Uri::from_parts(uri).unwrap_or_default();
+    *req.version_mut() = http::Version::HTTP_2;
     *req.headers_mut() = headers;
-    Ok(req)
+    req
+}
+
+/// An HTTP/2 request for an HTTP/2 upstream, straight from the client's HTTP/2
+/// request (no HTTP/1.1 head in between): the client's fields through the rules
+/// of the HTTP/1.1 request rewrite ([`RequestFields`]: hop-by-hop and framing
+/// fields, X-Forwarded-*, the route's removals), the Content-Length kept, cookie
+/// crumbs as sent; then the fields the proxy adds, `tail` (as
+/// `write_request_tail` writes them, the request id `request_id` not indexed by
+/// HPACK: each one is new). `headers` are the client's fields from
+/// [`client_fields`], whose [`RequestFields`] then tells the tail's writer what
+/// it noted.
+pub fn upstream_request(
+    parts: &http::request::Parts,
+    headers: HeaderMap,
+    tail: &[u8],
+    request_id: &[u8],
+    authority: http::uri::Authority,
+    scheme: &'static str,
+) -> Result<http::Request<()>, ProxyError> {
+    let bad = |what| ProxyError::BadRequest(crate::http::parse::ParseError::Malformed(what));
+    let mut headers = headers;
+    if !tail.is_empty() {
+        let text = Bytes::copy_from_slice(tail);
+        for (name, value) in fields_of(&text) {
+            if let (Some(n), Some(mut v)) = (field_name(name), value_in(&text, value)) {
+                if name.eq_ignore_ascii_case(request_id) {
+                    v.set_sensitive(true);
+                }
+                headers.append(n, v);
+            }
+        }
+    }
+    let path = parts.uri.path_and_query().cloned().ok_or(bad("no :path"))?;
+    Ok(request(
+        parts.method.clone(),
+        scheme_of(scheme),
+        authority,
+        path,
+        headers,
+    ))
+}
+
+/// The upstream's `:authority`, `host` (the client's, unless rewritten).
+pub fn authority_of(
+    parts: &http::request::Parts,
+    host: &[u8],
+) -> Result<http::uri::Authority, ProxyError> {
+    match parts.uri.authority() {
+        Some(a) if a.as_str().as_bytes() == host => Ok(a.clone()),
+        _ => http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(host)).map_err(|_| {
+            ProxyError::BadRequest(crate::http::parse::ParseError::Malformed(":authority"))
+        }),
+    }
+}
+
+/// The client's fields that go to an HTTP/2 upstream (see [`upstream_request`]),
+/// into a new map.
+pub fn client_fields(
+    client: &HeaderMap,
+    head: &RequestHead,
+    rw: &RequestRewrite,
+    fields: &mut RequestFields,
+) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(client.len() + 8);
+    let keep_length = matches!(head.framing, Framing::Length(_));
+    for (name, value) in client {
+        let n = name.as_str().as_bytes();
+        let kind = HeaderKind::of(n);
+        let pass = match kind {
+            // (The length of the body: the HTTP/1.1 writer re-emits it from the
+            // parsed framing.)
+            HeaderKind::ContentLength => keep_length,
+            _ => fields.passes(kind, n, value.as_bytes()) && fields.keeps(n, rw),
+        };
+        if pass {
+            map.append(name.clone(), value.clone());
+        }
+    }
+    map
+}
+
+/// The client's response from an HTTP/2 upstream's head, by the rules of the
+/// HTTP/1.1 response rewrite (`write_response_head`), without an HTTP/1.1 head in
+/// between: connection-specific and other hop-by-hop fields dropped, a
+/// Content-Length kept where the response has a body (or answers a HEAD), the
+/// route's edits applied, Date added when the upstream sent none. Returns it
+/// with the size its head would have as HTTP/1.1 text (the access log's figure).
+pub fn downstream_response(
+    up: http::response::Parts,
+    is_head: bool,
+    edits: &HeaderEdit,
+    date: &[u8],
+) -> (Response<()>, u64) {
+    let status = up.status;
+    let mut headers = up.headers;
+    let code = status.as_u16();
+    let bodiless = (100..200).contains(&code) || code == 204 || code == 304;
+    let keep_length = is_head || !bodiless;
+    let may_drop = edits.drops_any();
+    let mut drop: smallvec::SmallVec<[HeaderName; 2]> = smallvec::SmallVec::new();
+    for name in headers.keys() {
+        let n = name.as_str().as_bytes();
+        let gone = match HeaderKind::of(n) {
+            HeaderKind::ContentLength => !keep_length,
+            k => k.is_hop_by_hop(),
+        };
+        if gone || (may_drop && edits.drops(n)) {
+            drop.push(name.clone());
+        }
+    }
+    for name in drop {
+        headers.remove(name);
+    }
+    // "HTTP/1.1 200 OK\r\n", then "name: value\r\n" each, then "\r\n".
+    let reason = status.canonical_reason().unwrap_or("-");
+    let mut head_len = 9 + 3 + 1 + reason.len() + 2 + 2;
+    if !headers.contains_key(http::header::DATE) {
+        if let Ok(v) = HeaderValue::from_bytes(date) {
+            headers.insert(http::header::DATE, v);
+        }
+    }
+    for (name, value) in edits.set.iter().chain(&edits.add) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    for (name, value) in &headers {
+        head_len += name.as_str().len() + 2 + value.len() + 2;
+    }
+    let mut r = Response::new(());
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    (r, head_len as u64)
 }
 
 /// An HTTP/1.1 response head (status line and fields) for an HTTP/2 response, for
@@ -338,6 +531,168 @@ mod tests {
         assert_eq!(req.headers()["te"], "trailers");
         assert!(!req.headers().contains_key("connection"));
         assert_eq!(req.headers()["x-a"], "1");
+    }
+
+    /// A request case for the two ways to an HTTP/2 upstream.
+    struct Case {
+        req: http::Request<()>,
+        end_stream: bool,
+        peer: &'static str,
+        mode: crate::config::XffMode,
+        request_id: bool,
+        edits: HeaderEdit,
+        host_rewrite: Option<&'static [u8]>,
+        client_cert: Option<&'static [u8]>,
+    }
+
+    fn case(req: http::request::Builder) -> Case {
+        Case {
+            req: req.body(()).unwrap(),
+            end_stream: true,
+            peer: "192.0.2.1",
+            mode: crate::config::XffMode::Overwrite,
+            request_id: true,
+            edits: HeaderEdit::default(),
+            host_rewrite: None,
+            client_cert: None,
+        }
+    }
+
+    /// The request both ways: the client's list written as an HTTP/1.1 head,
+    /// rewritten and read back (`request_of`), and rewritten as a list
+    /// (`client_fields`, the tail, `upstream_request`). Fields sorted by name (a
+    /// name's values in order).
+    fn both_ways(c: Case) -> [(String, Vec<(String, String)>); 2] {
+        use crate::http::parse::parse_request;
+        use crate::http::rewrite::{
+            port_line, proto_line, write_request_head, write_request_tail, Peer,
+        };
+        let (parts, ()) = c.req.into_parts();
+        let mut rbuf = Vec::new();
+        write_head(&parts, c.end_stream, None, &mut rbuf).unwrap();
+        let mut spans = Vec::new();
+        let limits = crate::config::Limits::default();
+        let head = parse_request(&rbuf, &limits, &mut spans).unwrap().unwrap();
+        let forwarding = crate::config::ForwardingConfig {
+            x_forwarded_for: c.mode,
+            trusted_proxies: vec![crate::config::Cidr {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8,
+            }],
+            request_id: c.request_id,
+            request_id_header: "x-request-id".into(),
+        };
+        let peer = Peer::of(std::net::SocketAddr::new(c.peer.parse().unwrap(), 0));
+        let port = port_line(8443);
+        let rw = RequestRewrite {
+            peer: &peer,
+            port_line: &port,
+            proto_line: proto_line(true),
+            client_cert: c.client_cert,
+            forwarding: &forwarding,
+            edits: &c.edits,
+            host_rewrite: c.host_rewrite,
+            fallback_host: b"10.1.1.1:80",
+        };
+        let id = |o: &mut Vec<u8>| o.extend_from_slice(b"the-id");
+        let mut hbuf = Vec::new();
+        write_request_head(&mut hbuf, &rbuf, &head, &spans, &rw, id);
+        let round_trip = request_of(&hbuf, "https").unwrap();
+        let mut fields = RequestFields::new(&head, &rw);
+        let map = client_fields(&parts.headers, &head, &rw, &mut fields);
+        let mut tail = Vec::new();
+        write_request_tail(&mut tail, &rbuf, &head, &spans, &rw, &fields, id);
+        let host = match (rw.host_rewrite, head.host()) {
+            (Some(h), _) => h,
+            (None, Some(h)) => h.get(&rbuf),
+            (None, None) => rw.fallback_host,
+        };
+        let authority = authority_of(&parts, host).unwrap();
+        let direct =
+            upstream_request(&parts, map, &tail, b"x-request-id", authority, "https").unwrap();
+        assert_eq!(direct.version(), http::Version::HTTP_2);
+        // The id the proxy made is not indexed by HPACK (a client's is as sent).
+        for v in direct.headers().get_all("x-request-id") {
+            assert_eq!(v.is_sensitive(), v == "the-id");
+        }
+        [round_trip, direct].map(|r| {
+            let line = format!("{} {}", r.method(), r.uri());
+            let mut fields: Vec<_> = r
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect();
+            fields.sort_by(|a: &(String, String), b| a.0.cmp(&b.0));
+            (line, fields)
+        })
+    }
+
+    #[test]
+    fn the_list_to_list_translation_matches_the_http11_round_trip() {
+        use crate::config::XffMode;
+        let grpc = || {
+            http::Request::post("https://api.example:8443/svc.Echo/Say?x=1")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("grpc-timeout", "5S")
+                .header("user-agent", "grpc-c/1.0")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .header("host", "ignored.example")
+                .header("x-forwarded-for", "198.51.100.7")
+                .header("x-forwarded-proto", "http")
+                .header("x-forwarded-host", "front.example")
+                .header("x-custom", "v1")
+                .header("x-custom", "v2")
+                .header("content-length", "17")
+        };
+        let mut cases = vec![case(grpc())];
+        // A body without a length; a trusted hop appending.
+        let mut c = case(grpc());
+        c.req.headers_mut().remove("content-length");
+        c.end_stream = false;
+        c.peer = "10.1.2.3";
+        c.mode = XffMode::Append;
+        cases.push(c);
+        // Untrusted, appending; no request id but the client's own.
+        let mut c = case(grpc().header("x-request-id", "client-id"));
+        c.mode = XffMode::Append;
+        c.request_id = true;
+        cases.push(c);
+        let mut c = case(grpc());
+        c.mode = XffMode::Off;
+        c.request_id = false;
+        cases.push(c);
+        // The route's edits and host rewrite.
+        let mut c = case(grpc());
+        c.edits = HeaderEdit {
+            add: vec![("x-added".into(), "1".into())],
+            set: vec![("x-custom".into(), "set".into())],
+            remove: vec!["user-agent".into(), "Cookie".into()],
+        };
+        c.host_rewrite = Some(b"up.example:9000");
+        cases.push(c);
+        // A client certificate line: the client's own such fields go.
+        let mut c = case(
+            grpc()
+                .header("x-forwarded-client-cert", "forged")
+                .header("x_forwarded_client_cert", "forged"),
+        );
+        c.client_cert = Some(b"x-forwarded-client-cert: Hash=abc\r\n");
+        cases.push(c);
+        // An answered expectation; a GET without :authority but with Host.
+        cases.push(case(
+            http::Request::put("https://a.example/up")
+                .header("expect", "100-continue")
+                .header("content-length", "0"),
+        ));
+        cases.push(case(
+            http::Request::get("/only-path").header("host", "h.example"),
+        ));
+        for (i, c) in cases.into_iter().enumerate() {
+            let [round_trip, direct] = both_ways(c);
+            assert_eq!(direct, round_trip, "case {i}");
+        }
     }
 
     #[test]

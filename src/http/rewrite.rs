@@ -116,15 +116,7 @@ pub fn write_request_head(
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
-    let f = rw.forwarding;
-    let set_xf = f.x_forwarded_for != XffMode::Off;
-    let trusted = f.x_forwarded_for == XffMode::Append
-        && f.trusted_proxies.iter().any(|c| c.contains(rw.peer.ip));
-    let id_name = f.request_id_header.as_bytes();
-    let mut has_id = false;
-    let mut has_xf = [false; 3]; // proto, host, port
-    let mut te_trailers = false;
-    let may_drop = rw.edits.drops_any();
+    let mut fields = RequestFields::new(head, rw);
     let mut run = LineRun::default();
 
     out.extend_from_slice(b"host: ");
@@ -137,50 +129,15 @@ pub fn write_request_head(
 
     for h in headers {
         let name = h.name.get(buf);
-        let value = h.value.get(buf);
-        match h.kind {
-            HeaderKind::Host => continue,
-            HeaderKind::Te => {
-                te_trailers |= value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
-                continue;
-            }
-            k if k.is_hop_by_hop() => continue,
-            HeaderKind::Expect if head.expect_continue => continue,
-            // Written below: prior values (trusted hops only) joined with the peer.
-            HeaderKind::XForwardedFor if set_xf => continue,
-            HeaderKind::XForwardedClientCert if rw.client_cert.is_some() => continue,
-            // `x_forwarded_client_cert` too: servers that map header names to
-            // CGI/WSGI variables read it as the real one.
-            HeaderKind::Other
-                if rw.client_cert.is_some() && name.len() == 23 && is_xfcc_alias(name) =>
-            {
-                continue
-            }
-            HeaderKind::XForwardedProto
-            | HeaderKind::XForwardedHost
-            | HeaderKind::XForwardedPort
-                if set_xf =>
-            {
-                if !trusted {
-                    continue;
-                }
-                has_xf[match h.kind {
-                    HeaderKind::XForwardedProto => 0,
-                    HeaderKind::XForwardedHost => 1,
-                    _ => 2,
-                }] = true;
-            }
-            _ => {}
+        if !fields.passes(h.kind, name, h.value.get(buf)) {
+            continue;
         }
         if head.connection_names_headers && is_named_by_connection(buf, headers, name) {
             continue;
         }
-        if may_drop && rw.edits.drops(name) {
+        if !fields.keeps(name, rw) {
             continue;
         }
-        has_id |= name.eq_ignore_ascii_case(id_name);
         run.push(out, buf, h);
     }
     run.flush(out, buf);
@@ -190,11 +147,116 @@ pub fn write_request_head(
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::CloseDelimited => {}
     }
-    if te_trailers {
+    write_request_tail(out, buf, head, headers, rw, &fields, write_request_id);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the request rewrite does with each of the client's fields, and what it
+/// noted of them for the fields it adds ([`write_request_tail`]). Shared by the
+/// HTTP/1.1 head writer and the HTTP/2 header-list builder (`h2::translate`).
+pub struct RequestFields {
+    set_xf: bool,
+    trusted: bool,
+    expect_continue: bool,
+    drop_client_cert: bool,
+    may_drop: bool,
+    has_id: bool,
+    /// X-Forwarded-Proto, -Host, -Port from a trusted hop.
+    has_xf: [bool; 3],
+    te_trailers: bool,
+}
+
+impl RequestFields {
+    #[inline(always)]
+    pub fn new(head: &RequestHead, rw: &RequestRewrite) -> RequestFields {
+        let f = rw.forwarding;
+        let set_xf = f.x_forwarded_for != XffMode::Off;
+        RequestFields {
+            set_xf,
+            trusted: f.x_forwarded_for == XffMode::Append
+                && f.trusted_proxies.iter().any(|c| c.contains(rw.peer.ip)),
+            expect_continue: head.expect_continue,
+            drop_client_cert: rw.client_cert.is_some(),
+            may_drop: rw.edits.drops_any(),
+            has_id: false,
+            has_xf: [false; 3],
+            te_trailers: false,
+        }
+    }
+
+    /// Whether a field of this kind passes the rewrite's own rules (hop-by-hop
+    /// and framing fields, X-Forwarded-* the proxy sets, an answered Expect);
+    /// then come the client's Connection and the route's edits ([`Self::keeps`]).
+    #[inline(always)]
+    pub fn passes(&mut self, kind: HeaderKind, name: &[u8], value: &[u8]) -> bool {
+        match kind {
+            HeaderKind::Host => false,
+            HeaderKind::Te => {
+                self.te_trailers |= value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+                false
+            }
+            k if k.is_hop_by_hop() => false,
+            HeaderKind::Expect if self.expect_continue => false,
+            // Written by the tail: prior values (trusted hops only) joined with the peer.
+            HeaderKind::XForwardedFor if self.set_xf => false,
+            HeaderKind::XForwardedClientCert if self.drop_client_cert => false,
+            // `x_forwarded_client_cert` too: servers that map header names to
+            // CGI/WSGI variables read it as the real one.
+            HeaderKind::Other
+                if self.drop_client_cert && name.len() == 23 && is_xfcc_alias(name) =>
+            {
+                false
+            }
+            HeaderKind::XForwardedProto
+            | HeaderKind::XForwardedHost
+            | HeaderKind::XForwardedPort
+                if self.set_xf =>
+            {
+                if self.trusted {
+                    self.has_xf[match kind {
+                        HeaderKind::XForwardedProto => 0,
+                        HeaderKind::XForwardedHost => 1,
+                        _ => 2,
+                    }] = true;
+                }
+                self.trusted
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether a field that [`Self::passes`] (and that the client's Connection
+    /// does not name) survives the route's edits.
+    #[inline(always)]
+    pub fn keeps(&mut self, name: &[u8], rw: &RequestRewrite) -> bool {
+        if self.may_drop && rw.edits.drops(name) {
+            return false;
+        }
+        self.has_id |= name.eq_ignore_ascii_case(rw.forwarding.request_id_header.as_bytes());
+        true
+    }
+}
+
+/// Appends the fields the proxy adds after the client's: `te: trailers`,
+/// X-Forwarded-*, the client certificate, the WebSocket upgrade, the request id
+/// and the route's added fields.
+#[inline(always)]
+pub fn write_request_tail(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    headers: &[HeaderSpan],
+    rw: &RequestRewrite,
+    fields: &RequestFields,
+    write_request_id: impl FnOnce(&mut Vec<u8>),
+) {
+    if fields.te_trailers {
         out.extend_from_slice(b"te: trailers\r\n");
     }
-    if set_xf {
-        push_forwarded(out, buf, head, headers, rw, trusted, has_xf);
+    if fields.set_xf {
+        push_forwarded(out, buf, head, headers, rw, fields.trusted, fields.has_xf);
     }
     if let Some(line) = rw.client_cert {
         out.extend_from_slice(line);
@@ -204,14 +266,14 @@ pub fn write_request_head(
         // not forwarded: Upgrade and Connection are hop-by-hop.
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
-    if f.request_id && !has_id {
-        out.extend_from_slice(id_name);
+    let f = rw.forwarding;
+    if f.request_id && !fields.has_id {
+        out.extend_from_slice(f.request_id_header.as_bytes());
         out.extend_from_slice(b": ");
         write_request_id(out);
         out.extend_from_slice(b"\r\n");
     }
     push_edits(out, rw.edits);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends X-Forwarded-For (prior values from a trusted hop joined with the peer),
