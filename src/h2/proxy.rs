@@ -2,9 +2,11 @@
 //! (`:authority` as Host, cookies joined, a body without Content-Length framed as
 //! chunked) and parsed by the same parser as an HTTP/1.1 request, with the same
 //! limits; the shared decision (`exchange::decide`) routes it; it is answered
-//! directly or forwarded to an HTTP/1.1 upstream, and the response goes back as
-//! HTTP/2 (connection-specific fields dropped, a chunked body de-chunked, its
-//! trailers sent as trailers). Metrics and the access log (`protocol`
+//! directly or forwarded. To an HTTP/2 upstream, the client's header list is
+//! rewritten as a list (`translate::client_fields`) and so is the upstream's
+//! response; to an HTTP/1.1 upstream, the head is rewritten as text and the
+//! response goes back as HTTP/2 (connection-specific fields dropped, a chunked
+//! body de-chunked, its trailers sent as trailers). Metrics and the access log (`protocol`
 //! `HTTP/2.0`) are the same as for HTTP/1.1.
 //!
 //! Flow control gives back-pressure per stream: request data is released to the
@@ -955,17 +957,24 @@ impl Exchange<'_> {
         // The client's header list, rewritten as a list: no HTTP/1.1 head between.
         let settings = self.settings.clone();
         let rewrite = rewrite_of(self.cx, &settings, snapshot, route, cluster);
+        let mut fields = RequestFields::new(head, &rewrite);
+        let first = client_fields(&parts.headers, head, &rewrite, &mut fields);
+        let mut tail = self.w.bufs.take();
+        self.request_tail(head, &rewrite, &fields, &mut tail);
         let host = match (rewrite.host_rewrite, head.host()) {
             (Some(h), _) => h,
             (None, Some(h)) => h.get(&self.rbuf),
             (None, None) => rewrite.fallback_host,
         };
-        let authority =
-            super::translate::authority_of(parts, host).map_err(|e| refused(e, false))?;
-        let mut fields = RequestFields::new(head, &rewrite);
-        let first = client_fields(&parts.headers, head, &rewrite, &mut fields);
-        let mut tail = self.w.bufs.take();
-        self.request_tail(head, &rewrite, &fields, &mut tail);
+        let target = super::translate::authority_of(parts, host)
+            .and_then(|a| Ok((a, super::translate::path_of(parts, head, &self.rbuf)?)));
+        let (authority, path) = match target {
+            Ok(target) => target,
+            Err(e) => {
+                self.w.bufs.give(tail);
+                return Err(refused(e, false));
+            }
+        };
         let id = snapshot.forwarding.request_id_header.as_bytes();
         let first = std::cell::Cell::new(Some(first));
         let remake = || {
@@ -973,7 +982,15 @@ impl Exchange<'_> {
                 let mut f = RequestFields::new(head, &rewrite);
                 client_fields(&parts.headers, head, &rewrite, &mut f)
             });
-            upstream_request(parts, fields, &tail, id, authority.clone(), scheme)
+            Ok(upstream_request(
+                parts,
+                fields,
+                &tail,
+                id,
+                authority.clone(),
+                path.clone(),
+                scheme,
+            ))
         };
         let result = self
             .attempts_h2(cluster, head, route, body, respond, is_head, &remake)
@@ -1196,7 +1213,8 @@ impl Exchange<'_> {
         let (response, head_len) = self
             .w
             .date
-            .with(|date| downstream_response(parts, is_head, edits, date));
+            .with(|date| downstream_response(parts, is_head, edits, date))
+            .map_err(|e| (e, false))?;
         self.outcome.response_bytes = head_len;
         let end = is_head || up_body.is_end_stream();
         let mut client = respond.send_response(response, end).map_err(|_| {

@@ -1,8 +1,12 @@
 //! Sans-io translation between HTTP/2 header lists and HTTP/1.1 heads (RFC 9113
 //! §8.2, §8.3): a request's pseudo-headers and fields written as an HTTP/1.1
 //! head for the shared parser, and an HTTP/1.1 response head (as this proxy
-//! renders it) or trailer section read into HTTP/2 fields. A fuzz target
-//! (`fuzz/fuzz_targets/h2_translation.rs`) checks the request direction.
+//! renders it) or trailer section read into HTTP/2 fields; and, from an HTTP/2
+//! client to an HTTP/2 upstream, header lists rewritten as lists by the rules of
+//! the HTTP/1.1 rewrite (`client_fields`, `upstream_request`,
+//! `downstream_response`). A fuzz target (`fuzz/fuzz_targets/h2_translation.rs`)
+//! checks the request direction; a unit test checks the list rewrite against the
+//! round trip through an HTTP/1.1 head.
 
 use crate::config::HeaderEdit;
 use crate::error::ProxyError;
@@ -131,9 +135,24 @@ fn fields_of(text: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-/// A field value that is a part of `text`, sharing it (no copy).
+/// A field value that is a part of `text`: sharing it (no copy) when `text` is
+/// small, else a copy of its own. (HPACK tables keep the values they index: a
+/// shared one holds its whole text alive for as long.)
 fn value_in(text: &Bytes, value: &[u8]) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(text.slice_ref(value)).ok()
+    if text.len() <= SHARE_AT_MOST {
+        HeaderValue::from_maybe_shared(text.slice_ref(value)).ok()
+    } else {
+        HeaderValue::from_bytes(value).ok()
+    }
+}
+
+/// The largest head whose values share one copy of it.
+const SHARE_AT_MOST: usize = 1024;
+
+/// Room for a map of about `n` fields (`HeaderMap::with_capacity` panics past
+/// 24,576; beyond a few dozen fields the map grows as needed).
+fn map_for(n: usize) -> HeaderMap {
+    HeaderMap::with_capacity(n.min(64))
 }
 
 /// A field name; the ones this proxy adds and gRPC's are static (the `http`
@@ -222,7 +241,7 @@ pub fn request_of(head: &[u8], scheme: &'static str) -> Result<http::Request<()>
         return Err(bad());
     };
     let mut authority = None;
-    let mut headers = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', head).count());
+    let mut headers = map_for(memchr::memchr_iter(b'\n', head).count());
     for (name, value) in fields_of(&text[text_end + 2..]) {
         if name.eq_ignore_ascii_case(b"host") {
             authority.get_or_insert(value);
@@ -303,9 +322,9 @@ pub fn upstream_request(
     tail: &[u8],
     request_id: &[u8],
     authority: http::uri::Authority,
+    path: http::uri::PathAndQuery,
     scheme: &'static str,
-) -> Result<http::Request<()>, ProxyError> {
-    let bad = |what| ProxyError::BadRequest(crate::http::parse::ParseError::Malformed(what));
+) -> http::Request<()> {
     let mut headers = headers;
     if !tail.is_empty() {
         let text = Bytes::copy_from_slice(tail);
@@ -318,14 +337,13 @@ pub fn upstream_request(
             }
         }
     }
-    let path = parts.uri.path_and_query().cloned().ok_or(bad("no :path"))?;
-    Ok(request(
+    request(
         parts.method.clone(),
         scheme_of(scheme),
         authority,
         path,
         headers,
-    ))
+    )
 }
 
 /// The upstream's `:authority`, `host` (the client's, unless rewritten).
@@ -349,22 +367,58 @@ pub fn client_fields(
     rw: &RequestRewrite,
     fields: &mut RequestFields,
 ) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(client.len() + 8);
-    let keep_length = matches!(head.framing, Framing::Length(_));
+    let mut map = map_for(client.keys_len() + 8);
     for (name, value) in client {
         let n = name.as_str().as_bytes();
         let kind = HeaderKind::of(n);
-        let pass = match kind {
-            // (The length of the body: the HTTP/1.1 writer re-emits it from the
-            // parsed framing.)
-            HeaderKind::ContentLength => keep_length,
-            _ => fields.passes(kind, n, value.as_bytes()) && fields.keeps(n, rw),
-        };
-        if pass {
+        if kind != HeaderKind::ContentLength
+            && fields.passes(kind, n, value.as_bytes())
+            && fields.keeps(n, rw)
+        {
             map.append(name.clone(), value.clone());
         }
     }
+    // The body's length, once, as the HTTP/1.1 writer re-emits it from the parsed
+    // framing (the client's own value when it is that number as written).
+    if let Framing::Length(n) = head.framing {
+        let mut sent = client.get_all(http::header::CONTENT_LENGTH).iter();
+        let length = match (sent.next(), sent.next()) {
+            (Some(v), None) if canonical_length(v.as_bytes()) => v.clone(),
+            _ => HeaderValue::from(n),
+        };
+        map.insert(http::header::CONTENT_LENGTH, length);
+    }
     map
+}
+
+/// A decimal number as this proxy writes one: digits, no leading zero.
+fn canonical_length(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 19
+        && v.iter().all(u8::is_ascii_digit)
+        && (v == b"0" || v[0] != b'0')
+}
+
+/// The upstream's `:path`: the client's, in origin form (an absolute-form
+/// `:path`, which the head parser reads as such, goes as its path and query, as
+/// the HTTP/1.1 writer sends it).
+pub fn path_of(
+    parts: &http::request::Parts,
+    head: &RequestHead,
+    rbuf: &[u8],
+) -> Result<http::uri::PathAndQuery, ProxyError> {
+    let bad = || ProxyError::BadRequest(crate::http::parse::ParseError::Malformed(":path"));
+    if head.authority.is_none() {
+        return parts.uri.path_and_query().cloned().ok_or_else(bad);
+    }
+    let mut origin = Vec::new();
+    let path = head.path.get(rbuf);
+    origin.extend_from_slice(if path.is_empty() { b"/" } else { path });
+    if let Some(q) = head.query {
+        origin.push(b'?');
+        origin.extend_from_slice(q.get(rbuf));
+    }
+    http::uri::PathAndQuery::from_maybe_shared(Bytes::from(origin)).map_err(|_| bad())
 }
 
 /// The client's response from an HTTP/2 upstream's head, by the rules of the
@@ -378,18 +432,33 @@ pub fn downstream_response(
     is_head: bool,
     edits: &HeaderEdit,
     date: &[u8],
-) -> (Response<()>, u64) {
+) -> Result<(Response<()>, u64), ProxyError> {
+    let bad = |what| ProxyError::BadResponse(crate::http::parse::ParseError::Malformed(what));
     let status = up.status;
     let mut headers = up.headers;
     let code = status.as_u16();
+    // (The checks of the HTTP/1.1 response parser.)
+    if !(100..=599).contains(&code) {
+        return Err(bad("status code outside 100-599"));
+    }
+    if headers.len() > crate::config::MAX_HEADERS_CAP {
+        return Err(bad("too many fields"));
+    }
     let bodiless = (100..200).contains(&code) || code == 204 || code == 304;
-    let keep_length = is_head || !bodiless;
+    let has_date = headers.contains_key(http::header::DATE);
     let may_drop = edits.drops_any();
     let mut drop: smallvec::SmallVec<[HeaderName; 2]> = smallvec::SmallVec::new();
+    let mut length = None;
     for name in headers.keys() {
         let n = name.as_str().as_bytes();
         let gone = match HeaderKind::of(n) {
-            HeaderKind::ContentLength => !keep_length,
+            // A HEAD's is passed on as received (and may be edited); a body's is
+            // the length of what follows, once (and not edited); else none.
+            HeaderKind::ContentLength if is_head => false,
+            HeaderKind::ContentLength if !bodiless => {
+                length = Some(name.clone());
+                continue;
+            }
             k => k.is_hop_by_hop(),
         };
         if gone || (may_drop && edits.drops(n)) {
@@ -399,10 +468,30 @@ pub fn downstream_response(
     for name in drop {
         headers.remove(name);
     }
-    // "HTTP/1.1 200 OK\r\n", then "name: value\r\n" each, then "\r\n".
-    let reason = status.canonical_reason().unwrap_or("-");
-    let mut head_len = 9 + 3 + 1 + reason.len() + 2 + 2;
-    if !headers.contains_key(http::header::DATE) {
+    if let Some(name) = length {
+        let mut values = headers.get_all(&name).iter();
+        let first = values.next().map(HeaderValue::as_bytes);
+        let n = first.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+        let (Some(v), Some(n)) = (first, n) else {
+            return Err(bad("Content-Length"));
+        };
+        let canonical = canonical_length(v);
+        let mut more = 0;
+        for other in values {
+            more += 1;
+            if std::str::from_utf8(other.as_bytes())
+                .ok()
+                .and_then(|o| o.parse::<u64>().ok())
+                != Some(n)
+            {
+                return Err(bad("differing Content-Length values"));
+            }
+        }
+        if more > 0 || !canonical {
+            headers.insert(name, HeaderValue::from(n));
+        }
+    }
+    if !has_date {
         if let Ok(v) = HeaderValue::from_bytes(date) {
             headers.insert(http::header::DATE, v);
         }
@@ -415,13 +504,16 @@ pub fn downstream_response(
             headers.append(n, v);
         }
     }
+    // "HTTP/1.1 200 OK\r\n", then "name: value\r\n" each, then "\r\n".
+    let reason = status.canonical_reason().unwrap_or("-");
+    let mut head_len = 9 + 3 + 1 + reason.len() + 2 + 2;
     for (name, value) in &headers {
         head_len += name.as_str().len() + 2 + value.len() + 2;
     }
     let mut r = Response::new(());
     *r.status_mut() = status;
     *r.headers_mut() = headers;
-    (r, head_len as u64)
+    Ok((r, head_len as u64))
 }
 
 /// An HTTP/1.1 response head (status line and fields) for an HTTP/2 response, for
@@ -608,8 +700,16 @@ mod tests {
             (None, None) => rw.fallback_host,
         };
         let authority = authority_of(&parts, host).unwrap();
-        let direct =
-            upstream_request(&parts, map, &tail, b"x-request-id", authority, "https").unwrap();
+        let path = path_of(&parts, &head, &rbuf).unwrap();
+        let direct = upstream_request(
+            &parts,
+            map,
+            &tail,
+            b"x-request-id",
+            authority,
+            path,
+            "https",
+        );
         assert_eq!(direct.version(), http::Version::HTTP_2);
         // The id the proxy made is not indexed by HPACK (a client's is as sent).
         for v in direct.headers().get_all("x-request-id") {
@@ -689,8 +789,140 @@ mod tests {
         cases.push(case(
             http::Request::get("/only-path").header("host", "h.example"),
         ));
+        // One length sent twice; `OPTIONS *`. (An absolute-form :path cannot
+        // come: the h2 crate refuses a :path without a leading slash.)
+        cases.push(case(
+            http::Request::options("*").header("host", "a.example"),
+        ));
+        cases.push(case(
+            http::Request::post("https://a.example/up")
+                .header("content-length", "5")
+                .header("content-length", "005"),
+        ));
         for (i, c) in cases.into_iter().enumerate() {
             let [round_trip, direct] = both_ways(c);
+            assert_eq!(direct, round_trip, "case {i}");
+        }
+    }
+
+    /// A response's status, its fields sorted by name, its head's length.
+    type Seen = (u16, Vec<(String, String)>, u64);
+
+    /// An HTTP/2 upstream's response both ways: through an HTTP/1.1 head and the
+    /// HTTP/1.1 response rewrite, and rewritten as a list (`downstream_response`).
+    /// Err: a 502.
+    fn response_both_ways(
+        up: http::response::Builder,
+        is_head: bool,
+        edits: &HeaderEdit,
+    ) -> [Result<Seen, ()>; 2] {
+        use crate::http::parse::parse_response;
+        use crate::http::rewrite::{write_response_head, ClientFraming, ResponseRewrite};
+        let date = b"Sat, 28 Nov 2026 12:00:00 GMT";
+        let (parts, ()) = up.body(()).unwrap().into_parts();
+        let mut h1 = Vec::new();
+        h1_head_of(&parts, &mut h1);
+        let mut spans = Vec::new();
+        let round_trip = match parse_response(&h1, usize::MAX, is_head, &mut spans) {
+            Ok(Some(head)) => {
+                let framing = match head.framing {
+                    Framing::Length(n) => ClientFraming::Length(n),
+                    _ => ClientFraming::None {
+                        keep_length: is_head,
+                    },
+                };
+                let rw = ResponseRewrite {
+                    edits,
+                    framing,
+                    conn: crate::http::answer::ConnHeader::None,
+                    date,
+                };
+                let mut out = Vec::new();
+                write_response_head(&mut out, &h1, &head, &spans, &rw);
+                Ok((response_of(&out, head.status), out.len() as u64))
+            }
+            _ => Err(()),
+        };
+        let direct = downstream_response(parts, is_head, edits, date).map_err(|_| ());
+        [round_trip, direct].map(|r| {
+            r.map(|(r, len)| {
+                let mut fields: Vec<_> = r
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                    .collect();
+                fields.sort_by(|a: &(String, String), b| a.0.cmp(&b.0));
+                (r.status().as_u16(), fields, len)
+            })
+        })
+    }
+
+    #[test]
+    fn the_list_response_matches_the_http11_rewrite() {
+        let grpc = || {
+            http::Response::builder()
+                .status(200)
+                .header("content-type", "application/grpc")
+                .header("grpc-encoding", "identity")
+                .header("x-a", "1")
+                .header("x-a", "2")
+        };
+        let none = HeaderEdit::default();
+        let edits = HeaderEdit {
+            add: vec![("x-added".into(), "yes".into())],
+            set: vec![("x-a".into(), "set".into())],
+            remove: vec!["grpc-encoding".into(), "Content-Length".into()],
+        };
+        let remove_date = HeaderEdit {
+            remove: vec!["date".into()],
+            ..HeaderEdit::default()
+        };
+        let set_date = HeaderEdit {
+            set: vec![("date".into(), "route".into())],
+            ..HeaderEdit::default()
+        };
+        let dated = || grpc().header("date", "Fri, 27 Nov 2026 00:00:00 GMT");
+        let cases = [
+            (grpc(), false, &none),
+            (grpc().header("content-length", "12"), false, &none),
+            // (Not canonical, twice: one value, written as a number.)
+            (
+                grpc()
+                    .header("content-length", "012")
+                    .header("content-length", "12"),
+                false,
+                &none,
+            ),
+            (
+                grpc()
+                    .header("content-length", "12")
+                    .header("content-length", "13"),
+                false,
+                &none,
+            ),
+            (grpc().header("content-length", "12"), false, &edits),
+            (grpc().header("content-length", "12"), true, &edits),
+            (grpc().header("content-length", "12"), true, &none),
+            (
+                grpc().status(204).header("content-length", "0"),
+                false,
+                &none,
+            ),
+            (
+                grpc().status(304).header("content-length", "7"),
+                false,
+                &none,
+            ),
+            (grpc().header("trailer", "grpc-status"), false, &none),
+            (dated(), false, &none),
+            (dated(), false, &remove_date),
+            (dated(), false, &set_date),
+            (grpc(), false, &set_date),
+            (grpc().status(600), false, &none),
+            (grpc().status(999), false, &none),
+        ];
+        for (i, (up, is_head, edits)) in cases.into_iter().enumerate() {
+            let [round_trip, direct] = response_both_ways(up, is_head, edits);
             assert_eq!(direct, round_trip, "case {i}");
         }
     }
