@@ -49,9 +49,22 @@ const DRAIN_GRACE: Duration = Duration::from_millis(100);
 /// so the connection can stay open; larger ones close it instead.
 const MAX_DISCARD: u64 = 64 * 1024;
 
+/// A connection closed while its client may still be sending (the rest of a
+/// body the proxy did not read, after an early answer or a refusal) is not reset
+/// under it: its writing side closes first (a FIN after the response), then what
+/// the client still sends is read and dropped until it closes, waiting at most
+/// `LINGER_READ` for each piece and `LINGER_TOTAL` in all, as nginx's
+/// `lingering_close` does. Closing a socket with unread bytes sends an RST, and a
+/// client that gets one before it read the response loses the response (RFC 9112
+/// §9.6).
+const LINGER_READ: Duration = Duration::from_secs(2);
+const LINGER_TOTAL: Duration = Duration::from_secs(10);
+
 /// How a burst ended.
 enum Burst {
     Close,
+    /// Close, lingering: the client may still be sending ([`LINGER_TOTAL`]).
+    Linger,
     /// No request for `release_buffers_after`, with nothing buffered; the
     /// connection has been idle since then.
     Idle(Moment),
@@ -165,8 +178,10 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
         loop {
             // The first head must be complete by the first wait's deadline.
             let head_deadline = if first { c.timer.last_deadline() } else { None };
-            let Burst::Idle(at) = Box::pin(burst(&worker, &mut c, head_deadline)).await else {
-                return;
+            let at = match Box::pin(burst(&worker, &mut c, head_deadline)).await {
+                Burst::Idle(at) => at,
+                Burst::Close => return,
+                Burst::Linger => return linger(&c).await,
             };
             first = false;
             // (Blocks: `wait` must not outlive the call, or the future keeps it, and
@@ -206,6 +221,58 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
             }
         }
     }
+}
+
+/// Closes the connection lingering ([`LINGER_TOTAL`]): the writing side first,
+/// then the client's bytes dropped (not read into any buffer) until it closes,
+/// the time is up, or the listener closes.
+async fn linger(c: &Conn) {
+    use std::os::fd::AsRawFd;
+    let fd = c.stream.as_raw_fd();
+    if nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write).is_err() {
+        return;
+    }
+    let tcp = match &c.stream {
+        Stream::Plain(tcp) => tcp,
+        Stream::Tls(tls) => tls.tcp(),
+    };
+    let end = Moment::now() + LINGER_TOTAL;
+    let mut timer = Timer::new();
+    loop {
+        loop {
+            match drop_received(fd) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        let left = end.saturating_duration_since(Moment::now());
+        if left.is_zero() || c.listener.is_closing() {
+            return;
+        }
+        let listener = &*c.listener;
+        let readable = relay::until(tcp.readable(false), || listener.is_closing());
+        match timer.run(LINGER_READ.min(left), readable).await {
+            Some(Some(Ok(()))) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Drops what the socket `fd` received, up to 1 MiB, without copying it
+/// (`MSG_TRUNC` on TCP: tcp(7)): how much, 0 when the peer closed.
+#[allow(unsafe_code)]
+fn drop_received(fd: std::os::fd::RawFd) -> std::io::Result<usize> {
+    let flags = libc::MSG_TRUNC | libc::MSG_DONTWAIT;
+    // SAFETY: with MSG_TRUNC, TCP discards the bytes and writes nothing to the
+    // (null) buffer.
+    let n = unsafe { libc::recv(fd, std::ptr::null_mut(), 1 << 20, flags) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// One burst: takes a buffer and scratch space, serves requests while they keep
@@ -323,7 +390,8 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                     d.log.get_or_insert_with(Default::default).clear();
                     d.log_request(w, None, duration);
                 }
-                break Burst::Close;
+                // (What follows the bad head is not read.)
+                break Burst::Linger;
             }
         };
         d.pos = head.head_len;
@@ -368,7 +436,12 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
             d.log_request(w, Some(&snapshot), duration);
         }
         if next == Next::Close {
-            break Burst::Close;
+            // (A body may not have been read whole.)
+            break if head.has_body() {
+                Burst::Linger
+            } else {
+                Burst::Close
+            };
         }
     };
     w.bufs.give(std::mem::take(&mut d.rbuf));

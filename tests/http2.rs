@@ -1383,3 +1383,77 @@ async fn local_refusal(addr: SocketAddr) {
         })
         .await
 }
+
+/// Reads from `s` into `got` until `done` says it has all it waits for.
+fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, done: impl Fn(&str) -> bool) {
+    let mut tmp = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(got)) {
+        let n = s.read(&mut tmp).expect("read within the deadline");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+}
+
+#[test]
+fn http1_clients_stream_both_ways_with_http2_upstreams() {
+    let up = h2_upstream();
+    let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let p = proxy("", H2_ROUTES, &[("up", up), ("dead", dead)]);
+    // The upstream echoes each piece as it comes, and the client sends the next
+    // only once the last came back: half duplex would wait for the body's end.
+    let mut c = Client::connect(p.addr);
+    c.send(
+        b"POST /svc.Echo/Duplex HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+    );
+    let mut got = Vec::new();
+    read_until(&mut c.stream, &mut got, |t| t.ends_with("5\r\nfirst\r\n"));
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        text.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{text}"
+    );
+    // (The response started before the body was all sent: the connection closes
+    // after it.)
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    c.send(b"6\r\nsecond\r\n");
+    read_until(&mut c.stream, &mut got, |t| t.ends_with("6\r\nsecond\r\n"));
+    c.send(b"0\r\nx-sum: 2\r\n\r\n");
+    read_until(&mut c.stream, &mut got, |t| {
+        t.ends_with("\r\n\r\n") && t.contains("\r\n0\r\ngrpc-status: 0\r\n")
+    });
+    let mut rest = Vec::new();
+    assert_eq!(
+        c.stream.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed after it"
+    );
+
+    // An upstream that answers (and resets the stream) before reading the body:
+    // the client gets that answer whole, then the connection closes.
+    let mut c = Client::connect(p.addr);
+    c.send(
+        b"POST /svc.Early/M HTTP/1.1\r\nHost: a.example\r\nContent-Length: 1000000\r\n\r\nfirst",
+    );
+    let mut got = Vec::new();
+    read_until(&mut c.stream, &mut got, |t| {
+        t.ends_with("\r\n\r\n") && t.contains("\r\n0\r\ngrpc-status: 3\r\n")
+    });
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    let mut rest = Vec::new();
+    let _ = c.stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    // A body the client sends whole before the answer keeps the connection.
+    let mut c = Client::connect(p.addr);
+    for _ in 0..2 {
+        c.send(
+            b"POST /svc.Echo/Unary HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        let r = c.read();
+        assert_eq!((r.status, r.body_str().as_str()), (200, "hello"));
+        assert_eq!(r.header("connection"), None);
+    }
+}
