@@ -491,6 +491,18 @@ pub fn downstream_response(
             headers.insert(name, HeaderValue::from(n));
         }
     }
+    // Whitespace around a value (malformed in HTTP/2, RFC 9113 §8.2.1): trimmed,
+    // as the HTTP/1.1 parser trims it.
+    for v in headers.values_mut() {
+        let b = v.as_bytes();
+        if matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t')) {
+            let trimmed = b.trim_ascii();
+            if let Ok(mut t) = HeaderValue::from_bytes(trimmed) {
+                t.set_sensitive(v.is_sensitive());
+                *v = t;
+            }
+        }
+    }
     if !has_date {
         if let Ok(v) = HeaderValue::from_bytes(date) {
             headers.insert(http::header::DATE, v);
@@ -918,6 +930,7 @@ mod tests {
             (dated(), false, &remove_date),
             (dated(), false, &set_date),
             (grpc(), false, &set_date),
+            (grpc().header("x-b", " padded\t"), false, &none),
             (grpc().status(600), false, &none),
             (grpc().status(999), false, &none),
         ];
