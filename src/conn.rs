@@ -181,7 +181,7 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
             let at = match Box::pin(burst(&worker, &mut c, head_deadline)).await {
                 Burst::Idle(at) => at,
                 Burst::Close => return,
-                Burst::Linger => return linger(&c).await,
+                Burst::Linger => return Box::pin(linger(&mut c)).await,
             };
             first = false;
             // (Blocks: `wait` must not outlive the call, or the future keeps it, and
@@ -226,8 +226,12 @@ pub fn serve(worker: Rc<Worker>, mut c: Box<Conn>) -> impl Future<Output = ()> {
 /// Closes the connection lingering ([`LINGER_TOTAL`]): the writing side first,
 /// then the client's bytes dropped (not read into any buffer) until it closes,
 /// the time is up, or the listener closes.
-async fn linger(c: &Conn) {
+async fn linger(c: &mut Conn) {
     use std::os::fd::AsRawFd;
+    if let Stream::Tls(tls) = &mut c.stream {
+        // (Its close first: after the shutdown it could not be sent.)
+        tls.close_notify();
+    }
     let fd = c.stream.as_raw_fd();
     if nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write).is_err() {
         return;
@@ -239,7 +243,9 @@ async fn linger(c: &Conn) {
     let end = Moment::now() + LINGER_TOTAL;
     let mut timer = Timer::new();
     loop {
-        loop {
+        // (At most 8 MiB a turn: a client sending as fast as this drops goes
+        // through the readiness wait, the clock and the listener's state.)
+        for _ in 0..8 {
             match drop_received(fd) {
                 Ok(0) => return,
                 Ok(_) => {}
@@ -390,8 +396,12 @@ async fn burst(w: &Worker, conn: &mut Conn, mut head_deadline: Option<Moment>) -
                     d.log.get_or_insert_with(Default::default).clear();
                     d.log_request(w, None, duration);
                 }
-                // (What follows the bad head is not read.)
-                break Burst::Linger;
+                // (What follows a bad head is not read; a head too slow to come
+                // gets no more time.)
+                break match e {
+                    ProxyError::HeadTimeout => Burst::Close,
+                    _ => Burst::Linger,
+                };
             }
         };
         d.pos = head.head_len;

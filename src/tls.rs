@@ -860,6 +860,8 @@ pub struct TlsStream {
     eof: bool,
     /// rustls failed the session (and queued a fatal alert): no close_notify then.
     failed: bool,
+    /// `close_notify` was sent (or tried) already ([`TlsStream::close_notify`]).
+    notified: bool,
     /// A read or write of one of the buffers is (or was, when its future was
     /// dropped: a timeout) in flight: the buffer is the kernel's until it
     /// completes, and rustls' positions in the input may point past what is left.
@@ -878,9 +880,18 @@ impl Drop for TlsStream {
     /// (`MSG_DONTWAIT`), with anything still queued before it: a client whose
     /// receive window is full is not reading and gets none.
     fn drop(&mut self) {
-        if self.failed || self.in_flight {
+        self.close_notify();
+    }
+}
+
+impl TlsStream {
+    /// Sends `close_notify` now (once; see `Drop`), as when the stream is dropped:
+    /// before the socket's writing side is shut down (a lingering close).
+    pub fn close_notify(&mut self) {
+        if self.failed || self.in_flight || self.notified {
             return;
         }
+        self.notified = true;
         let TlsStream {
             side,
             cipher_in,
@@ -1116,6 +1127,7 @@ impl TlsStream {
             out_len: 0,
             eof: false,
             failed: false,
+            notified: false,
             in_flight: false,
             waiting_at: None,
         }

@@ -1136,6 +1136,23 @@ fn a_close_delimited_response_ends_with_close_notify() {
             end.is_ok(),
             "{versions:?}: the body ends with close_notify, not a bare TCP close: {end:?}"
         );
+        // A connection closed lingering (after a bad head: the client may still
+        // be sending) sends close_notify before it shuts its writing side.
+        let mut s = connect(
+            p.addr,
+            &client_with(versions, &["http/1.1"], None),
+            "a.example.com",
+        );
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a.example.com\r\nbad line\r\n\r\n")
+            .unwrap();
+        let mut all = Vec::new();
+        let end = s.read_to_end(&mut all);
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(
+            end.is_ok(),
+            "{versions:?}: close_notify before the close: {end:?}"
+        );
     }
 }
 

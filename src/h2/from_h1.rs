@@ -309,7 +309,9 @@ enum Event {
     /// Room in the upstream's window for the piece of body in hand (`None`: the
     /// stream no longer takes data).
     Room(Option<Result<usize, h2::Error>>),
-    ClientReadable(std::io::Result<()>),
+    /// The client's socket became readable (`None`: not within the listener's
+    /// `idle_timeout`).
+    ClientReadable(Option<std::io::Result<()>>),
 }
 
 /// Where the request body is.
@@ -349,8 +351,11 @@ enum Down {
 /// did ends the upload (the stream is reset); an upstream that stops taking the body (a reset after
 /// an early answer) stops the upload, and its response still comes through. Waits
 /// are bounded by the cluster's `response_timeout` while the response is not
-/// over (a long-lived upload may be quiet one way while the other flows);
-/// writes to the client, and reads of what it sent, by the listener's.
+/// over (a long-lived upload may be quiet one way while the other flows), and
+/// a wait for more of the body, and the writes to the client, by the
+/// listener's `idle_timeout` too. (A client that sends its whole body before it
+/// reads, to an upstream that answers at length while it reads, is stalled as it
+/// would be talking to that upstream directly: the proxy waits on its writes.)
 #[allow(clippy::too_many_arguments)]
 async fn duplex(
     d: &mut Downstream<'_>,
@@ -359,7 +364,7 @@ async fn duplex(
     route: &Route,
     up: &mut SendStream<Bytes>,
     response: h2::client::ResponseFuture,
-    sent_at: Stamp,
+    mut sent_at: Stamp,
     up_timeout: std::time::Duration,
 ) -> Result<Next, Failure> {
     let client_timeout = d.client_timeout();
@@ -409,6 +414,11 @@ async fn duplex(
                 } else {
                     Upload::Stopped
                 };
+                // (The upstream's time counts from the request sent, as for
+                // HTTP/1.1 upstreams.)
+                if matches!(down, Down::WaitingHead) {
+                    sent_at = Stamp::now();
+                }
             }
             if let Down::Done { close } = down {
                 break 'exchange Ok(close || upload != Upload::Done);
@@ -423,8 +433,11 @@ async fn duplex(
             }
             // Wait for whatever comes first.
             let event = {
-                let stream = &mut d.conn.stream;
-                let mut readable = std::pin::pin!(wants_client.then(|| stream.readable()));
+                let conn = &mut *d.conn;
+                let (stream, timer) = (&mut conn.stream, &mut conn.timer);
+                let mut readable = std::pin::pin!(
+                    wants_client.then(|| timer.run(client_timeout, stream.readable()))
+                );
                 let has_piece = piece.is_some();
                 let wait = std::future::poll_fn(|c| {
                     use std::task::Poll;
@@ -478,11 +491,15 @@ async fn duplex(
                 // The upstream stopped taking the body: its response (an early
                 // answer) still comes.
                 Event::Room(_) => (upload, piece) = (Upload::Stopped, None),
-                Event::ClientReadable(Err(e)) => {
+                Event::ClientReadable(None) => {
+                    let e = request_body_error(RelayError::Read(Fail::Timeout));
+                    break 'exchange Err((e, started));
+                }
+                Event::ClientReadable(Some(Err(e))) => {
                     let e = request_body_error(RelayError::Read(Fail::Io(e)));
                     break 'exchange Err((e, started));
                 }
-                Event::ClientReadable(Ok(())) => {
+                Event::ClientReadable(Some(Ok(()))) => {
                     let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
                     let e = match relay::read_into(&mut client, &mut d.rbuf).await {
                         Ok(0) => RelayError::Read(Fail::Closed),
