@@ -104,11 +104,7 @@ fn both_ways(
     let map = translate::client_fields(&parts.headers, head, &rw, &mut fields);
     let mut tail = Vec::new();
     rewrite::write_request_tail(&mut tail, rbuf, head, spans, &rw, &fields, id);
-    let host = match (rw.host_rewrite, head.host()) {
-        (Some(h), _) => h,
-        (None, Some(h)) => h.get(rbuf),
-        (None, None) => rw.fallback_host,
-    };
+    let host = rw.host(head, rbuf);
     let authority = translate::authority_of(parts, host).expect("the round trip's authority");
     let path = translate::path_of(parts, head, rbuf).expect("the round trip's path");
     let direct =

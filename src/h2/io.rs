@@ -17,7 +17,7 @@
 
 use crate::downstream::Conn;
 use crate::stream::Stream;
-use nix::sys::socket::{recv, sendmsg, MsgFlags};
+use nix::sys::socket::{sendmsg, MsgFlags};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
@@ -97,18 +97,6 @@ impl H2Io {
             self.write_wait = None;
         }
         Poll::Ready(done)
-    }
-
-    /// One non-blocking read into `dst`: `None` when nothing is there.
-    fn try_read(&mut self, dst: &mut [u8]) -> io::Result<Option<usize>> {
-        match self.conn.stream_mut() {
-            Stream::Plain(tcp) => match recv(tcp.as_raw_fd(), dst, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => Ok(Some(n)),
-                Err(nix::errno::Errno::EAGAIN) => Ok(None),
-                Err(e) => Err(e.into()),
-            },
-            Stream::Tls(tls) => tls.try_read(dst),
-        }
     }
 
     /// One non-blocking write of `bufs`: `None` when the socket has no room.
@@ -207,10 +195,7 @@ impl AsyncRead for H2Io {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Poll::Ready(Err(e)),
                 },
-                Stream::Tls(_) => {
-                    let dst = buf.initialize_unfilled();
-                    this.try_read(dst)?
-                }
+                Stream::Tls(tls) => tls.try_read(buf.initialize_unfilled())?,
             };
             match read {
                 Some(n) => {

@@ -961,11 +961,7 @@ impl Exchange<'_> {
         let first = client_fields(&parts.headers, head, &rewrite, &mut fields);
         let mut tail = self.w.bufs.take();
         self.request_tail(head, &rewrite, &fields, &mut tail);
-        let host = match (rewrite.host_rewrite, head.host()) {
-            (Some(h), _) => h,
-            (None, Some(h)) => h.get(&self.rbuf),
-            (None, None) => rewrite.fallback_host,
-        };
+        let host = rewrite.host(head, &self.rbuf);
         let target = super::translate::authority_of(parts, host)
             .and_then(|a| Ok((a, super::translate::path_of(parts, head, &self.rbuf)?)));
         let (authority, path) = match target {

@@ -10,7 +10,7 @@
 
 use crate::config::HeaderEdit;
 use crate::error::ProxyError;
-use crate::http::parse::{Framing, HeaderKind, RequestHead};
+use crate::http::parse::{parse_content_length, Framing, HeaderKind, RequestHead};
 use crate::http::rewrite::{RequestFields, RequestRewrite};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -471,7 +471,7 @@ pub fn downstream_response(
     if let Some(name) = length {
         let mut values = headers.get_all(&name).iter();
         let first = values.next().map(HeaderValue::as_bytes);
-        let n = first.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+        let n = first.and_then(|v| parse_content_length(v).ok());
         let (Some(v), Some(n)) = (first, n) else {
             return Err(bad("Content-Length"));
         };
@@ -479,11 +479,7 @@ pub fn downstream_response(
         let mut more = 0;
         for other in values {
             more += 1;
-            if std::str::from_utf8(other.as_bytes())
-                .ok()
-                .and_then(|o| o.parse::<u64>().ok())
-                != Some(n)
-            {
+            if parse_content_length(other.as_bytes()).ok() != Some(n) {
                 return Err(bad("differing Content-Length values"));
             }
         }
@@ -706,11 +702,7 @@ mod tests {
         let map = client_fields(&parts.headers, &head, &rw, &mut fields);
         let mut tail = Vec::new();
         write_request_tail(&mut tail, &rbuf, &head, &spans, &rw, &fields, id);
-        let host = match (rw.host_rewrite, head.host()) {
-            (Some(h), _) => h,
-            (None, Some(h)) => h.get(&rbuf),
-            (None, None) => rw.fallback_host,
-        };
+        let host = rw.host(&head, &rbuf);
         let authority = authority_of(&parts, host).unwrap();
         let path = path_of(&parts, &head, &rbuf).unwrap();
         let direct = upstream_request(

@@ -667,7 +667,8 @@ fn request_framing(f: &Fields, version: Version) -> Result<Framing, ParseError> 
     })
 }
 
-fn parse_content_length(v: &[u8]) -> Result<u64, ParseError> {
+/// A Content-Length value: plain decimal digits (no sign, no spaces).
+pub fn parse_content_length(v: &[u8]) -> Result<u64, ParseError> {
     plain_decimal(v).ok_or(ParseError::Malformed("invalid Content-Length"))
 }
 

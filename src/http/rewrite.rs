@@ -92,6 +92,19 @@ pub struct RequestRewrite<'a> {
     pub fallback_host: &'a [u8],
 }
 
+impl RequestRewrite<'_> {
+    /// The Host (or `:authority`) the upstream gets: the route's rewrite, else
+    /// the client's (parsed from `buf`), else the fallback.
+    #[inline(always)]
+    pub fn host<'b>(&'b self, head: &RequestHead, buf: &'b [u8]) -> &'b [u8] {
+        match (self.host_rewrite, head.host()) {
+            (Some(h), _) => h,
+            (None, Some(h)) => h.get(buf),
+            (None, None) => self.fallback_host,
+        }
+    }
+}
+
 /// Appends the upstream request head for `head` (parsed from `buf`) to `out`.
 pub fn write_request_head(
     out: &mut Vec<u8>,
@@ -120,11 +133,7 @@ pub fn write_request_head(
     let mut run = LineRun::default();
 
     out.extend_from_slice(b"host: ");
-    match (rw.host_rewrite, head.host()) {
-        (Some(h), _) => out.extend_from_slice(h),
-        (None, Some(h)) => out.extend_from_slice(h.get(buf)),
-        (None, None) => out.extend_from_slice(rw.fallback_host),
-    }
+    out.extend_from_slice(rw.host(head, buf));
     out.extend_from_slice(b"\r\n");
 
     for h in headers {
