@@ -310,6 +310,64 @@ fn tls_write<'a>(
     })
 }
 
+/// One non-blocking `recv` from a plain socket into the spare capacity of `buf`
+/// (grown when full, as [`read_into`] does), which it need not zero first:
+/// `Ok(None)` when nothing is there yet. A loop that would otherwise wait for
+/// readability before each read (to stay free to serve another socket) reads at
+/// once this way when bytes are there, the common case of a body in full flow.
+#[allow(unsafe_code)]
+pub fn try_recv(tcp: &monoio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+    use std::os::fd::AsRawFd;
+    if buf.len() == buf.capacity() {
+        buf.reserve(crate::worker::BUF_SIZE);
+    }
+    let room = buf.spare_capacity_mut();
+    // SAFETY: `recv` only writes into the room it is given (never reads it), and
+    // only the bytes it says it wrote are marked initialized.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            room.as_mut_ptr().cast(),
+            room.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            std::io::ErrorKind::WouldBlock => Ok(None),
+            std::io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let n = n as usize;
+    // SAFETY: the first `n` bytes of the spare capacity were written by `recv`.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(Some(n))
+}
+
+/// After a wait for readability ([`Stream::readable`], or a readiness wait that
+/// fired): reads what is there into the spare capacity of `buf`, without waiting
+/// for more. `Ok(None)` when that gave nothing to the caller yet (part of a TLS
+/// record, or a session message such as a ticket): wait for readability again.
+/// (A plain [`read_into`] could wait on a TLS peer that sent only a ticket.)
+pub async fn read_ready(io: &mut Io<'_>, buf: &mut Vec<u8>) -> Result<Option<usize>, Fail> {
+    let Stream::Tls(tls) = &mut *io.stream else {
+        return read_into(io, buf).await.map(Some);
+    };
+    if !tls.has_buffered() {
+        match io.timer.run(io.timeout, tls.fill_ready()).await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(Fail::Io(e)),
+            None => return Err(Fail::Timeout),
+        }
+    }
+    match io.timer.run(io.timeout, tls.read_ready(buf)).await {
+        Some(r) => r.map_err(Fail::Io),
+        None => Err(Fail::Timeout),
+    }
+}
+
 /// Reads once into the spare capacity of `buf`; returns the byte count (0 = EOF).
 pub async fn read_into(io: &mut Io<'_>, buf: &mut Vec<u8>) -> Result<usize, Fail> {
     let tcp = match io.stream {
@@ -636,6 +694,32 @@ impl Body {
         Ok(start..start + out_len)
     }
 
+    /// Whether the body ends when its sender closes the connection.
+    pub fn is_close_delimited(&self) -> bool {
+        matches!(self.kind, Kind::CloseDelimited)
+    }
+
+    /// Whether the body's bytes in the buffer were changed in place (a chunked
+    /// body re-framed): they can no longer be sent again as they came.
+    pub fn reframed(&self) -> bool {
+        self.changed
+    }
+
+    /// Empties `buf`, all of it consumed as body, for the next read of the body.
+    #[inline]
+    pub fn empty_for_read(&self, buf: &mut Vec<u8>, pos: &mut usize) {
+        // Everything buffered was body: reuse the whole buffer for the next read.
+        debug_assert_eq!(*pos, buf.len());
+        buf.clear();
+        *pos = 0;
+        if buf.capacity() < RELAY_BUF && self.expects_more_than(buf.capacity()) {
+            // A large body moves in 64 KiB steps instead of 16 KiB ones: a
+            // quarter of the reads and writes. The buffer is empty here, so
+            // nothing is copied; the pool keeps the larger one afterwards.
+            *buf = Vec::with_capacity(RELAY_BUF);
+        }
+    }
+
     /// Relays the body from `src` to `dst` (or discards it when `dst` is `None`).
     /// `buf[*pos..]` holds bytes already read from `src`; on return `*pos` is just past
     /// the body, and bytes after it (a pipelined request, say) stay in `buf`.
@@ -678,16 +762,7 @@ impl Body {
                 }
                 return Ok(relayed);
             }
-            // Everything buffered was body: reuse the whole buffer for the next read.
-            debug_assert_eq!(*pos, buf.len());
-            buf.clear();
-            *pos = 0;
-            if buf.capacity() < RELAY_BUF && self.expects_more_than(buf.capacity()) {
-                // A large body moves in 64 KiB steps instead of 16 KiB ones: a
-                // quarter of the reads and writes. The buffer is empty here, so
-                // nothing is copied; the pool keeps the larger one afterwards.
-                *buf = Vec::with_capacity(RELAY_BUF);
-            }
+            self.empty_for_read(buf, pos);
             relayed.spent = true;
             match read_into(src, buf).await {
                 Ok(0) if matches!(self.kind, Kind::CloseDelimited) => return Ok(relayed),

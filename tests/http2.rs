@@ -1385,15 +1385,6 @@ async fn local_refusal(addr: SocketAddr) {
 }
 
 /// Reads from `s` into `got` until `done` says it has all it waits for.
-fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, done: impl Fn(&str) -> bool) {
-    let mut tmp = [0u8; 4096];
-    while !done(&String::from_utf8_lossy(got)) {
-        let n = s.read(&mut tmp).expect("read within the deadline");
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(got));
-        got.extend_from_slice(&tmp[..n]);
-    }
-}
-
 #[test]
 fn http1_clients_stream_both_ways_with_http2_upstreams() {
     let up = h2_upstream();

@@ -1018,6 +1018,60 @@ fn a_second_drain_does_not_cut_the_first_short() {
 }
 
 #[test]
+fn http1_clients_and_upstreams_stream_both_ways() {
+    use std::io::Read;
+    let up = streaming_upstream();
+    let p = proxy("", WEB, &[("up", up)]);
+    // The upstream echoes each piece as it comes, and the client sends the next
+    // only once the last came back: half duplex would wait for the body's end.
+    for chunked in [true, false] {
+        let mut c = Client::connect(p.addr);
+        let (framing, pieces): (&str, [&[u8]; 3]) = match chunked {
+            true => (
+                "transfer-encoding: chunked",
+                [b"5\r\nfirst\r\n", b"6\r\nsecond\r\n", b"0\r\n\r\n"],
+            ),
+            false => ("content-length: 16", [b"first", b"second", b"third"]),
+        };
+        c.send(format!("POST /echo HTTP/1.1\r\nHost: a\r\n{framing}\r\n\r\n").as_bytes());
+        let mut got = Vec::new();
+        for piece in pieces {
+            c.send(piece);
+            let piece = String::from_utf8_lossy(piece).into_owned();
+            read_until(&mut c.stream, &mut got, |t| {
+                t.contains(&format!("{piece}\r\n"))
+            });
+        }
+        read_until(&mut c.stream, &mut got, |t| t.ends_with("\r\n0\r\n\r\n"));
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200 "), "{text}");
+        // (The response started before the body was all sent: the connection
+        // closes after it.)
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+        assert!(text.contains("\r\nstrict-transport-security: "), "{text}");
+        let mut rest = Vec::new();
+        let _ = c.stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    }
+    // A response that ends before the body does: the client gets it whole and the
+    // connection closes (the rest of the body is not read).
+    let mut c = Client::connect(p.addr);
+    c.send(b"POST /short HTTP/1.1\r\nHost: a\r\ncontent-length: 1000000\r\n\r\nfirst");
+    let all = String::from_utf8_lossy(&c.read_until_close()).to_ascii_lowercase();
+    assert!(all.starts_with("http/1.1 200 "), "{all}");
+    assert!(all.contains("\r\nconnection: close\r\n"), "{all}");
+    assert!(all.ends_with("\r\n\r\ndone"), "{all}");
+    // A body sent whole before the answer keeps the connection.
+    let mut c = Client::connect(p.addr);
+    for _ in 0..2 {
+        c.send(b"POST /echo HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\n\r\nhello");
+        let r = c.read();
+        assert_eq!((r.status, r.body_str().as_str()), (200, "hello"));
+        assert_eq!(r.header("connection"), None);
+    }
+}
+
+#[test]
 fn an_upstream_answering_during_the_upload_is_answered_not_502() {
     use std::io::Read;
     use std::sync::atomic::Ordering;

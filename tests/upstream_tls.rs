@@ -68,6 +68,8 @@ struct Options<'a> {
     tls12_only: bool,
     /// The ALPN protocols it accepts.
     alpn: &'a [&'a str],
+    /// Serve requests as `common::serve_streaming` does (echo, early answers).
+    streaming: bool,
 }
 
 impl Default for Options<'_> {
@@ -78,6 +80,7 @@ impl Default for Options<'_> {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tls12_only: false,
             alpn: &["http/1.1"],
+            streaming: false,
         }
     }
 }
@@ -120,7 +123,7 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let counts = Arc::new(Counts::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s, close) = (counts.clone(), stop.clone(), opts.close);
+        let (c, s, close, streaming) = (counts.clone(), stop.clone(), opts.close, opts.streaming);
         std::thread::spawn(move || {
             for tcp in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -129,7 +132,7 @@ impl Upstream {
                 let Ok(tcp) = tcp else { continue };
                 c.accepted.fetch_add(1, Ordering::SeqCst);
                 let (c, config) = (c.clone(), config.clone());
-                std::thread::spawn(move || serve(tcp, config, &c, close));
+                std::thread::spawn(move || serve(tcp, config, &c, close, streaming));
             }
         });
         Upstream { addr, counts, stop }
@@ -171,7 +174,13 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, counts: &Counts, close: bool) {
+fn serve(
+    mut tcp: TcpStream,
+    config: Arc<ServerConfig>,
+    counts: &Counts,
+    close: bool,
+    streaming: bool,
+) {
     let _ = tcp.set_read_timeout(Some(DEADLINE));
     let _ = tcp.set_write_timeout(Some(DEADLINE));
     let _ = tcp.set_nodelay(true);
@@ -205,6 +214,10 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, counts: &Counts, close: 
     );
     counts.seen.lock().unwrap().push(seen);
     let mut s = StreamOwned::new(conn, tcp);
+    if streaming {
+        serve_streaming(&mut s);
+        return;
+    }
     loop {
         // A request head (the proxy sends GETs without a body here).
         let mut head = Vec::new();
@@ -854,4 +867,45 @@ fn config_errors_name_the_field() {
         &format!("ca = \"{ca_path}\", cert = \"{cert}\", key = \"{empty}\""),
         "clusters.secure.tls.key: ",
     );
+}
+
+#[test]
+fn tls_upstreams_stream_both_ways_and_answer_early() {
+    let dir = TempDir::new();
+    let root = ca("upstream ca");
+    let opts = Options {
+        streaming: true,
+        ..Options::default()
+    };
+    let up = Upstream::start_with(&leaf(&root, &["backend.internal"]), opts);
+    let ca_path = dir.write("ca.pem", &root.pem);
+    let tls = format!("server_name = \"backend.internal\", ca = \"{ca_path}\"");
+    let addr = up.addr.to_string();
+    let p = start(&(secure("echo", &addr, &tls, "") + &secure("early", &addr, &tls, "")));
+    // Each piece comes back before the client sends the next.
+    let mut c = Client::connect(p.addr);
+    c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\n");
+    let mut got = Vec::new();
+    for piece in ["5\r\nfirst\r\n", "6\r\nsecond\r\n", "0\r\n\r\n"] {
+        c.send(piece.as_bytes());
+        read_until(&mut c.stream, &mut got, |t| {
+            t.contains(&format!("{piece}\r\n"))
+        });
+    }
+    read_until(&mut c.stream, &mut got, |t| t.ends_with("\r\n0\r\n\r\n"));
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 "), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    // An answer that comes while the client still owes most of its body reaches
+    // it, though the client sends nothing more.
+    let mut c = Client::connect(p.addr);
+    c.send(b"POST /early HTTP/1.1\r\nHost: h\r\ncontent-length: 1000000\r\n\r\nfirst");
+    let mut got = Vec::new();
+    read_until(&mut c.stream, &mut got, |t| t.ends_with("\r\n\r\nnot this"));
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 413 "), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    let mut rest = Vec::new();
+    let _ = c.stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }

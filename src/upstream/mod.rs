@@ -14,13 +14,14 @@
 //! instructions a level per completion, `tuning.md` §7).
 
 pub mod balance;
+mod duplex;
 pub mod endpoint;
 pub mod pool;
 pub(crate) mod tunnel;
 
 use crate::clock::{Moment, Stamp};
 use crate::config::{EndpointConfig, UpstreamProtocol};
-use crate::downstream::{request_body_error, Downstream, Failure, Next};
+use crate::downstream::{Downstream, Failure, Next};
 use crate::error::ProxyError;
 use crate::http::answer::ConnHeader;
 use crate::http::parse::{parse_response, Framing, Method, RequestHead, ResponseHead, Version};
@@ -37,8 +38,6 @@ use crate::stream::Stream;
 use crate::worker::Worker;
 use monoio::net::TcpStream;
 use pool::UpstreamConn;
-use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 /// Largest upstream response head accepted (502 beyond).
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -154,6 +153,8 @@ pub async fn forward(
                 let mut p = Progress::default();
                 let up_timeout = cluster.config.response_timeout;
                 let client_timeout = d.client_timeout();
+                bufs.resp.clear();
+                bufs.resp.resize(HEADROOM, 0);
 
                 // 1. Request head, then body (or both in one write).
                 let len = bufs.head.len();
@@ -181,29 +182,26 @@ pub async fn forward(
                 } else if !head.has_body() {
                     p.request_consumed = true;
                 } else {
-                    // A cleartext upstream that starts its final response while the
-                    // body goes up (an early 401, 413) stops the upload: the response
-                    // goes to the client, and both connections close after it.
-                    let watch = match &up.stream {
-                        Stream::Plain(tcp) => Some((tcp.readiness(true), tcp.as_raw_fd())),
-                        Stream::Tls(_) => None,
-                    };
-                    let sent = ex.send_body(d, &mut up.stream, &mut p, client_timeout, up_timeout);
-                    let sent = match watch {
-                        None => sent.await.map(|()| false),
-                        Some((ready, fd)) => {
-                            let upstream_side =
-                                |e: &ExchangeError| !e.failure.error.is_downstream();
-                            Box::pin(body_or_early_answer(sent, ready, fd, upstream_side)).await
-                        }
-                    };
-                    match sent {
-                        Ok(false) => {}
-                        Ok(true) => {
+                    // The body goes up while the response may come back (out of
+                    // line, boxed: the exchange's future stays its size). An upstream
+                    // that answers with an error before the body ends (an early 401,
+                    // 413) stops the upload: the response goes to the client, and both
+                    // connections close after it.
+                    let sent =
+                        duplex::send_body(&mut ex, d, &mut up.stream, &mut bufs, &mut p, sent_at);
+                    match Box::pin(sent).await {
+                        Ok(duplex::Sent::Whole) => {}
+                        Ok(duplex::Sent::Stopped) => {
                             tracing::debug!(endpoint = %endpoint.addr, "upstream answered before the request body ended");
                             p.read_client = true;
                             d.rbuf.clear();
                             d.pos = 0;
+                        }
+                        Ok(duplex::Sent::Answered { next, reusable }) => {
+                            if reusable {
+                                state.pool.checkin(up, Moment::now());
+                            }
+                            break 'exchange Ok(next);
                         }
                         Err(e) => break 'exchange Err(e),
                     }
@@ -215,8 +213,6 @@ pub async fn forward(
                 // of its own); later reads of a head in pieces get what is left.
                 // (Not an `async fn` of its own either.)
                 let mut deadline: Option<Moment> = None;
-                bufs.resp.clear();
-                bufs.resp.resize(HEADROOM, 0);
                 let resp = loop {
                     if bufs.resp.len() > HEADROOM {
                         match ex.parse_response_head(d, &bufs, &p) {
@@ -638,53 +634,6 @@ impl Exchange<'_> {
             write_response_head(&mut bufs.head, upstream_head, resp, &d.resp_headers, &rw)
         });
         (close, client_http10)
-    }
-
-    async fn send_body(
-        &mut self,
-        d: &mut Downstream<'_>,
-        up: &mut Stream,
-        p: &mut Progress,
-        client_timeout: Duration,
-        up_timeout: Duration,
-    ) -> Result<(), ExchangeError> {
-        debug_assert!(self.head.has_body());
-        if self.head.expect_continue && !*self.sent_continue && d.pos == d.rbuf.len() {
-            // The proxy answers the expectation itself and strips Expect upstream
-            // (RFC 9110 §10.1.1), like nginx.
-            *self.sent_continue = true;
-            let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
-            if let Err(f) = relay::write_static(&mut client, b"HTTP/1.1 100 Continue\r\n\r\n").await
-            {
-                p.read_client = true;
-                return Err(p.fail(client_write_error(f)));
-            }
-        }
-        let limits = &d.settings.config.limits;
-        let mut body = Body::new(
-            self.head.framing,
-            limits.max_body_bytes,
-            limits.max_head_bytes,
-            false,
-        );
-        let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
-        let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
-        let relayed = body
-            .relay(&mut client, Some(&mut up_io), &mut d.rbuf, &mut d.pos)
-            .await;
-        d.outcome.request_bytes += body.out_bytes();
-        match relayed {
-            Ok(r) => {
-                p.read_client = r.spent;
-                p.request_consumed = true;
-                Ok(())
-            }
-            Err(e) => {
-                // The buffer may have been refilled from the client: no replay.
-                p.read_client = true;
-                Err(p.fail(request_body_error(e)))
-            }
-        }
     }
 
     /// Parses the upstream response head buffered after `HEADROOM` in `bufs.resp`:

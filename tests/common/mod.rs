@@ -651,3 +651,103 @@ pub fn early_upstream() -> (std::net::SocketAddr, std::sync::mpsc::Sender<()>) {
     });
     (addr, done)
 }
+
+/// Reads a request head byte by byte (nothing of the body with it); `None` at the
+/// end of the connection.
+pub fn read_head(s: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Serves the requests of one connection (plain or TLS) as a streaming upstream:
+/// - `POST /echo`: `200` (chunked) at once, then each piece of the body as it comes
+///   back as a chunk of the response, framing included (the chunked body's own
+///   chunk lines, or the bytes of a Content-Length one), then the last chunk once
+///   the body ended; the connection is kept.
+/// - `POST /early`: `413` with the body `not this` at once, then whatever still
+///   comes read and dropped until the peer closes (as a server that lingers).
+/// - `POST /short`: `200` with the body `done` at once, the connection kept open
+///   and read from until the peer closes.
+pub fn serve_streaming(s: &mut (impl Read + Write)) {
+    while let Some(head) = read_head(s) {
+        let lower = head.to_ascii_lowercase();
+        if !head.starts_with("POST /echo ") {
+            let (status, body) = match head.starts_with("POST /early ") {
+                true => (413, &b"not this"[..]),
+                false => (200, &b"done"[..]),
+            };
+            let _ = s.write_all(&response(status, &[], body));
+            let _ = s.flush();
+            let mut sink = [0u8; 65536];
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+            return;
+        }
+        let length: Option<usize> = lower
+            .split("\r\ncontent-length: ")
+            .nth(1)
+            .and_then(|v| v.split("\r\n").next()?.trim().parse().ok());
+        if s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .and_then(|()| s.flush())
+            .is_err()
+        {
+            return;
+        }
+        let mut seen = Vec::new();
+        let mut piece = [0u8; 65536];
+        loop {
+            let want = match length {
+                Some(n) if seen.len() >= n => break,
+                Some(n) => (n - seen.len()).min(piece.len()),
+                None if seen.ends_with(b"\r\n0\r\n\r\n") || seen == b"0\r\n\r\n" => break,
+                None => piece.len(),
+            };
+            let n = match s.read(&mut piece[..want]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            seen.extend_from_slice(&piece[..n]);
+            let mut chunk = format!("{n:x}\r\n").into_bytes();
+            chunk.extend_from_slice(&piece[..n]);
+            chunk.extend_from_slice(b"\r\n");
+            if s.write_all(&chunk).and_then(|()| s.flush()).is_err() {
+                return;
+            }
+        }
+        if s.write_all(b"0\r\n\r\n").and_then(|()| s.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A cleartext upstream serving [`serve_streaming`], one thread per connection.
+pub fn streaming_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(DEADLINE));
+            let _ = s.set_nodelay(true);
+            std::thread::spawn(move || serve_streaming(&mut s));
+        }
+    });
+    addr
+}
+
+/// Reads from `s` into `got` until `done` holds for what came (as text), under the
+/// stream's read timeout.
+pub fn read_until(s: &mut impl Read, got: &mut Vec<u8>, done: impl Fn(&str) -> bool) {
+    let mut tmp = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(got)) {
+        let n = s.read(&mut tmp).expect("read within the deadline");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+}
