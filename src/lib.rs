@@ -19,12 +19,14 @@
 //!              1. read + parse request head (http::parse, zero-copy)
 //!              2. route lookup (route, pure) -> cluster | direct answer
 //!              3. upstream::forward: pick endpoint, pooled connection, write head,
-//!                 stream body (relay), read response head
+//!                 stream body (upstream::duplex: the response may start meanwhile),
+//!                 read response head
 //!              4. write response head, stream body, decide keep-alive
 //!            any error before the response started -> answer[error.status()]
 //! exchange   the protocol-neutral decision (limits, route) both servers call
 //! h2         HTTP/2 clients: the h2 crate over a readiness adapter, a frame guard
 //!            against floods, one task per stream presenting an HTTP/1.1 head
+//!            (h2::upload: its body up to an HTTP/1.1 upstream, piece by piece)
 //! ```
 //!
 //! Nothing is shared between cores on the request path: no locks, atomics or

@@ -625,6 +625,20 @@ impl Body {
         Some(section)
     }
 
+    /// The trailer section to write after the body's last bytes to an HTTP/1.1
+    /// recipient: [`Body::take_trailer_section`], or none for a de-chunked body
+    /// (whose recipient takes no trailers: they are dropped).
+    pub fn trailer_section_to_relay(&mut self) -> Option<Vec<u8>> {
+        if let Kind::Chunked {
+            decoder,
+            dechunk: true,
+        } = &mut self.kind
+        {
+            decoder.take_trailer_section();
+        }
+        self.take_trailer_section()
+    }
+
     /// The bytes of the body consumed so far, as written on (with their framing).
     pub fn out_bytes(&self) -> u64 {
         self.out
@@ -744,15 +758,7 @@ impl Body {
                 }
             }
             if self.is_done() {
-                // (A de-chunked body's recipient takes no trailers.)
-                if let Kind::Chunked {
-                    decoder,
-                    dechunk: true,
-                } = &mut self.kind
-                {
-                    decoder.take_trailer_section();
-                }
-                if let Some(mut section) = self.take_trailer_section() {
+                if let Some(mut section) = self.trailer_section_to_relay() {
                     if let Some(dst) = dst.as_deref_mut() {
                         let len = section.len();
                         write_range(dst, &mut section, 0..len)

@@ -1448,3 +1448,81 @@ fn http1_clients_stream_both_ways_with_http2_upstreams() {
         assert_eq!(r.header("connection"), None);
     }
 }
+
+#[test]
+fn http2_clients_stream_both_ways_with_http1_upstreams() {
+    let up = streaming_upstream();
+    let routes = "[[routes]]\nname = \"all\"\nmatch = { path_prefix = \"/\" }\ncluster = \"up\"\n\
+                  [clusters.up]\nendpoints = [\"{up}\"]\n";
+    let p = proxy("http2 = true", routes, &[("up", up)]);
+    let local = tokio::task::LocalSet::new();
+    run(local.run_until(async {
+        let c = connect(p.addr).await;
+        // The upstream echoes each piece as it comes (the chunked framing the proxy
+        // gave it included), and the client sends the next only once the last came
+        // back: half duplex would wait for the body's end.
+        let mut send = c.clone().ready().await.unwrap();
+        let req = http::Request::post("http://a.example/echo")
+            .body(())
+            .unwrap();
+        let (resp, mut out) = send.send_request(req, false).unwrap();
+        out.send_data(Bytes::from_static(b"first"), false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        for (next, want) in [
+            (Some("second"), "5\r\nfirst\r\n"),
+            (None, "6\r\nsecond\r\n"),
+        ] {
+            while !String::from_utf8_lossy(&got).ends_with(want) {
+                let chunk = body.data().await.expect("more of the echo").unwrap();
+                let _ = body.flow_control().release_capacity(chunk.len());
+                got.extend_from_slice(&chunk);
+            }
+            match next {
+                Some(piece) => out.send_data(Bytes::from(piece), false).unwrap(),
+                None => out.send_data(Bytes::new(), true).unwrap(),
+            }
+        }
+        while let Some(chunk) = body.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"
+        );
+
+        // A response that ends before the body does reaches the client whole.
+        let mut send = c.clone().ready().await.unwrap();
+        let req = http::Request::post("http://a.example/short")
+            .header("content-length", "1000000")
+            .body(())
+            .unwrap();
+        let (resp, mut out) = send.send_request(req, false).unwrap();
+        out.send_data(Bytes::from_static(b"first"), false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"done");
+
+        // The connection serves other streams meanwhile and after.
+        let mut send = c.clone().ready().await.unwrap();
+        let req = http::Request::post("http://a.example/echo")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let (resp, mut out) = send.send_request(req, false).unwrap();
+        out.send_data(Bytes::from_static(b"hello"), true).unwrap();
+        let mut body = resp.await.unwrap().into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"hello");
+    }));
+}

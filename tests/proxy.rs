@@ -1026,24 +1026,15 @@ fn http1_clients_and_upstreams_stream_both_ways() {
     // only once the last came back: half duplex would wait for the body's end.
     for chunked in [true, false] {
         let mut c = Client::connect(p.addr);
-        let (framing, pieces): (&str, [&[u8]; 3]) = match chunked {
+        let (framing, pieces) = match chunked {
             true => (
                 "transfer-encoding: chunked",
-                [b"5\r\nfirst\r\n", b"6\r\nsecond\r\n", b"0\r\n\r\n"],
+                ["5\r\nfirst\r\n", "6\r\nsecond\r\n", "0\r\n\r\n"],
             ),
-            false => ("content-length: 16", [b"first", b"second", b"third"]),
+            false => ("content-length: 16", ["first", "second", "third"]),
         };
-        c.send(format!("POST /echo HTTP/1.1\r\nHost: a\r\n{framing}\r\n\r\n").as_bytes());
-        let mut got = Vec::new();
-        for piece in pieces {
-            c.send(piece);
-            let piece = String::from_utf8_lossy(piece).into_owned();
-            read_until(&mut c.stream, &mut got, |t| {
-                t.contains(&format!("{piece}\r\n"))
-            });
-        }
-        read_until(&mut c.stream, &mut got, |t| t.ends_with("\r\n0\r\n\r\n"));
-        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        let head = format!("POST /echo HTTP/1.1\r\nHost: a\r\n{framing}\r\n\r\n");
+        let text = echo_piece_by_piece(&mut c.stream, &head, &pieces);
         assert!(text.starts_with("http/1.1 200 "), "{text}");
         // (The response started before the body was all sent: the connection
         // closes after it.)
@@ -1061,12 +1052,24 @@ fn http1_clients_and_upstreams_stream_both_ways() {
     assert!(all.starts_with("http/1.1 200 "), "{all}");
     assert!(all.contains("\r\nconnection: close\r\n"), "{all}");
     assert!(all.ends_with("\r\n\r\ndone"), "{all}");
-    // A body sent whole before the answer keeps the connection.
+    // A body that went up whole before the answer keeps both connections: sent
+    // with its head, and after it in pieces (neither small enough to go up in
+    // the head's write).
     let mut c = Client::connect(p.addr);
-    for _ in 0..2 {
-        c.send(b"POST /echo HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\n\r\nhello");
+    let body = vec![b'b'; 5000];
+    for whole in [true, false, true] {
+        let head = "POST /sink HTTP/1.1\r\nHost: a\r\ncontent-length: 5000\r\n\r\n";
+        let mut raw = head.as_bytes().to_vec();
+        if whole {
+            raw.extend_from_slice(&body);
+            c.send(&raw);
+        } else {
+            c.send(&raw);
+            c.send(&body[..1000]);
+            c.send(&body[1000..]);
+        }
         let r = c.read();
-        assert_eq!((r.status, r.body_str().as_str()), (200, "hello"));
+        assert_eq!((r.status, r.body_str().as_str()), (200, "5000"));
         assert_eq!(r.header("connection"), None);
     }
 }

@@ -884,16 +884,9 @@ fn tls_upstreams_stream_both_ways_and_answer_early() {
     let p = start(&(secure("echo", &addr, &tls, "") + &secure("early", &addr, &tls, "")));
     // Each piece comes back before the client sends the next.
     let mut c = Client::connect(p.addr);
-    c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\n");
-    let mut got = Vec::new();
-    for piece in ["5\r\nfirst\r\n", "6\r\nsecond\r\n", "0\r\n\r\n"] {
-        c.send(piece.as_bytes());
-        read_until(&mut c.stream, &mut got, |t| {
-            t.contains(&format!("{piece}\r\n"))
-        });
-    }
-    read_until(&mut c.stream, &mut got, |t| t.ends_with("\r\n0\r\n\r\n"));
-    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let head = "POST /echo HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\n";
+    let pieces = ["5\r\nfirst\r\n", "6\r\nsecond\r\n", "0\r\n\r\n"];
+    let text = echo_piece_by_piece(&mut c.stream, head, &pieces);
     assert!(text.starts_with("http/1.1 200 "), "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     // An answer that comes while the client still owes most of its body reaches

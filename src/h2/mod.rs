@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod server;
 pub mod translate;
 mod tunnel;
+mod upload;
 pub mod upstream;
 
 use bytes::Bytes;

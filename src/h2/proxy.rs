@@ -16,9 +16,9 @@
 
 use super::server::ConnCtx;
 use super::translate::{
-    add_fields, client_fields, downstream_response, response_of, upstream_request, write_chunk,
-    write_head, write_last_chunk,
+    add_fields, client_fields, downstream_response, response_of, upstream_request, write_head,
 };
+use super::upload::{Event as UploadEvent, Upload};
 use crate::clock::{Moment, Stamp};
 use crate::config::UpstreamProtocol;
 use crate::downstream::{refused, Failure};
@@ -35,15 +35,15 @@ use crate::relay::{self, Body, Fail, Io, RelayError, Timer};
 use crate::route::Route;
 use crate::snapshot::{ListenerSettings, Snapshot};
 use crate::stream::Stream;
+use crate::upstream::duplex::UpWatch;
 use crate::upstream::pool::UpstreamConn;
-use crate::upstream::{body_or_early_answer, connect, upstream_error, InFlight, MAX_RESPONSE_HEAD};
+use crate::upstream::{connect, upstream_error, InFlight, MAX_RESPONSE_HEAD};
 use crate::worker::Worker;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use std::future::{poll_fn, Future};
-use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -203,7 +203,7 @@ pub async fn stream(
                             false,
                         ))
                     }
-                    Some(Ok(up)) => x.respond(&mut respond, up, route, is_head).await,
+                    Some(Ok(up)) => x.respond(&mut respond, up, route, is_head, &mut body).await,
                     Some(Err(f)) => Err(f),
                 }
             }
@@ -308,8 +308,11 @@ struct Upstream {
     endpoint: Rc<crate::upstream::endpoint::Endpoint>,
     /// The cluster's `response_timeout` (reads of the body).
     up_timeout: std::time::Duration,
-    /// The whole request went up (else the connection is out of step).
-    complete: bool,
+    /// The request body, which may still go up while the response comes back
+    /// (unless it is done, the connection is out of step afterwards).
+    upload: Upload,
+    /// The wait for the upstream's socket while the body goes up.
+    watch: UpWatch,
 }
 
 impl Exchange<'_> {
@@ -516,35 +519,29 @@ impl Exchange<'_> {
             let len = hbuf.len();
             let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
             let sent = relay::write_range(&mut io, hbuf, 0..len).await;
-            // (A cleartext upstream that answers before the body ends stops the
-            // upload, as for HTTP/1.1 clients; its connection is not pooled.)
-            let mut complete = true;
-            let body_sent = match sent {
-                Err((f, _)) => Err(upstream_error(f, "write request head")),
-                Ok(()) if head.has_body() => {
-                    let watch = match &up.stream {
-                        Stream::Plain(tcp) => Some((tcp.readiness(true), tcp.as_raw_fd())),
-                        Stream::Tls(_) => None,
-                    };
-                    let sent = self.send_body(head, &mut up, body, up_timeout);
-                    match watch {
-                        None => sent.await,
-                        Some((ready, fd)) => {
-                            let upstream_side = |e: &ProxyError| !e.is_downstream();
-                            let sent = body_or_early_answer(sent, ready, fd, upstream_side);
-                            sent.await.map(|early| complete = !early)
-                        }
-                    }
-                }
-                Ok(()) => Ok(()),
-            };
             let sent_at = Stamp::now();
-            let got = match body_sent {
-                Ok(()) => self.response_head(head, &mut up, up_timeout).await,
-                Err(e) => Err((e, false)),
+            // The body goes up while the response may come back (a cleartext
+            // upstream that answers with an error before the body ends stops the
+            // upload, as for HTTP/1.1 clients; its connection is not pooled).
+            let mut upload = Upload::new(head, self.settings.config.limits.max_body_bytes);
+            let mut watch = UpWatch::new();
+            let got = match sent {
+                Err((f, _)) => Err((upstream_error(f, "write request head"), false)),
+                Ok(()) => {
+                    let got = self.response_head(
+                        head,
+                        &mut up,
+                        body,
+                        &mut upload,
+                        &mut watch,
+                        up_timeout,
+                    );
+                    got.await
+                }
             };
             match got {
                 Ok((buf, resp, resp_headers)) => {
+                    let sent_at = upload.done_at.unwrap_or(sent_at);
                     self.outcome.upstream_ns = Some(Stamp::now().nanos_since(sent_at));
                     self.outcome.upstream_status = resp.status;
                     return Ok(Upstream {
@@ -554,7 +551,8 @@ impl Exchange<'_> {
                         resp_headers,
                         endpoint: Rc::clone(state),
                         up_timeout,
-                        complete,
+                        upload,
+                        watch,
                     });
                 }
                 // A stale pooled connection, before any response byte, for a
@@ -573,6 +571,7 @@ impl Exchange<'_> {
                     fresh_for = Some(ep);
                 }
                 Err((e, _)) => {
+                    self.outcome.request_bytes += upload.sent;
                     if let Some(kind) = timeout_kind(&e) {
                         cluster.stats.timeouts[kind as usize].inc();
                     }
@@ -582,104 +581,19 @@ impl Exchange<'_> {
         }
     }
 
-    /// Streams the request body to the upstream, framed as its head says (chunked
-    /// when the client gave no Content-Length), releasing each DATA frame's window
-    /// once it is written.
-    async fn send_body(
-        &mut self,
-        head: &RequestHead,
-        up: &mut UpstreamConn,
-        body: &mut RecvStream,
-        up_timeout: std::time::Duration,
-    ) -> Result<(), ProxyError> {
-        let chunked = head.framing == Framing::Chunked;
-        let limit = self.settings.config.limits.max_body_bytes;
-        let client_timeout = self.settings.config.idle_timeout;
-        let mut seen = 0u64;
-        let mut out = self.w.bufs.take();
-        let result = loop {
-            let next = self.timer.run(client_timeout, body.data()).await;
-            let data = match next {
-                Some(Some(Ok(data))) => data,
-                Some(None) => break Ok(()),
-                Some(Some(Err(_))) => {
-                    break Err(ProxyError::ClientClosed {
-                        op: "read request body",
-                    })
-                }
-                None => {
-                    break Err(ProxyError::ClientTimeout {
-                        op: "read request body",
-                    })
-                }
-            };
-            let n = data.len();
-            if n == 0 {
-                // (An empty DATA frame, the END_STREAM one: a zero-size chunk
-                // would end a chunked body early.)
-                continue;
-            }
-            seen += n as u64;
-            if limit.is_some_and(|l| seen > l) {
-                break Err(ProxyError::BodyTooLarge);
-            }
-            out.clear();
-            if chunked {
-                write_chunk(&mut out, &data);
-            } else {
-                out.extend_from_slice(&data);
-            }
-            let len = out.len();
-            let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
-            if let Err((f, _)) = relay::write_range(&mut io, &mut out, 0..len).await {
-                break Err(upstream_error(f, "write request body"));
-            }
-            self.outcome.request_bytes += len as u64;
-            let _ = body.flow_control().release_capacity(n);
-        };
-        let result = match result {
-            Ok(()) if chunked => {
-                // (A client that fails before its trailers does not get its body
-                // ended upstream as if it were whole.)
-                let trailers = match self.timer.run(client_timeout, body.trailers()).await {
-                    Some(Ok(t)) => t,
-                    Some(Err(_)) => {
-                        self.w.bufs.give(out);
-                        return Err(ProxyError::ClientClosed {
-                            op: "read request body",
-                        });
-                    }
-                    None => {
-                        self.w.bufs.give(out);
-                        return Err(ProxyError::ClientTimeout {
-                            op: "read request body",
-                        });
-                    }
-                };
-                out.clear();
-                write_last_chunk(&mut out, trailers.as_ref());
-                let len = out.len();
-                let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
-                match relay::write_range(&mut io, &mut out, 0..len).await {
-                    Ok(()) => {
-                        self.outcome.request_bytes += len as u64;
-                        Ok(())
-                    }
-                    Err((f, _)) => Err(upstream_error(f, "write request body")),
-                }
-            }
-            r => r,
-        };
-        self.w.bufs.give(out);
-        result
-    }
-
     /// Reads the upstream's response head, after any interim responses (not passed
-    /// on). The error says whether any response byte came.
+    /// on), while the request body goes up (`upload`): the body's pieces are
+    /// written as they come until the response starts (an error response stops
+    /// the upload; another one lets it go on while the response is relayed). The
+    /// error says whether any response byte came.
+    #[allow(clippy::too_many_arguments)]
     async fn response_head(
         &mut self,
         head: &RequestHead,
         up: &mut UpstreamConn,
+        body: &mut RecvStream,
+        upload: &mut Upload,
+        watch: &mut UpWatch,
         up_timeout: std::time::Duration,
     ) -> Result<(Vec<u8>, crate::http::parse::ResponseHead, Vec<HeaderSpan>), (ProxyError, bool)>
     {
@@ -703,12 +617,56 @@ impl Exchange<'_> {
                         buf.drain(..r.head_len);
                         continue;
                     }
-                    Ok(Some(r)) => return Ok((buf, r, resp_headers)),
+                    Ok(Some(r)) => {
+                        if r.status >= 400 {
+                            // (An early 401, 413: the rest of the body is not sent.)
+                            upload.stop();
+                        }
+                        return Ok((buf, r, resp_headers));
+                    }
                     Err(e) => {
                         self.w.bufs.give(buf);
                         return Err((ProxyError::BadResponse(e), true));
                     }
                 }
+            }
+            if upload.is_going() {
+                // The next piece of the body, or the response, whichever comes
+                // first (the wait is the client's: the upstream is not expected
+                // to say anything yet).
+                watch.arm(&mut up.stream);
+                let timeout = self.settings.config.idle_timeout;
+                let next = self.timer.run(timeout, upload.next(body, watch)).await;
+                let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
+                let e = match next {
+                    None => ProxyError::ClientTimeout {
+                        op: "read request body",
+                    },
+                    Some(UploadEvent::Piece(Err(e))) => e,
+                    Some(UploadEvent::Piece(Ok(()))) => {
+                        match upload.write(&mut io, body, Some(watch)).await {
+                            Ok(()) => continue,
+                            Err(e) => e,
+                        }
+                    }
+                    Some(UploadEvent::Upstream) => {
+                        watch.consumed();
+                        match relay::read_ready(&mut io, &mut buf).await {
+                            Ok(None) => continue,
+                            Ok(Some(0)) | Err(Fail::Closed) => ProxyError::UpstreamClosed {
+                                op: "read response head",
+                            },
+                            Ok(Some(_)) => {
+                                got = true;
+                                continue;
+                            }
+                            Err(Fail::Timeout) => ProxyError::ResponseTimeout,
+                            Err(f) => upstream_error(f, "read response head"),
+                        }
+                    }
+                };
+                self.w.bufs.give(buf);
+                return Err((e, got));
             }
             let left = match deadline {
                 None => up_timeout,
@@ -804,6 +762,7 @@ impl Exchange<'_> {
         up: Upstream,
         route: &Route,
         is_head: bool,
+        request_body: &mut RecvStream,
     ) -> Result<(), Failure> {
         let Upstream {
             conn: mut up_conn,
@@ -812,7 +771,8 @@ impl Exchange<'_> {
             resp_headers,
             endpoint,
             up_timeout,
-            complete,
+            mut upload,
+            mut watch,
         } = up;
         let started = |error| Failure {
             error,
@@ -890,9 +850,28 @@ impl Exchange<'_> {
                 }
                 buf.clear();
                 pos = 0;
-                let mut io = Io::new(&mut up_conn.stream, &mut self.timer, up_timeout);
-                let read = relay::read_into(&mut io, &mut buf);
-                let read = super::unless_reset(read, |c| send.poll_reset(c)).await;
+                let read = match upload.is_going() {
+                    false => {
+                        let mut io = Io::new(&mut up_conn.stream, &mut self.timer, up_timeout);
+                        let read = relay::read_into(&mut io, &mut buf);
+                        super::unless_reset(read, |c| send.poll_reset(c)).await
+                    }
+                    true => {
+                        let up = Uploading {
+                            up: &mut up_conn.stream,
+                            body: &mut *request_body,
+                            upload: &mut upload,
+                            watch: &mut watch,
+                        };
+                        match self
+                            .read_uploading(up, &mut buf, &mut send, up_timeout)
+                            .await
+                        {
+                            Ok(read) => read,
+                            Err(e) => break Err(e),
+                        }
+                    }
+                };
                 match read {
                     None => {
                         in_sync = false;
@@ -911,6 +890,8 @@ impl Exchange<'_> {
                 }
             }
         };
+        self.outcome.request_bytes += upload.sent;
+        let complete = upload.is_done();
         if result.is_ok() && in_sync && complete && resp.keep_alive && pos == buf.len() {
             endpoint.pool.checkin(up_conn, Moment::now());
         }
@@ -1287,6 +1268,58 @@ impl Exchange<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// An HTTP/1.1 upstream whose request body still goes up while its response is
+/// relayed.
+struct Uploading<'a> {
+    up: &'a mut Stream,
+    body: &'a mut RecvStream,
+    upload: &'a mut Upload,
+    watch: &'a mut UpWatch,
+}
+
+impl Exchange<'_> {
+    /// The next read of the response (as `relay::read_into` under
+    /// `unless_reset`: `None` when the client reset the stream), the body's pieces
+    /// written upstream meanwhile as they come. An error of the client's body
+    /// (too large, a reset) ends the exchange.
+    async fn read_uploading(
+        &mut self,
+        u: Uploading<'_>,
+        buf: &mut Vec<u8>,
+        send: &mut SendStream<Bytes>,
+        up_timeout: std::time::Duration,
+    ) -> Result<Option<Result<usize, Fail>>, ProxyError> {
+        loop {
+            let mut io = Io::new(u.up, &mut self.timer, up_timeout);
+            if !u.upload.is_going() {
+                let read = relay::read_into(&mut io, buf);
+                return Ok(super::unless_reset(read, |c| send.poll_reset(c)).await);
+            }
+            u.watch.arm(io.stream);
+            let next = u.upload.next(u.body, u.watch);
+            let next = super::unless_reset(next, |c| send.poll_reset(c));
+            let event = match io.timer.run(up_timeout, next).await {
+                None => return Ok(Some(Err(Fail::Timeout))),
+                Some(None) => return Ok(None),
+                Some(Some(event)) => event,
+            };
+            match event {
+                UploadEvent::Piece(Err(e)) => return Err(e),
+                // (A failed write stops the upload: the response goes on.)
+                UploadEvent::Piece(Ok(())) => u.upload.write(&mut io, u.body, None).await?,
+                UploadEvent::Upstream => {
+                    u.watch.consumed();
+                    match relay::read_ready(&mut io, buf).await {
+                        Ok(None) => {}
+                        Ok(Some(n)) => return Ok(Some(Ok(n))),
+                        Err(f) => return Ok(Some(Err(f))),
+                    }
+                }
+            }
+        }
     }
 }
 

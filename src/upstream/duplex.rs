@@ -35,7 +35,7 @@ use crate::relay::{self, Body, Fail, Io, RelayError};
 use crate::stream::Stream;
 use std::future::Future;
 use std::os::fd::AsRawFd;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 
 /// How the upload ended.
@@ -81,6 +81,86 @@ fn readiness(s: &mut Stream) -> Option<impl Future<Output = std::io::Result<()>>
     }
 }
 
+/// A wait for an upstream socket's readability kept across the reads and writes
+/// of an upload (one `PollAdd`, armed when first needed), and whether it fired.
+pub(crate) struct UpWatch {
+    wait: Option<Pin<Box<dyn Future<Output = std::io::Result<()>>>>>,
+    /// The wait fired (or a TLS stream holds bytes): the response can be read.
+    pub(crate) ready: bool,
+}
+
+impl UpWatch {
+    pub(crate) fn new() -> UpWatch {
+        UpWatch {
+            wait: None,
+            ready: false,
+        }
+    }
+
+    /// Arms the wait, unless it is armed or fired.
+    pub(crate) fn arm(&mut self, up: &mut Stream) {
+        if !self.ready && self.wait.is_none() {
+            match readiness(up) {
+                Some(wait) => self.wait = Some(Box::pin(wait)),
+                None => self.ready = true,
+            }
+        }
+    }
+
+    /// Polls the armed wait: ready once it fired (a failed wait counts as fired:
+    /// the read that follows reports the error).
+    pub(crate) fn poll(&mut self, c: &mut std::task::Context<'_>) -> Poll<()> {
+        if !self.ready {
+            match self.wait.as_mut().map(|w| w.as_mut().poll(c)) {
+                Some(Poll::Ready(_)) => {
+                    self.wait = None;
+                    self.ready = true;
+                }
+                _ => return Poll::Pending,
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Whether it fired, without waiting (the task is woken when it does).
+    pub(crate) async fn look(&mut self) -> bool {
+        std::future::poll_fn(|c| Poll::Ready(self.poll(c).is_ready())).await
+    }
+
+    /// What it saw was read: it is to be armed again.
+    pub(crate) fn consumed(&mut self) {
+        self.ready = false;
+    }
+}
+
+/// Writes `range` of `buf` to a cleartext upstream whole, while `watch` (armed
+/// here) watches its socket: `None` when an error response (`4xx`, `5xx`) starts
+/// meanwhile (the write is then dropped: the upload is over).
+pub(crate) async fn write_watched(
+    io: &mut Io<'_>,
+    buf: &mut Vec<u8>,
+    range: std::ops::Range<usize>,
+    watch: &mut UpWatch,
+) -> Option<Result<(), (Fail, usize)>> {
+    watch.arm(io.stream);
+    let fd = io.stream.as_raw_fd();
+    let mut write = pin!(relay::write_range(io, buf, range));
+    let mut looked = false;
+    std::future::poll_fn(|c| {
+        if let Poll::Ready(r) = write.as_mut().poll(c) {
+            return Poll::Ready(Some(r));
+        }
+        if !looked && watch.poll(c).is_ready() {
+            looked = true;
+            if matches!(waiting_status(fd), Some(b'4' | b'5')) {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Sends the request body (the head went up already) and whatever of the response
 /// comes meanwhile; see the module's documentation. `sent_at` is when the request
 /// went up, for the upstream's time.
@@ -117,9 +197,7 @@ pub(super) async fn send_body(
         Stream::Plain(tcp) => Some(tcp.as_raw_fd()),
         Stream::Tls(_) => None,
     };
-    let mut up_wait = pin!(None);
-    // The upstream's wait fired: something can be read from it.
-    let mut up_ready = false;
+    let mut watch = UpWatch::new();
     let mut client_wait = pin!(None);
     let mut answer: Option<Answer> = None;
     // Which side the wait looks at first (each in turn, so that neither starves).
@@ -138,36 +216,11 @@ pub(super) async fn send_body(
             if !out.is_empty() {
                 // While no response has started, a cleartext upstream is watched
                 // (not for the body's last bytes: its response is read next).
-                let watch = fd.filter(|_| answer.is_none() && !up_ready && !body.is_done());
-                if watch.is_some() && up_wait.is_none() {
-                    up_wait.set(readiness(up));
-                }
+                let watched = fd.is_some() && answer.is_none() && !watch.ready;
                 let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
-                let write = pin!(relay::write_range(&mut up_io, &mut d.rbuf, out));
-                let written = match watch {
-                    None => Some(write.await),
-                    Some(fd) => {
-                        let mut write = write;
-                        std::future::poll_fn(|c| {
-                            if let Poll::Ready(r) = write.as_mut().poll(c) {
-                                return Poll::Ready(Some(r));
-                            }
-                            let fired = up_wait
-                                .as_mut()
-                                .as_pin_mut()
-                                .is_some_and(|w| w.poll(c).is_ready());
-                            if fired {
-                                up_wait.set(None);
-                                up_ready = true;
-                                if matches!(waiting_status(fd), Some(b'4' | b'5')) {
-                                    // (The write is dropped: the upload is over.)
-                                    return Poll::Ready(None);
-                                }
-                            }
-                            Poll::Pending
-                        })
-                        .await
-                    }
+                let written = match watched && !body.is_done() {
+                    true => write_watched(&mut up_io, &mut d.rbuf, out, &mut watch).await,
+                    false => Some(relay::write_range(&mut up_io, &mut d.rbuf, out).await),
                 };
                 match written {
                     Some(Ok(())) => {}
@@ -188,7 +241,7 @@ pub(super) async fn send_body(
             }
         }
         if body.is_done() {
-            // (A de-chunked body has no trailers here: the upstream is HTTP/1.1.)
+            // (Its trailer fields, those that may be trailers.)
             if let Some(mut section) = body.take_trailer_section() {
                 let len = section.len();
                 let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
@@ -204,34 +257,21 @@ pub(super) async fn send_body(
         }
 
         // 2. Wait for more of the body or for the response, whichever comes first.
+        // (What the buffer held of the body is gone from it: no replay.)
+        p.read_client = true;
         body.empty_for_read(&mut d.rbuf, &mut d.pos);
         // (A look, not a wait, at an upstream already watched: the response first.)
-        let fired = std::future::poll_fn(|c| {
-            let w = up_wait.as_mut().as_pin_mut();
-            Poll::Ready(w.is_some_and(|w| w.poll(c).is_ready()))
-        })
-        .await;
-        if fired {
-            up_wait.set(None);
-            up_ready = true;
-        }
+        let up_ready = watch.look().await;
         if let (Stream::Plain(tcp), false) = (&d.conn.stream, up_ready) {
-            // More of the body already there is read at once, without a wait.
+            // More of the body already there is read at once, without a wait
+            // (which a readiness wait kept from before would then not know).
             match relay::try_recv(tcp, &mut d.rbuf) {
                 Ok(None) => {}
-                Ok(Some(n)) => {
-                    p.read_client = true;
-                    if n > 0 {
-                        continue;
-                    }
-                    let e = request_body_error(RelayError::Read(Fail::Closed));
-                    break Err(p.fail(e));
+                Ok(Some(n)) if n > 0 => {
+                    client_wait.set(None);
+                    continue;
                 }
-                Err(e) => {
-                    p.read_client = true;
-                    let e = request_body_error(RelayError::Read(Fail::Io(e)));
-                    break Err(p.fail(e));
-                }
+                r => break Err(p.fail(client_read_error(r))),
             }
         }
         let client_ready = match &mut d.conn.stream {
@@ -241,13 +281,10 @@ pub(super) async fn send_body(
         if !client_ready && client_wait.is_none() {
             client_wait.set(readiness(&mut d.conn.stream));
         }
-        if !up_ready && up_wait.is_none() {
-            up_wait.set(readiness(up));
-            up_ready = up_wait.is_none();
-        }
+        watch.arm(up);
         let event = if client_ready {
             Event::Client(Some(Ok(())))
-        } else if up_ready {
+        } else if watch.ready {
             Event::Upstream(Some(Ok(())))
         } else {
             let for_client = d.conn.timer.run(
@@ -266,10 +303,7 @@ pub(super) async fn send_body(
             };
             let for_upstream = d.up_timer.run(
                 upstream_timeout,
-                std::future::poll_fn(|c| match up_wait.as_mut().as_pin_mut() {
-                    Some(w) => w.poll(c),
-                    None => Poll::Pending,
-                }),
+                std::future::poll_fn(|c| watch.poll(c).map(Ok)),
             );
             let mut for_upstream = pin!(for_upstream);
             client_first = !client_first;
@@ -302,25 +336,32 @@ pub(super) async fn send_body(
             }
             Event::Client(Some(ready)) => {
                 client_wait.set(None);
-                p.read_client = true;
-                let read = match ready {
-                    Ok(()) => {
+                let read = match (ready, d.conn.stream.is_tls()) {
+                    (Err(e), _) => Err(e),
+                    // (Readable, but another read may have taken what made it so:
+                    // nothing there is a wait again, not a blocking read.)
+                    (Ok(()), false) => match &d.conn.stream {
+                        Stream::Plain(tcp) => relay::try_recv(tcp, &mut d.rbuf),
+                        Stream::Tls(_) => Ok(None),
+                    },
+                    (Ok(()), true) => {
                         let mut client =
                             Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
-                        relay::read_ready(&mut client, &mut d.rbuf).await
+                        match relay::read_ready(&mut client, &mut d.rbuf).await {
+                            Ok(r) => Ok(r),
+                            Err(Fail::Io(e)) => Err(e),
+                            Err(f) => break Err(p.fail(request_body_error(RelayError::Read(f)))),
+                        }
                     }
-                    Err(e) => Err(Fail::Io(e)),
                 };
-                let f = match read {
-                    Ok(Some(0)) => Fail::Closed,
-                    Ok(_) => continue,
-                    Err(f) => f,
-                };
-                break Err(p.fail(request_body_error(RelayError::Read(f))));
+                match read {
+                    Ok(None) => continue,
+                    Ok(Some(n)) if n > 0 => continue,
+                    r => break Err(p.fail(client_read_error(r))),
+                }
             }
             Event::Upstream(Some(ready)) => {
-                up_wait.set(None);
-                up_ready = false;
+                watch.consumed();
                 let op = match answer {
                     None => "read response head",
                     Some(_) => "read response body",
@@ -473,7 +514,7 @@ async fn end_answer(
     a: &mut Answer,
     timeout: std::time::Duration,
 ) -> Result<(), ProxyError> {
-    if let Some(mut section) = a.body.take_trailer_section() {
+    if let Some(mut section) = a.body.trailer_section_to_relay() {
         let len = section.len();
         let mut client = Io::new(&mut d.conn.stream, &mut d.conn.timer, timeout);
         if let Err((f, _)) = relay::write_range(&mut client, &mut section, 0..len).await {
@@ -481,6 +522,16 @@ async fn end_answer(
         }
     }
     Ok(())
+}
+
+/// A read of the client's body that gave nothing (`Ok(Some(0))`: it closed) or
+/// failed.
+fn client_read_error(r: std::io::Result<Option<usize>>) -> ProxyError {
+    let f = match r {
+        Err(e) => Fail::Io(e),
+        Ok(_) => Fail::Closed,
+    };
+    request_body_error(RelayError::Read(f))
 }
 
 fn response_body_error(e: RelayError) -> ProxyError {

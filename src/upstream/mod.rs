@@ -14,7 +14,7 @@
 //! instructions a level per completion, `tuning.md` §7).
 
 pub mod balance;
-mod duplex;
+pub(crate) mod duplex;
 pub mod endpoint;
 pub mod pool;
 pub(crate) mod tunnel;
@@ -372,52 +372,9 @@ pub async fn forward(
     result
 }
 
-/// Relays the request body (`sent`) unless the upstream answers first with an
-/// error: its socket became readable (`ready`) with a `4xx` or `5xx` response
-/// waiting (an early `401`, `413`), or the upload failed on the upstream's side
-/// (`upstream_side`) with any final response waiting (one that answered and
-/// closed). `Ok(true)`: the body was cut short for an early answer. (Another
-/// early response, a `2xx` of an upstream that streams its answer while it reads,
-/// lets the upload go on.)
-pub(crate) async fn body_or_early_answer<F, R, E>(
-    sent: F,
-    ready: R,
-    fd: std::os::fd::RawFd,
-    upstream_side: impl Fn(&E) -> bool,
-) -> Result<bool, E>
-where
-    F: std::future::Future<Output = Result<(), E>>,
-    R: std::future::Future<Output = std::io::Result<()>>,
-{
-    use std::task::Poll;
-    let (mut sent, mut ready) = (std::pin::pin!(sent), std::pin::pin!(ready));
-    let mut watching = true;
-    std::future::poll_fn(|c| {
-        if let Poll::Ready(r) = sent.as_mut().poll(c) {
-            return Poll::Ready(match r {
-                Err(e) if upstream_side(&e) && waiting_status(fd).is_some_and(|s| s != b'1') => {
-                    Ok(true)
-                }
-                r => r.map(|()| false),
-            });
-        }
-        if watching && ready.as_mut().poll(c).is_ready() {
-            if matches!(waiting_status(fd), Some(b'4' | b'5')) {
-                return Poll::Ready(Ok(true));
-            }
-            // (Readable for something else: an interim or a successful response,
-            // the close of a connection. The upload goes on; a failed one reports
-            // itself.)
-            watching = false;
-        }
-        Poll::Pending
-    })
-    .await
-}
-
 /// The first digit of the status of the response waiting in an upstream socket
 /// (peeked, not read), once its status line has begun to arrive.
-fn waiting_status(fd: std::os::fd::RawFd) -> Option<u8> {
+pub(crate) fn waiting_status(fd: std::os::fd::RawFd) -> Option<u8> {
     use nix::sys::socket::{recv, MsgFlags};
     let mut start = [0u8; 10];
     match recv(fd, &mut start, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {

@@ -675,9 +675,26 @@ pub fn read_head(s: &mut impl Read) -> Option<String> {
 ///   comes read and dropped until the peer closes (as a server that lingers).
 /// - `POST /short`: `200` with the body `done` at once, the connection kept open
 ///   and read from until the peer closes.
+/// - `POST /sink`: the whole (Content-Length) body read, then `200` with its
+///   length as the body; the connection is kept.
 pub fn serve_streaming(s: &mut (impl Read + Write)) {
     while let Some(head) = read_head(s) {
         let lower = head.to_ascii_lowercase();
+        let length: Option<usize> = lower
+            .split("\r\ncontent-length: ")
+            .nth(1)
+            .and_then(|v| v.split("\r\n").next()?.trim().parse().ok());
+        if head.starts_with("POST /sink ") {
+            let mut body = vec![0u8; length.unwrap_or(0)];
+            if s.read_exact(&mut body).is_err() {
+                return;
+            }
+            let answer = response(200, &[], body.len().to_string().as_bytes());
+            if s.write_all(&answer).and_then(|()| s.flush()).is_err() {
+                return;
+            }
+            continue;
+        }
         if !head.starts_with("POST /echo ") {
             let (status, body) = match head.starts_with("POST /early ") {
                 true => (413, &b"not this"[..]),
@@ -689,10 +706,6 @@ pub fn serve_streaming(s: &mut (impl Read + Write)) {
             while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
             return;
         }
-        let length: Option<usize> = lower
-            .split("\r\ncontent-length: ")
-            .nth(1)
-            .and_then(|v| v.split("\r\n").next()?.trim().parse().ok());
         if s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
             .and_then(|()| s.flush())
             .is_err()
@@ -739,6 +752,21 @@ pub fn streaming_upstream() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Sends `head` (a POST to `/echo` of [`serve_streaming`]), then each of `pieces`
+/// only once the one before came back in the response: an exchange that half
+/// duplex (the whole body up before the response is read) would never finish.
+/// Returns the response, lowercased, up to its last chunk.
+pub fn echo_piece_by_piece(s: &mut TcpStream, head: &str, pieces: &[&str]) -> String {
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    for piece in pieces {
+        s.write_all(piece.as_bytes()).unwrap();
+        read_until(s, &mut got, |t| t.contains(&format!("{piece}\r\n")));
+    }
+    read_until(s, &mut got, |t| t.ends_with("\r\n0\r\n\r\n"));
+    String::from_utf8_lossy(&got).to_ascii_lowercase()
 }
 
 /// Reads from `s` into `got` until `done` holds for what came (as text), under the
