@@ -1453,7 +1453,7 @@ fn http1_clients_stream_both_ways_with_http2_upstreams() {
 fn http2_clients_stream_both_ways_with_http1_upstreams() {
     let up = streaming_upstream();
     let routes = "[[routes]]\nname = \"all\"\nmatch = { path_prefix = \"/\" }\ncluster = \"up\"\n\
-                  [clusters.up]\nendpoints = [\"{up}\"]\n";
+                  [clusters.up]\nendpoints = [\"{up}\"]\n[admin]\nbind = \"127.0.0.1:0\"\n";
     let p = proxy("http2 = true", routes, &[("up", up)]);
     let local = tokio::task::LocalSet::new();
     run(local.run_until(async {
@@ -1524,5 +1524,31 @@ fn http2_clients_stream_both_ways_with_http1_upstreams() {
             got.extend_from_slice(&chunk.unwrap());
         }
         assert_eq!(got, b"hello");
+
+        // A Content-Length body is whole with its last bytes: the upstream's answer
+        // to it, before the client's END_STREAM, leaves its connection in step,
+        // and pooled.
+        let mut send = c.clone().ready().await.unwrap();
+        let req = http::Request::post("http://a.example/sink")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let (resp, mut out) = send.send_request(req, false).unwrap();
+        out.send_data(Bytes::from_static(b"hello"), false).unwrap();
+        let mut body = resp.await.unwrap().into_body();
+        let mut got = Vec::new();
+        while got.is_empty() {
+            got.extend_from_slice(&body.data().await.unwrap().unwrap());
+        }
+        assert_eq!(got, b"5");
+        assert!(body.data().await.is_none());
+        // (The stream is over for the proxy: the client's END_STREAM may find it
+        // reset with NO_ERROR.)
+        let _ = out.send_data(Bytes::new(), true);
     }));
+    eventually("the upstream connection pooled", || {
+        metrics(&p)
+            .lines()
+            .any(|l| l.starts_with("ringway_upstream_pool_idle{") && l.ends_with(" 1"))
+    });
 }

@@ -556,10 +556,11 @@ impl Exchange<'_> {
                     });
                 }
                 // A stale pooled connection, before any response byte, for a
-                // request without a body: once more on a fresh one.
+                // request nothing of whose body was taken from the client: once
+                // more on a fresh one.
                 Err((e, false))
                     if reused
-                        && !head.has_body()
+                        && upload.untouched()
                         && matches!(
                             e,
                             ProxyError::Upstream { .. } | ProxyError::UpstreamClosed { .. }
@@ -1309,7 +1310,13 @@ impl Exchange<'_> {
             match event {
                 UploadEvent::Piece(Err(e)) => return Err(e),
                 // (A failed write stops the upload: the response goes on.)
-                UploadEvent::Piece(Ok(())) => u.upload.write(&mut io, u.body, None).await?,
+                UploadEvent::Piece(Ok(())) => {
+                    let write = u.upload.write(&mut io, u.body, None);
+                    match super::unless_reset(write, |c| send.poll_reset(c)).await {
+                        None => return Ok(None),
+                        Some(written) => written?,
+                    }
+                }
                 UploadEvent::Upstream => {
                     u.watch.consumed();
                     match relay::read_ready(&mut io, buf).await {

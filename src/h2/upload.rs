@@ -29,9 +29,13 @@ enum State {
 
 pub(super) struct Upload {
     chunked: bool,
+    /// The Content-Length, when the body has one.
+    length: Option<u64>,
     limit: Option<u64>,
     /// Body bytes taken from the client.
     seen: u64,
+    /// Something of the body (data, its end, an error) was taken from the client.
+    took: bool,
     state: State,
     /// The piece to write upstream.
     out: Vec<u8>,
@@ -57,8 +61,13 @@ impl Upload {
     pub(super) fn new(head: &RequestHead, limit: Option<u64>) -> Upload {
         Upload {
             chunked: head.framing == Framing::Chunked,
+            length: match head.framing {
+                Framing::Length(n) => Some(n),
+                _ => None,
+            },
             limit,
             seen: 0,
+            took: false,
             state: match head.has_body() {
                 true => State::Data,
                 false => State::Done,
@@ -74,6 +83,12 @@ impl Upload {
     /// The body still goes up.
     pub(super) fn is_going(&self) -> bool {
         matches!(self.state, State::Data | State::Trailers)
+    }
+
+    /// Nothing of the body was taken from the client yet: a failed attempt may be
+    /// made again with all of it.
+    pub(super) fn untouched(&self) -> bool {
+        !self.took
     }
 
     /// The whole body went up (or there was none).
@@ -117,6 +132,17 @@ impl Upload {
                         (false, _) => self.out.extend_from_slice(&data),
                     }
                     self.release = n;
+                    // The body's end, known with its last bytes (a Content-Length
+                    // body all there, h2 having checked it; an END_STREAM frame
+                    // without trailers), goes in the same write: the upstream's
+                    // answer to a whole body then finds the upload done.
+                    let ended = body.is_end_stream();
+                    if ended || self.length.is_some_and(|l| self.seen >= l) {
+                        if self.chunked {
+                            write_last_chunk(&mut self.out, None);
+                        }
+                        self.last = true;
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(None) if self.chunked => self.state = State::Trailers,
@@ -146,7 +172,9 @@ impl Upload {
             if watch.poll(c).is_ready() {
                 return Poll::Ready(Event::Upstream);
             }
-            self.poll_piece(body, c).map(Event::Piece)
+            let piece = self.poll_piece(body, c);
+            self.took |= piece.is_ready();
+            piece.map(Event::Piece)
         })
         .await
     }
