@@ -881,7 +881,14 @@ fn tls_upstreams_stream_both_ways_and_answer_early() {
     let ca_path = dir.write("ca.pem", &root.pem);
     let tls = format!("server_name = \"backend.internal\", ca = \"{ca_path}\"");
     let addr = up.addr.to_string();
-    let p = start(&(secure("echo", &addr, &tls, "") + &secure("early", &addr, &tls, "")));
+    let p = start(
+        &[
+            secure("echo", &addr, &tls, ""),
+            secure("early", &addr, &tls, ""),
+            secure("hold", &addr, &tls, ""),
+        ]
+        .concat(),
+    );
     // Each piece comes back before the client sends the next.
     let mut c = Client::connect(p.addr);
     let head = "POST /echo HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -901,4 +908,25 @@ fn tls_upstreams_stream_both_ways_and_answer_early() {
     let mut rest = Vec::new();
     let _ = c.stream.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    // One that answers and stops reading, while the client sends far more than
+    // the socket buffers hold: the answer still gets through.
+    let mut c = Client::connect(p.addr);
+    let total = 64 << 20;
+    c.send(format!("POST /hold HTTP/1.1\r\nHost: h\r\ncontent-length: {total}\r\n\r\n").as_bytes());
+    let mut w = c.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let piece = vec![b'x'; 64 << 10];
+        let mut sent = 0;
+        while sent < total && w.write_all(&piece).is_ok() {
+            sent += piece.len();
+        }
+    });
+    let mut got = Vec::new();
+    read_until(&mut c.stream, &mut got, |t| t.ends_with("\r\n\r\nnot this"));
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 413 "), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    let _ = c.stream.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
 }

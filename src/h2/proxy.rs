@@ -645,7 +645,11 @@ impl Exchange<'_> {
                     },
                     Some(UploadEvent::Piece(Err(e))) => e,
                     Some(UploadEvent::Piece(Ok(()))) => {
-                        match upload.write(&mut io, body, Some(watch)).await {
+                        let had = buf.len();
+                        let written = upload.write(&mut io, body, Some((watch, &mut buf)));
+                        let written = written.await;
+                        got |= buf.len() > had;
+                        match written {
                             Ok(()) => continue,
                             Err(e) => e,
                         }

@@ -184,20 +184,20 @@ impl Upload {
     /// cleartext upstream is watched: an error response that starts meanwhile, or
     /// a failed write with a response waiting, stops the upload (`Ok`: the
     /// response is read next). Once a response has started, a failed write stops
-    /// the upload too, and the response goes on.
+    /// the upload too, and the response goes on. (Over TLS, response bytes read
+    /// meanwhile are added to the response buffer given with `watch`.)
     pub(super) async fn write(
         &mut self,
         up: &mut Io<'_>,
         body: &mut RecvStream,
-        watch: Option<&mut UpWatch>,
+        watch: Option<(&mut UpWatch, &mut Vec<u8>)>,
     ) -> Result<(), ProxyError> {
         let range = 0..self.out.len();
-        let plain = !up.stream.is_tls();
         let answered = watch.is_none();
         let written = match watch {
             _ if range.is_empty() => Some(Ok(())),
-            Some(watch) if plain && !self.last && !watch.ready => {
-                write_watched(up, &mut self.out, range, watch).await
+            Some((watch, resp)) if !self.last && !watch.ready => {
+                write_watched(up, &mut self.out, range, watch, resp, 0).await
             }
             _ => Some(relay::write_range(up, &mut self.out, range).await),
         };

@@ -11,9 +11,12 @@
 //!
 //! - The body in hand goes up first; a body that was all in hand (the common case)
 //!   goes up without any wait, as before.
-//! - While the body goes up to a cleartext upstream, its socket is watched: an error
-//!   response (`4xx`, `5xx`) that starts meanwhile stops the upload, and is then read
-//!   and relayed as any response ([`Sent::Stopped`]).
+//! - While the body goes up, the upstream's socket is watched, during the writes
+//!   too: an error response (`4xx`, `5xx`) that starts meanwhile stops the upload,
+//!   and is then read and relayed as any response ([`Sent::Stopped`]). A cleartext
+//!   socket is peeked at during a write; a TLS stream's write is done without
+//!   waiting (`TlsStream::try_write`), so that the response can be read while it
+//!   waits for room ([`write_watched`]).
 //! - A response that starts with another status before the body is all up (a
 //!   `2xx` streamed while the upstream reads) goes to the client at once, with
 //!   `Connection: close`, and its body is relayed as it comes while the rest of the
@@ -133,15 +136,23 @@ impl UpWatch {
     }
 }
 
-/// Writes `range` of `buf` to a cleartext upstream whole, while `watch` (armed
-/// here) watches its socket: `None` when an error response (`4xx`, `5xx`) starts
-/// meanwhile (the write is then dropped: the upload is over).
+/// Writes `range` of `buf` to the upstream whole, while `watch` (armed here)
+/// watches its socket: `None` when an error response (`4xx`, `5xx`) starts
+/// meanwhile (the write is then dropped: the upload is over). A cleartext
+/// socket is peeked at; from a TLS one, what can be read is read into `resp`
+/// (from `resp_start` on, the response so far), the write resumed unless the
+/// response's status is an error.
 pub(crate) async fn write_watched(
     io: &mut Io<'_>,
     buf: &mut Vec<u8>,
     range: std::ops::Range<usize>,
     watch: &mut UpWatch,
+    resp: &mut Vec<u8>,
+    resp_start: usize,
 ) -> Option<Result<(), (Fail, usize)>> {
+    if io.stream.is_tls() {
+        return Box::pin(write_watched_tls(io, buf, range, watch, resp, resp_start)).await;
+    }
     watch.arm(io.stream);
     let fd = io.stream.as_raw_fd();
     let mut write = pin!(relay::write_range(io, buf, range));
@@ -159,6 +170,81 @@ pub(crate) async fn write_watched(
         Poll::Pending
     })
     .await
+}
+
+/// [`write_watched`] over TLS: records are encrypted and sent without waiting
+/// (`TlsStream::try_write`), so that the stream stays usable while the write
+/// waits for room, and the response can be read meanwhile.
+async fn write_watched_tls(
+    io: &mut Io<'_>,
+    buf: &[u8],
+    range: std::ops::Range<usize>,
+    watch: &mut UpWatch,
+    resp: &mut Vec<u8>,
+    resp_start: usize,
+) -> Option<Result<(), (Fail, usize)>> {
+    let mut at = range.start;
+    let sent = |at: usize| at - range.start;
+    loop {
+        let Stream::Tls(tls) = &mut *io.stream else {
+            return Some(Err((Fail::Closed, 0)));
+        };
+        // What the socket takes now.
+        let flushed = loop {
+            if at < range.end {
+                match tls.try_write(&buf[at..range.end]) {
+                    Ok(Some(n)) if n > 0 => {
+                        at += n;
+                        continue;
+                    }
+                    // (Records from before still queued: wait for room.)
+                    Ok(_) => break false,
+                    Err(e) => return Some(Err((Fail::Io(e), sent(at)))),
+                }
+            }
+            match tls.try_flush() {
+                Ok(done) => break done,
+                Err(e) => return Some(Err((Fail::Io(e), sent(at)))),
+            }
+        };
+        if flushed {
+            return Some(Ok(()));
+        }
+        // Wait for room, or for the upstream to say something.
+        let writable = tls.tcp().readiness(false);
+        watch.arm(io.stream);
+        let mut writable = pin!(writable);
+        let event = io.timer.run(
+            io.timeout,
+            std::future::poll_fn(|c| {
+                if watch.poll(c).is_ready() {
+                    return Poll::Ready(true);
+                }
+                writable.as_mut().poll(c).map(|_| false)
+            }),
+        );
+        match event.await {
+            None => return Some(Err((Fail::Timeout, sent(at)))),
+            Some(false) => {}
+            Some(true) => {
+                watch.consumed();
+                match relay::read_ready(io, resp).await {
+                    // (A session message.)
+                    Ok(None) => {}
+                    Ok(Some(0)) => return Some(Err((Fail::Closed, sent(at)))),
+                    Ok(Some(_)) => {
+                        let status = resp.get(resp_start..resp_start + 10);
+                        if status
+                            .is_some_and(|s| s.starts_with(b"HTTP/1.") && b"45".contains(&s[9]))
+                        {
+                            return None;
+                        }
+                    }
+                    Err(f) => return Some(Err((f, sent(at)))),
+                }
+            }
+        }
+    }
 }
 
 /// Sends the request body (the head went up already) and whatever of the response
@@ -202,6 +288,8 @@ pub(super) async fn send_body(
     let mut answer: Option<Answer> = None;
     // Which side the wait looks at first (each in turn, so that neither starves).
     let mut client_first = true;
+    // Response bytes came that were not looked at yet.
+    let mut fresh = false;
     let result = 'upload: loop {
         // 1. The body bytes in hand go up.
         if d.pos < d.rbuf.len() {
@@ -216,12 +304,23 @@ pub(super) async fn send_body(
             if !out.is_empty() {
                 // While no response has started, a cleartext upstream is watched
                 // (not for the body's last bytes: its response is read next).
-                let watched = fd.is_some() && answer.is_none() && !watch.ready;
+                let watched = answer.is_none() && !watch.ready && !body.is_done();
                 let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
-                let written = match watched && !body.is_done() {
-                    true => write_watched(&mut up_io, &mut d.rbuf, out, &mut watch).await,
+                let had = bufs.resp.len();
+                let written = match watched {
+                    true => {
+                        let resp = &mut bufs.resp;
+                        let rbuf = &mut d.rbuf;
+                        write_watched(&mut up_io, rbuf, out, &mut watch, resp, HEADROOM).await
+                    }
                     false => Some(relay::write_range(&mut up_io, &mut d.rbuf, out).await),
                 };
+                // (Response bytes read meanwhile, from a TLS upstream: looked at
+                // next, before any wait.)
+                if bufs.resp.len() > had {
+                    p.got_response = true;
+                    fresh = true;
+                }
                 match written {
                     Some(Ok(())) => {}
                     None => break Ok(Sent::Stopped),
@@ -256,139 +355,144 @@ pub(super) async fn send_body(
             break Ok(Sent::Whole);
         }
 
-        // 2. Wait for more of the body or for the response, whichever comes first.
-        // (What the buffer held of the body is gone from it: no replay.)
-        p.read_client = true;
-        body.empty_for_read(&mut d.rbuf, &mut d.pos);
-        // (A look, not a wait, at an upstream already watched: the response first.)
-        let up_ready = watch.look().await;
-        if let (Stream::Plain(tcp), false) = (&d.conn.stream, up_ready) {
-            // More of the body already there is read at once, without a wait
-            // (which a readiness wait kept from before would then not know).
-            match relay::try_recv(tcp, &mut d.rbuf) {
-                Ok(None) => {}
-                Ok(Some(n)) if n > 0 => {
-                    client_wait.set(None);
-                    continue;
-                }
-                r => break Err(p.fail(client_read_error(r))),
-            }
-        }
-        let client_ready = match &mut d.conn.stream {
-            Stream::Tls(tls) => tls.has_buffered(),
-            Stream::Plain(_) => false,
-        };
-        if !client_ready && client_wait.is_none() {
-            client_wait.set(readiness(&mut d.conn.stream));
-        }
-        watch.arm(up);
-        let event = if client_ready {
-            Event::Client(Some(Ok(())))
-        } else if watch.ready {
-            Event::Upstream(Some(Ok(())))
-        } else {
-            let for_client = d.conn.timer.run(
-                client_timeout,
-                std::future::poll_fn(|c| match client_wait.as_mut().as_pin_mut() {
-                    Some(w) => w.poll(c),
-                    None => Poll::Pending,
-                }),
-            );
-            let mut for_client = pin!(for_client);
-            // (Until the response starts, the upstream has nothing to say yet: the
-            // wait is the client's, and ends as the client's does.)
-            let upstream_timeout = match answer {
-                Some(_) => up_timeout,
-                None => client_timeout,
-            };
-            let for_upstream = d.up_timer.run(
-                upstream_timeout,
-                std::future::poll_fn(|c| watch.poll(c).map(Ok)),
-            );
-            let mut for_upstream = pin!(for_upstream);
-            client_first = !client_first;
-            std::future::poll_fn(|c| {
-                if client_first {
-                    if let Poll::Ready(r) = for_client.as_mut().poll(c) {
-                        return Poll::Ready(Event::Client(r));
+        // 2. Wait for more of the body or for the response, whichever comes first
+        // (unless response bytes came with the last write).
+        if !std::mem::take(&mut fresh) {
+            // (What the buffer held of the body is gone from it: no replay.)
+            p.read_client = true;
+            body.empty_for_read(&mut d.rbuf, &mut d.pos);
+            // (A look, not a wait, at an upstream already watched: the response first.)
+            let up_ready = watch.look().await;
+            if let (Stream::Plain(tcp), false) = (&d.conn.stream, up_ready) {
+                // More of the body already there is read at once, without a wait
+                // (which a readiness wait kept from before would then not know).
+                match relay::try_recv(tcp, &mut d.rbuf) {
+                    Ok(None) => {}
+                    Ok(Some(n)) if n > 0 => {
+                        client_wait.set(None);
+                        continue;
                     }
-                }
-                if let Poll::Ready(r) = for_upstream.as_mut().poll(c) {
-                    return Poll::Ready(Event::Upstream(r));
-                }
-                if let Poll::Ready(r) = for_client.as_mut().poll(c) {
-                    return Poll::Ready(Event::Client(r));
-                }
-                Poll::Pending
-            })
-            .await
-        };
-
-        match event {
-            Event::Upstream(None) if answer.is_some() => {
-                let op = "read response body";
-                break Err(p.fail(ProxyError::UpstreamTimeout { op }));
-            }
-            Event::Client(None) | Event::Upstream(None) => {
-                p.read_client = true;
-                let e = request_body_error(RelayError::Read(Fail::Timeout));
-                break Err(p.fail(e));
-            }
-            Event::Client(Some(ready)) => {
-                client_wait.set(None);
-                let read = match (ready, d.conn.stream.is_tls()) {
-                    (Err(e), _) => Err(e),
-                    // (Readable, but another read may have taken what made it so:
-                    // nothing there is a wait again, not a blocking read.)
-                    (Ok(()), false) => match &d.conn.stream {
-                        Stream::Plain(tcp) => relay::try_recv(tcp, &mut d.rbuf),
-                        Stream::Tls(_) => Ok(None),
-                    },
-                    (Ok(()), true) => {
-                        let mut client =
-                            Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
-                        match relay::read_ready(&mut client, &mut d.rbuf).await {
-                            Ok(r) => Ok(r),
-                            Err(Fail::Io(e)) => Err(e),
-                            Err(f) => break Err(p.fail(request_body_error(RelayError::Read(f)))),
-                        }
-                    }
-                };
-                match read {
-                    Ok(None) => continue,
-                    Ok(Some(n)) if n > 0 => continue,
                     r => break Err(p.fail(client_read_error(r))),
                 }
             }
-            Event::Upstream(Some(ready)) => {
-                watch.consumed();
-                let op = match answer {
-                    None => "read response head",
-                    Some(_) => "read response body",
+            let client_ready = match &mut d.conn.stream {
+                Stream::Tls(tls) => tls.has_buffered(),
+                Stream::Plain(_) => false,
+            };
+            if !client_ready && client_wait.is_none() {
+                client_wait.set(readiness(&mut d.conn.stream));
+            }
+            watch.arm(up);
+            let event = if client_ready {
+                Event::Client(Some(Ok(())))
+            } else if watch.ready {
+                Event::Upstream(Some(Ok(())))
+            } else {
+                let for_client = d.conn.timer.run(
+                    client_timeout,
+                    std::future::poll_fn(|c| match client_wait.as_mut().as_pin_mut() {
+                        Some(w) => w.poll(c),
+                        None => Poll::Pending,
+                    }),
+                );
+                let mut for_client = pin!(for_client);
+                // (Until the response starts, the upstream has nothing to say yet: the
+                // wait is the client's, and ends as the client's does.)
+                let upstream_timeout = match answer {
+                    Some(_) => up_timeout,
+                    None => client_timeout,
                 };
-                if let Err(e) = ready {
-                    break Err(p.fail(upstream_error(Fail::Io(e), op)));
+                let for_upstream = d.up_timer.run(
+                    upstream_timeout,
+                    std::future::poll_fn(|c| watch.poll(c).map(Ok)),
+                );
+                let mut for_upstream = pin!(for_upstream);
+                client_first = !client_first;
+                std::future::poll_fn(|c| {
+                    if client_first {
+                        if let Poll::Ready(r) = for_client.as_mut().poll(c) {
+                            return Poll::Ready(Event::Client(r));
+                        }
+                    }
+                    if let Poll::Ready(r) = for_upstream.as_mut().poll(c) {
+                        return Poll::Ready(Event::Upstream(r));
+                    }
+                    if let Poll::Ready(r) = for_client.as_mut().poll(c) {
+                        return Poll::Ready(Event::Client(r));
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+
+            match event {
+                Event::Upstream(None) if answer.is_some() => {
+                    let op = "read response body";
+                    break Err(p.fail(ProxyError::UpstreamTimeout { op }));
                 }
-                if let Some(a) = &mut answer {
-                    if a.pos == bufs.resp.len() {
-                        a.body.empty_for_read(&mut bufs.resp, &mut a.pos);
+                Event::Client(None) | Event::Upstream(None) => {
+                    p.read_client = true;
+                    let e = request_body_error(RelayError::Read(Fail::Timeout));
+                    break Err(p.fail(e));
+                }
+                Event::Client(Some(ready)) => {
+                    client_wait.set(None);
+                    let read = match (ready, d.conn.stream.is_tls()) {
+                        (Err(e), _) => Err(e),
+                        // (Readable, but another read may have taken what made it so:
+                        // nothing there is a wait again, not a blocking read.)
+                        (Ok(()), false) => match &d.conn.stream {
+                            Stream::Plain(tcp) => relay::try_recv(tcp, &mut d.rbuf),
+                            Stream::Tls(_) => Ok(None),
+                        },
+                        (Ok(()), true) => {
+                            let mut client =
+                                Io::new(&mut d.conn.stream, &mut d.conn.timer, client_timeout);
+                            match relay::read_ready(&mut client, &mut d.rbuf).await {
+                                Ok(r) => Ok(r),
+                                Err(Fail::Io(e)) => Err(e),
+                                Err(f) => {
+                                    break Err(p.fail(request_body_error(RelayError::Read(f))))
+                                }
+                            }
+                        }
+                    };
+                    match read {
+                        Ok(None) => continue,
+                        Ok(Some(n)) if n > 0 => continue,
+                        r => break Err(p.fail(client_read_error(r))),
                     }
                 }
-                let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
-                match relay::read_ready(&mut up_io, &mut bufs.resp).await {
-                    // (Nothing of the response yet: a TLS session message.)
-                    Ok(None) => continue,
-                    Ok(Some(0)) | Err(Fail::Closed) => match &answer {
-                        Some(a) if a.body.is_close_delimited() => {
-                            break Ok(Sent::Answered {
-                                next: Next::Close,
-                                reusable: false,
-                            });
+                Event::Upstream(Some(ready)) => {
+                    watch.consumed();
+                    let op = match answer {
+                        None => "read response head",
+                        Some(_) => "read response body",
+                    };
+                    if let Err(e) = ready {
+                        break Err(p.fail(upstream_error(Fail::Io(e), op)));
+                    }
+                    if let Some(a) = &mut answer {
+                        if a.pos == bufs.resp.len() {
+                            a.body.empty_for_read(&mut bufs.resp, &mut a.pos);
                         }
-                        _ => break Err(p.fail(ProxyError::UpstreamClosed { op })),
-                    },
-                    Ok(Some(_)) => p.got_response = true,
-                    Err(f) => break Err(p.fail(upstream_error(f, op))),
+                    }
+                    let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
+                    match relay::read_ready(&mut up_io, &mut bufs.resp).await {
+                        // (Nothing of the response yet: a TLS session message.)
+                        Ok(None) => continue,
+                        Ok(Some(0)) | Err(Fail::Closed) => match &answer {
+                            Some(a) if a.body.is_close_delimited() => {
+                                break Ok(Sent::Answered {
+                                    next: Next::Close,
+                                    reusable: false,
+                                });
+                            }
+                            _ => break Err(p.fail(ProxyError::UpstreamClosed { op })),
+                        },
+                        Ok(Some(_)) => p.got_response = true,
+                        Err(f) => break Err(p.fail(upstream_error(f, op))),
+                    }
                 }
             }
         }

@@ -673,6 +673,9 @@ pub fn read_head(s: &mut impl Read) -> Option<String> {
 ///   the body ended; the connection is kept.
 /// - `POST /early`: `413` with the body `not this` at once, then whatever still
 ///   comes read and dropped until the peer closes (as a server that lingers).
+/// - `POST /hold`: `413` with the body `not this` at once, then nothing read: the
+///   connection is held open for at most [`DEADLINE`] (an upstream that stopped
+///   reading), then closed.
 /// - `POST /short`: `200` with the body `done` at once, the connection kept open
 ///   and read from until the peer closes.
 /// - `POST /sink`: the whole (Content-Length) body read, then `200` with its
@@ -696,12 +699,17 @@ pub fn serve_streaming(s: &mut (impl Read + Write)) {
             continue;
         }
         if !head.starts_with("POST /echo ") {
-            let (status, body) = match head.starts_with("POST /early ") {
+            let early = head.starts_with("POST /early ") || head.starts_with("POST /hold ");
+            let (status, body) = match early {
                 true => (413, &b"not this"[..]),
                 false => (200, &b"done"[..]),
             };
             let _ = s.write_all(&response(status, &[], body));
             let _ = s.flush();
+            if head.starts_with("POST /hold ") {
+                std::thread::park_timeout(DEADLINE);
+                return;
+            }
             let mut sink = [0u8; 65536];
             while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
             return;
