@@ -1458,18 +1458,32 @@ fn http2_clients_stream_both_ways_with_http1_upstreams() {
     let local = tokio::task::LocalSet::new();
     run(local.run_until(async {
         let c = connect(p.addr).await;
+        // A POST to `path` with `first` as its first DATA (and its last with
+        // `end`): the response's head and the stream to send the rest on.
+        let post = |path: &str, length: Option<usize>, first: &'static [u8], end: bool| {
+            let mut req = http::Request::post(format!("http://a.example{path}"));
+            if let Some(n) = length {
+                req = req.header("content-length", n);
+            }
+            let c = c.clone();
+            async move {
+                let mut send = c.ready().await.unwrap();
+                let (resp, mut out) = send.send_request(req.body(()).unwrap(), false).unwrap();
+                out.send_data(Bytes::from_static(first), end).unwrap();
+                let resp = resp.await.unwrap();
+                assert_eq!(resp.status(), 200);
+                (resp.into_body(), out)
+            }
+        };
+        async fn rest(body: &mut h2::RecvStream, got: &mut Vec<u8>) {
+            while let Some(chunk) = body.data().await {
+                got.extend_from_slice(&chunk.unwrap());
+            }
+        }
         // The upstream echoes each piece as it comes (the chunked framing the proxy
         // gave it included), and the client sends the next only once the last came
         // back: half duplex would wait for the body's end.
-        let mut send = c.clone().ready().await.unwrap();
-        let req = http::Request::post("http://a.example/echo")
-            .body(())
-            .unwrap();
-        let (resp, mut out) = send.send_request(req, false).unwrap();
-        out.send_data(Bytes::from_static(b"first"), false).unwrap();
-        let resp = resp.await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let mut body = resp.into_body();
+        let (mut body, mut out) = post("/echo", None, b"first", false).await;
         let mut got = Vec::new();
         for (next, want) in [
             (Some("second"), "5\r\nfirst\r\n"),
@@ -1485,63 +1499,31 @@ fn http2_clients_stream_both_ways_with_http1_upstreams() {
                 None => out.send_data(Bytes::new(), true).unwrap(),
             }
         }
-        while let Some(chunk) = body.data().await {
-            got.extend_from_slice(&chunk.unwrap());
-        }
+        rest(&mut body, &mut got).await;
         assert_eq!(
             String::from_utf8_lossy(&got),
             "5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"
         );
 
         // A response that ends before the body does reaches the client whole.
-        let mut send = c.clone().ready().await.unwrap();
-        let req = http::Request::post("http://a.example/short")
-            .header("content-length", "1000000")
-            .body(())
-            .unwrap();
-        let (resp, mut out) = send.send_request(req, false).unwrap();
-        out.send_data(Bytes::from_static(b"first"), false).unwrap();
-        let resp = resp.await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let mut body = resp.into_body();
+        let (mut body, _out) = post("/short", Some(1_000_000), b"first", false).await;
         let mut got = Vec::new();
-        while let Some(chunk) = body.data().await {
-            got.extend_from_slice(&chunk.unwrap());
-        }
+        rest(&mut body, &mut got).await;
         assert_eq!(got, b"done");
 
-        // The connection serves other streams meanwhile and after.
-        let mut send = c.clone().ready().await.unwrap();
-        let req = http::Request::post("http://a.example/echo")
-            .header("content-length", "5")
-            .body(())
-            .unwrap();
-        let (resp, mut out) = send.send_request(req, false).unwrap();
-        out.send_data(Bytes::from_static(b"hello"), true).unwrap();
-        let mut body = resp.await.unwrap().into_body();
+        // The connection serves other streams after.
+        let (mut body, _) = post("/echo", Some(5), b"hello", true).await;
         let mut got = Vec::new();
-        while let Some(chunk) = body.data().await {
-            got.extend_from_slice(&chunk.unwrap());
-        }
+        rest(&mut body, &mut got).await;
         assert_eq!(got, b"hello");
 
         // A Content-Length body is whole with its last bytes: the upstream's answer
         // to it, before the client's END_STREAM, leaves its connection in step,
         // and pooled.
-        let mut send = c.clone().ready().await.unwrap();
-        let req = http::Request::post("http://a.example/sink")
-            .header("content-length", "5")
-            .body(())
-            .unwrap();
-        let (resp, mut out) = send.send_request(req, false).unwrap();
-        out.send_data(Bytes::from_static(b"hello"), false).unwrap();
-        let mut body = resp.await.unwrap().into_body();
+        let (mut body, mut out) = post("/sink", Some(5), b"hello", false).await;
         let mut got = Vec::new();
-        while got.is_empty() {
-            got.extend_from_slice(&body.data().await.unwrap().unwrap());
-        }
+        rest(&mut body, &mut got).await;
         assert_eq!(got, b"5");
-        assert!(body.data().await.is_none());
         // (The stream is over for the proxy: the client's END_STREAM may find it
         // reset with NO_ERROR.)
         let _ = out.send_data(Bytes::new(), true);
