@@ -1485,6 +1485,14 @@ impl TlsStream {
         Ok(true)
     }
 
+    /// Drops the ciphertext still queued for the peer: a write abandoned for good
+    /// (the connection is not written to again). Reads then wait for nothing to
+    /// go out first, and no close_notify follows a record cut short.
+    pub fn abandon_output(&mut self) {
+        self.out_len = 0;
+        self.notified = true;
+    }
+
     /// Decrypted bytes into `dst` without waiting, for adapters driven by readiness
     /// (HTTP/2): `Ok(None)` when nothing can be read before the socket is readable
     /// again; `Ok(Some(0))` once the peer closed.

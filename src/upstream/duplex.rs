@@ -185,6 +185,8 @@ async fn write_watched_tls(
 ) -> Option<Result<(), (Fail, usize)>> {
     let mut at = range.start;
     let sent = |at: usize| at - range.start;
+    // The response's status is known (not an error): the write goes on unwatched.
+    let mut looked = false;
     loop {
         let Stream::Tls(tls) = &mut *io.stream else {
             return Some(Err((Fail::Closed, 0)));
@@ -212,12 +214,14 @@ async fn write_watched_tls(
         }
         // Wait for room, or for the upstream to say something.
         let writable = tls.tcp().readiness(false);
-        watch.arm(io.stream);
+        if !looked {
+            watch.arm(io.stream);
+        }
         let mut writable = pin!(writable);
         let event = io.timer.run(
             io.timeout,
             std::future::poll_fn(|c| {
-                if watch.poll(c).is_ready() {
+                if !looked && watch.poll(c).is_ready() {
                     return Poll::Ready(true);
                 }
                 writable.as_mut().poll(c).map(|_| false)
@@ -228,22 +232,50 @@ async fn write_watched_tls(
             Some(false) => {}
             Some(true) => {
                 watch.consumed();
-                match relay::read_ready(io, resp).await {
-                    // (A session message.)
+                let Stream::Tls(tls) = &mut *io.stream else {
+                    return Some(Err((Fail::Closed, 0)));
+                };
+                // (Without waiting: a read that would first send what is queued
+                // could wait on the upstream that does not read.)
+                let from = resp.len();
+                resp.resize(from + crate::worker::BUF_SIZE, 0);
+                let read = tls.try_read(&mut resp[from..]);
+                resp.truncate(from + read.as_ref().map_or(0, |n| n.unwrap_or(0)));
+                match read {
+                    // (A session message, or part of a record.)
                     Ok(None) => {}
                     Ok(Some(0)) => return Some(Err((Fail::Closed, sent(at)))),
-                    Ok(Some(_)) => {
-                        let status = resp.get(resp_start..resp_start + 10);
-                        if status
-                            .is_some_and(|s| s.starts_with(b"HTTP/1.") && b"45".contains(&s[9]))
-                        {
+                    Ok(Some(_)) => match final_status(&resp[resp_start..]) {
+                        Some(b'4' | b'5') => {
+                            // The upload is over: what is queued never goes out.
+                            tls.abandon_output();
                             return None;
                         }
-                    }
-                    Err(f) => return Some(Err((f, sent(at)))),
+                        Some(_) => looked = true,
+                        // (Not all of it yet; one too large is not waited on.)
+                        None => looked = resp.len() - resp_start >= super::MAX_RESPONSE_HEAD,
+                    },
+                    Err(e) => return Some(Err((Fail::Io(e), sent(at)))),
                 }
             }
         }
+    }
+}
+
+/// The first digit of the status of the first final response in `resp` (the
+/// response bytes so far, interim `1xx` ones skipped), once its status line has
+/// begun to arrive; `b'?'` for bytes that are no status line.
+pub(crate) fn final_status(mut resp: &[u8]) -> Option<u8> {
+    loop {
+        let start = resp.get(..10)?;
+        if !start.starts_with(b"HTTP/1.") {
+            return Some(b'?');
+        }
+        if start[9] != b'1' {
+            return Some(start[9]);
+        }
+        let end = memchr::memmem::find(resp, b"\r\n\r\n")?;
+        resp = &resp[end + 4..];
     }
 }
 
@@ -331,7 +363,9 @@ pub(super) async fn send_body(
                             break 'upload Ok(Sent::Whole);
                         }
                         // One that answered and closed has its answer relayed.
-                        if fd.and_then(waiting_status).is_some_and(|s| s != b'1') {
+                        let read = final_status(&bufs.resp[HEADROOM..]);
+                        let waiting = fd.and_then(waiting_status).or(read);
+                        if waiting.is_some_and(|s| s != b'1') {
                             break Ok(Sent::Stopped);
                         }
                         break Err(p.fail(upstream_error(f, "write request body")));
@@ -647,5 +681,25 @@ fn response_body_error(e: RelayError) -> ProxyError {
         RelayError::TooLarge => {
             ProxyError::BadResponseBody(crate::http::body::BodyError("too large"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::final_status;
+
+    #[test]
+    fn the_final_status_skips_interim_responses() {
+        assert_eq!(
+            final_status(b"HTTP/1.1 413 Payload Too Large\r\n"),
+            Some(b'4')
+        );
+        assert_eq!(final_status(b"HTTP/1.1 2"), Some(b'2'));
+        assert_eq!(final_status(b"HTTP/1.1 "), None);
+        let interim = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 500 x\r\n";
+        assert_eq!(final_status(interim), Some(b'5'));
+        assert_eq!(final_status(&interim[..30]), None);
+        assert_eq!(final_status(&interim[..45]), None);
+        assert_eq!(final_status(b"garbage!!!"), Some(b'?'));
     }
 }

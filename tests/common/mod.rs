@@ -707,7 +707,11 @@ pub fn serve_streaming(s: &mut (impl Read + Write)) {
             let _ = s.write_all(&response(status, &[], body));
             let _ = s.flush();
             if head.starts_with("POST /hold ") {
-                std::thread::park_timeout(DEADLINE);
+                // (Holding the connection, not a wait for anything.)
+                let until = Instant::now() + DEADLINE;
+                while let Some(left) = until.checked_duration_since(Instant::now()) {
+                    std::thread::park_timeout(left);
+                }
                 return;
             }
             let mut sink = [0u8; 65536];
