@@ -520,9 +520,9 @@ impl Exchange<'_> {
             let mut io = Io::new(&mut up.stream, &mut self.timer, up_timeout);
             let sent = relay::write_range(&mut io, hbuf, 0..len).await;
             let sent_at = Stamp::now();
-            // The body goes up while the response may come back (a cleartext
-            // upstream that answers with an error before the body ends stops the
-            // upload, as for HTTP/1.1 clients; its connection is not pooled).
+            // The body goes up while the response may come back (an upstream that
+            // answers with an error before the body ends stops the upload, as for
+            // HTTP/1.1 clients; its connection is not pooled).
             let mut upload = Upload::new(head, self.settings.config.limits.max_body_bytes);
             let mut watch = UpWatch::new();
             let got = match sent {

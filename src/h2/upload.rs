@@ -180,9 +180,9 @@ impl Upload {
     }
 
     /// Writes the piece upstream, releases its window to the client, and ends the
-    /// upload after its last piece. While no response has started (`watch`), a
-    /// cleartext upstream is watched: an error response that starts meanwhile, or
-    /// a failed write with a response waiting, stops the upload (`Ok`: the
+    /// upload after its last piece. While no response has started (`watch`), the
+    /// upstream is watched: an error response that starts meanwhile, or a failed
+    /// write with a response waiting (cleartext), stops the upload (`Ok`: the
     /// response is read next). Once a response has started, a failed write stops
     /// the upload too, and the response goes on. (Over TLS, response bytes read
     /// meanwhile are added to the response buffer given with `watch`.)

@@ -334,8 +334,8 @@ pub(super) async fn send_body(
             };
             p.read_client |= body.reframed();
             if !out.is_empty() {
-                // While no response has started, a cleartext upstream is watched
-                // (not for the body's last bytes: its response is read next).
+                // While no response has started, the upstream is watched (not for
+                // the body's last bytes: its response is read next).
                 let watched = answer.is_none() && !watch.ready && !body.is_done();
                 let mut up_io = Io::new(up, &mut d.up_timer, up_timeout);
                 let had = bufs.resp.len();
